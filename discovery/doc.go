@@ -1,0 +1,13 @@
+// Package discovery connects grpc-go to Consul.
+//
+// It has two halves. The resolver half is a grpc-go resolver for targets of
+// the form consul:///<service>[?tag=<tag>&dc=<datacenter>]: one watcher per
+// target runs blocking queries against Consul's health endpoint, pushes only
+// passing instances to the ClientConn, and keeps the last known instances when
+// Consul itself cannot be reached, so a blip in the registry never drops
+// traffic. The registration half is what a service uses to put itself into
+// Consul with a gRPC health check and to take itself out again on shutdown.
+//
+// The gateway and the example services use the same resolver, so every
+// backend call in Portico is found the same way.
+package discovery

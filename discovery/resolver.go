@@ -1,0 +1,238 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc/attributes"
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/resolver"
+)
+
+// Scheme is the URL scheme of Consul targets: consul:///<service>.
+const Scheme = "consul"
+
+// Target returns the grpc-go target for a Consul service.
+func Target(service string) string { return Scheme + ":///" + service }
+
+// healthAPI is the one Consul call the watcher makes. *api.Health has it.
+type healthAPI interface {
+	ServiceMultipleTags(service string, tags []string, passingOnly bool, q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error)
+}
+
+var _ healthAPI = (*api.Health)(nil)
+
+// Option configures a Builder.
+type Option func(*options)
+
+type options struct {
+	waitTime time.Duration
+	backoff  backoff
+	logger   *slog.Logger
+}
+
+func defaultOptions() options {
+	return options{
+		waitTime: 30 * time.Second,
+		backoff:  backoff{base: 100 * time.Millisecond, max: 5 * time.Second},
+		logger:   slog.Default(),
+	}
+}
+
+// WithWaitTime sets how long one blocking query may wait for a change.
+func WithWaitTime(d time.Duration) Option { return func(o *options) { o.waitTime = d } }
+
+// WithBackoff sets the first and the largest delay between retries after
+// Consul errors. Delays are jittered.
+func WithBackoff(base, max time.Duration) Option {
+	return func(o *options) { o.backoff = backoff{base: base, max: max} }
+}
+
+// WithLogger sets where watch errors are logged.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// Builder builds resolvers for consul:/// targets. Give it to a ClientConn
+// with grpc.WithResolvers; it is not registered globally, so each gateway
+// (and each test) can point at its own Consul.
+type Builder struct {
+	health healthAPI
+	opts   options
+}
+
+var _ resolver.Builder = (*Builder)(nil)
+
+// NewBuilder returns a resolver builder backed by client. It does no I/O.
+func NewBuilder(client *api.Client, opts ...Option) *Builder {
+	return newBuilder(client.Health(), opts...)
+}
+
+func newBuilder(h healthAPI, opts ...Option) *Builder {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Builder{health: h, opts: o}
+}
+
+// Scheme implements resolver.Builder.
+func (b *Builder) Scheme() string { return Scheme }
+
+// Build implements resolver.Builder. It starts the target's watcher.
+func (b *Builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	service := strings.Trim(target.URL.Path, "/")
+	if service == "" {
+		service = target.URL.Opaque
+	}
+	if service == "" || strings.Contains(service, "/") {
+		return nil, fmt.Errorf("discovery: target %q: want consul:///<service>", target.URL.String())
+	}
+	q := target.URL.Query()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &consulResolver{
+		cc:      cc,
+		health:  b.health,
+		opts:    b.opts,
+		service: service,
+		tags:    q["tag"],
+		dc:      q.Get("dc"),
+		nudge:   make(chan struct{}, 1),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+	}
+	go r.watch(ctx)
+	return r, nil
+}
+
+// consulResolver watches one Consul service for one ClientConn.
+type consulResolver struct {
+	cc      resolver.ClientConn
+	health  healthAPI
+	opts    options
+	service string
+	tags    []string
+	dc      string
+
+	nudge  chan struct{} // capacity 1: bursts of ResolveNow collapse into one
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ResolveNow is a hint: if the watcher is waiting out a backoff, it retries
+// at once. A running blocking query already returns on any change.
+func (r *consulResolver) ResolveNow(resolver.ResolveNowOptions) {
+	select {
+	case r.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the watcher and waits for it to exit.
+func (r *consulResolver) Close() {
+	r.cancel()
+	<-r.done
+}
+
+func (r *consulResolver) watch(ctx context.Context) {
+	defer close(r.done)
+	var (
+		index     uint64
+		last      []string
+		haveState bool
+		failures  int
+	)
+	for {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: r.opts.waitTime, Datacenter: r.dc}).WithContext(ctx)
+		entries, meta, err := r.health.ServiceMultipleTags(r.service, r.tags, true, q)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			failures++
+			err = fmt.Errorf("consul: watching service %q: %w", r.service, err)
+			if !haveState {
+				// Nothing known yet: let calls fail fast instead of hanging.
+				r.cc.ReportError(err)
+			}
+			// With a known state we say nothing to the ClientConn: it keeps
+			// routing to the last healthy instances while Consul is away.
+			r.opts.logger.Warn("consul watch failed", "service", r.service, "error", err, "failures", failures)
+			if !r.sleep(ctx, r.opts.backoff.delay(failures-1)) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		// Consul's index may go backwards (snapshot restore, leader change);
+		// start over then rather than block forever on a future index.
+		if meta.LastIndex < index || meta.LastIndex == 0 {
+			index = 0
+		} else {
+			index = meta.LastIndex
+		}
+
+		eps, addrs := endpoints(entries)
+		if haveState && slices.Equal(addrs, last) {
+			continue
+		}
+		haveState, last = true, addrs
+		// An empty list is a real answer (no healthy instance); the balancer
+		// then fails calls at once with UNAVAILABLE. The error it returns for
+		// that case needs no action here.
+		if err := r.cc.UpdateState(resolver.State{Endpoints: eps}); err != nil && !errors.Is(err, balancer.ErrBadResolverState) {
+			r.opts.logger.Warn("resolver update rejected", "service", r.service, "error", err)
+		}
+	}
+}
+
+// sleep waits d, or less if ResolveNow nudges; it reports false when ctx ends.
+func (r *consulResolver) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-r.nudge:
+	}
+	return true
+}
+
+type instanceIDKey struct{}
+
+// InstanceID returns the Consul service ID of a resolved endpoint, or "".
+func InstanceID(ep resolver.Endpoint) string {
+	id, _ := ep.Attributes.Value(instanceIDKey{}).(string)
+	return id
+}
+
+// endpoints turns Consul entries into resolver endpoints and a sorted list
+// of their addresses (to tell a real change from a no-op wake-up).
+func endpoints(entries []*api.ServiceEntry) ([]resolver.Endpoint, []string) {
+	eps := make([]resolver.Endpoint, 0, len(entries))
+	addrs := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if e.Service == nil {
+			continue
+		}
+		host := e.Service.Address
+		if host == "" && e.Node != nil {
+			host = e.Node.Address
+		}
+		addr := net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
+		eps = append(eps, resolver.Endpoint{
+			Addresses:  []resolver.Address{{Addr: addr}},
+			Attributes: attributes.New(instanceIDKey{}, e.Service.ID),
+		})
+		addrs = append(addrs, addr+"|"+e.Service.ID)
+	}
+	slices.Sort(addrs)
+	return eps, addrs
+}

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/portico-gw/portico/discovery"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the gateway's configuration, read from a YAML file. The zero
+// value works against a local Consul agent.
+type Config struct {
+	// HTTPAddr is where REST/JSON is served. Default 127.0.0.1:8080.
+	HTTPAddr string `yaml:"http_addr"`
+	// GRPCAddr is where native gRPC is served. Default 127.0.0.1:9090.
+	GRPCAddr string `yaml:"grpc_addr"`
+	// AdminAddr serves /healthz, /readyz and /routes. Default 127.0.0.1:9901.
+	AdminAddr string `yaml:"admin_addr"`
+
+	// Consul follows Consul's conventions (CONSUL_HTTP_ADDR, ...) where empty.
+	Consul discovery.ConsulConfig `yaml:"consul"`
+
+	// DefaultTimeout is the deadline of a unary call that sets none and
+	// whose service declares none. Default 10s.
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	// ShutdownGrace is how long in-flight calls may run after SIGTERM.
+	// Default 15s.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+
+	// Services overrides the proto options of a service, keyed by its full
+	// name (for example catalog.v1.CatalogService).
+	Services map[string]ServiceConfig `yaml:"services"`
+
+	// source names the file the config came from, for error messages.
+	source string
+}
+
+// ServiceConfig overrides what a service's proto options declare.
+type ServiceConfig struct {
+	// Backend is the Consul service name.
+	Backend string `yaml:"backend"`
+	// Tag keeps only instances that carry this Consul tag.
+	Tag string `yaml:"tag"`
+	// Datacenter queries another Consul datacenter.
+	Datacenter string `yaml:"datacenter"`
+	// Timeout is the default deadline of unary calls.
+	Timeout time.Duration `yaml:"timeout"`
+	// StreamTimeout is the default deadline of streaming calls; 0 means none
+	// (a stream lives until the client or the backend ends it).
+	StreamTimeout time.Duration `yaml:"stream_timeout"`
+}
+
+// LoadConfig reads a YAML config file. Unknown keys are errors, so a typo
+// cannot silently fall back to a default.
+func LoadConfig(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := ParseConfig(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.source = path
+	return cfg, nil
+}
+
+// ParseConfig reads a YAML config.
+func ParseConfig(r io.Reader) (Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, err
+	}
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8080"
+	}
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = "127.0.0.1:9090"
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = "127.0.0.1:9901"
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = 10 * time.Second
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 15 * time.Second
+	}
+	return c
+}
+
+func (c Config) where() string {
+	if c.source == "" {
+		return "config"
+	}
+	return c.source
+}

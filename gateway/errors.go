@@ -1,0 +1,198 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// ErrorDomain is the google.rpc.ErrorInfo domain of errors the gateway makes.
+const ErrorDomain = "gateway.portico.dev"
+
+// ErrorSourceKey is the trailer (gRPC) and header (REST, as
+// X-Portico-Error-Source) that says who made an error: "gateway" or
+// "backend".
+const ErrorSourceKey = "x-portico-error-source"
+
+// Reasons of gateway-made errors, in google.rpc.ErrorInfo.reason.
+const (
+	ReasonNoHealthyBackend = "NO_HEALTHY_BACKEND"
+	ReasonDeadline         = "DEADLINE_EXCEEDED"
+	ReasonBadRequest       = "BAD_REQUEST"
+	ReasonNoRoute          = "NO_ROUTE"
+	ReasonShuttingDown     = "SHUTTING_DOWN"
+	ReasonInternal         = "INTERNAL"
+)
+
+// Error returns a gateway-made status error with an ErrorInfo detail.
+// Policies use it so their errors read the same as the gateway's own.
+func Error(code codes.Code, reason, msg string, meta map[string]string) error {
+	st := status.New(code, msg)
+	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta}); err == nil {
+		st = withInfo
+	}
+	return st.Err()
+}
+
+// backendError marks an error that a backend sent, so the chain does not
+// take it for the gateway's own.
+type backendError struct{ st *status.Status }
+
+func (e *backendError) Error() string              { return e.st.Err().Error() }
+func (e *backendError) GRPCStatus() *status.Status { return e.st }
+
+// errorSourceUnary is the outermost interceptor: it marks every failed call
+// with who made the error, and gives gateway-made errors an ErrorInfo.
+func errorSourceUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if err != nil {
+		err = markError(ctx, nil, err)
+	}
+	return resp, err
+}
+
+func errorSourceStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	err := handler(srv, ss)
+	if err != nil {
+		err = markError(ss.Context(), ss, err)
+	}
+	return err
+}
+
+func markError(ctx context.Context, ss grpc.ServerStream, err error) error {
+	source := "gateway"
+	var be *backendError
+	if errors.As(err, &be) {
+		source = "backend"
+	} else {
+		err = withErrorInfo(err)
+	}
+	md := metadata.Pairs(ErrorSourceKey, source)
+	if ss != nil {
+		ss.SetTrailer(md)
+	} else {
+		_ = grpc.SetTrailer(ctx, md)
+	}
+	return err
+}
+
+// withErrorInfo adds an ErrorInfo to a gateway-made status that lacks one.
+func withErrorInfo(err error) error {
+	st := status.Convert(err)
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.ErrorInfo); ok {
+			return err
+		}
+	}
+	reason := ReasonInternal
+	switch st.Code() {
+	case codes.InvalidArgument:
+		reason = ReasonBadRequest
+	case codes.NotFound, codes.Unimplemented:
+		reason = ReasonNoRoute
+	case codes.DeadlineExceeded:
+		reason = ReasonDeadline
+	case codes.Unavailable:
+		reason = ReasonNoHealthyBackend
+	case codes.Canceled:
+		return err
+	}
+	return Error(st.Code(), reason, st.Message(), nil)
+}
+
+// restErrorHandler is the one place where gRPC codes become HTTP statuses.
+// The body is google.rpc.Status as JSON.
+func restErrorHandler(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	source := "gateway"
+	md, ok := runtime.ServerMetadataFromContext(ctx)
+	if ok {
+		if v := md.TrailerMD.Get(ErrorSourceKey); len(v) > 0 {
+			source = v[0]
+		}
+		forwardHeaders(w.Header(), md.HeaderMD)
+	}
+	var httpErr *runtime.HTTPStatusError
+	if errors.As(err, &httpErr) {
+		err = httpErr.Err
+	}
+	if source == "gateway" {
+		err = withErrorInfo(err)
+	}
+	st := status.Convert(err)
+	writeStatus(w, st, runtime.HTTPStatusFromCode(st.Code()), source)
+}
+
+// restRoutingErrorHandler answers requests that match no route.
+func restRoutingErrorHandler(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	var err error
+	switch httpStatus {
+	case http.StatusNotFound:
+		err = Error(codes.NotFound, ReasonNoRoute, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), nil)
+	case http.StatusMethodNotAllowed:
+		err = Error(codes.Unimplemented, ReasonNoRoute, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path), nil)
+	default:
+		err = Error(codes.InvalidArgument, ReasonBadRequest, http.StatusText(httpStatus), nil)
+	}
+	writeStatus(w, status.Convert(err), httpStatus, "gateway")
+}
+
+var statusJSON = protojson.MarshalOptions{}
+
+func writeStatus(w http.ResponseWriter, st *status.Status, httpStatus int, source string) {
+	body, err := statusJSON.Marshal(st.Proto())
+	if err != nil {
+		body = []byte(`{"code":13,"message":"failed to encode error"}`)
+		httpStatus = http.StatusInternalServerError
+	}
+	h := w.Header()
+	h.Del("Trailer")
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Portico-Error-Source", source)
+	w.WriteHeader(httpStatus)
+	_, _ = w.Write(body)
+}
+
+// forwardHeaders copies response metadata that a REST client should see
+// (x-* keys, such as x-instance-id) as plain HTTP headers.
+func forwardHeaders(h http.Header, md metadata.MD) {
+	for k, vs := range md {
+		if name, ok := outgoingHeader(k); ok {
+			for _, v := range vs {
+				h.Add(name, v)
+			}
+		}
+	}
+}
+
+// outgoingHeader maps response metadata to HTTP header names: x-* keys
+// keep their names, other keys get grpc-gateway's Grpc-Metadata- prefix.
+func outgoingHeader(key string) (string, bool) {
+	key = strings.ToLower(key)
+	switch {
+	case key == ErrorSourceKey:
+		return "", false
+	case strings.HasPrefix(key, "x-"):
+		return http.CanonicalHeaderKey(key), true
+	default:
+		return runtime.MetadataHeaderPrefix + key, true
+	}
+}
+
+// incomingHeader forwards x-* headers as metadata under their own names,
+// and everything else as grpc-gateway does by default.
+func incomingHeader(key string) (string, bool) {
+	if k := strings.ToLower(key); strings.HasPrefix(k, "x-") {
+		return k, true
+	}
+	return runtime.DefaultHeaderMatcher(key)
+}

@@ -1,0 +1,191 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// proxyDesc builds a grpc.ServiceDesc whose handlers forward each method of
+// one proto service to its backend. The interceptor chain runs around these
+// handlers like around any generated service.
+func proxyDesc(service string, routes []*Route, conns map[string]*grpc.ClientConn) *grpc.ServiceDesc {
+	desc := &grpc.ServiceDesc{
+		ServiceName: service,
+		HandlerType: (*any)(nil),
+	}
+	for _, r := range routes {
+		if r.Service != service {
+			continue
+		}
+		p := &methodProxy{route: r, conn: conns[r.target()]}
+		if !r.ClientStreams && !r.ServerStreams {
+			desc.Methods = append(desc.Methods, grpc.MethodDesc{MethodName: r.Method, Handler: p.unary})
+			continue
+		}
+		desc.Streams = append(desc.Streams, grpc.StreamDesc{
+			StreamName:    r.Method,
+			Handler:       p.stream,
+			ServerStreams: r.ServerStreams,
+			ClientStreams: r.ClientStreams,
+		})
+	}
+	return desc
+}
+
+// methodProxy forwards one method.
+type methodProxy struct {
+	route *Route
+	conn  *grpc.ClientConn
+}
+
+func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := p.route.input.New().Interface()
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return p.invoke(ctx, in)
+	}
+	return interceptor(ctx, in, &grpc.UnaryServerInfo{FullMethod: p.route.FullMethod}, p.invoke)
+}
+
+func (p *methodProxy) invoke(ctx context.Context, req any) (any, error) {
+	if _, ok := ctx.Deadline(); !ok && p.route.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.route.Timeout)
+		defer cancel()
+	}
+	out := p.route.output.New().Interface()
+	var header, trailer metadata.MD
+	var pr peer.Peer
+	err := p.conn.Invoke(outgoingContext(ctx), p.route.FullMethod, req, out,
+		grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&pr))
+	if len(header) > 0 {
+		_ = grpc.SetHeader(ctx, filterResponseMD(header))
+	}
+	if len(trailer) > 0 {
+		_ = grpc.SetTrailer(ctx, filterResponseMD(trailer))
+	}
+	if err != nil {
+		return nil, p.callError(ctx, err, pr.Addr != nil)
+	}
+	return out, nil
+}
+
+func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	if _, ok := ctx.Deadline(); !ok && p.route.Timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, p.route.Timeout)
+		defer cancel()
+	}
+	var pr peer.Peer
+	desc := &grpc.StreamDesc{ServerStreams: p.route.ServerStreams, ClientStreams: p.route.ClientStreams}
+	cs, err := p.conn.NewStream(outgoingContext(ctx), desc, p.route.FullMethod, grpc.Peer(&pr))
+	if err != nil {
+		return p.callError(ctx, err, false)
+	}
+
+	// Client to backend. It ends when the client half-closes or the call
+	// ends; the backend side below decides the call's outcome.
+	go func() {
+		for {
+			m := p.route.input.New().Interface()
+			if err := ss.RecvMsg(m); err != nil {
+				if errors.Is(err, io.EOF) {
+					_ = cs.CloseSend()
+				} else {
+					cancel()
+				}
+				return
+			}
+			if err := cs.SendMsg(m); err != nil {
+				return // RecvMsg below reports the backend's status
+			}
+		}
+	}()
+
+	// Backend to client.
+	if md, err := cs.Header(); err == nil && len(md) > 0 {
+		if err := ss.SetHeader(filterResponseMD(md)); err != nil {
+			return err
+		}
+	}
+	for {
+		m := p.route.output.New().Interface()
+		if err := cs.RecvMsg(m); err != nil {
+			if md := cs.Trailer(); len(md) > 0 {
+				ss.SetTrailer(filterResponseMD(md))
+			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return p.callError(ctx, err, pr.Addr != nil)
+		}
+		if err := ss.SendMsg(m); err != nil {
+			return err
+		}
+	}
+}
+
+// callError tells apart errors the backend sent from failures to reach one.
+func (p *methodProxy) callError(ctx context.Context, err error, reached bool) error {
+	st := status.Convert(err)
+	meta := map[string]string{"backend": p.route.Backend}
+	switch {
+	case ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) && st.Code() == codes.DeadlineExceeded:
+		return Error(codes.DeadlineExceeded, ReasonDeadline,
+			fmt.Sprintf("deadline exceeded waiting for backend %q", p.route.Backend), meta)
+	case ctx.Err() != nil && st.Code() == codes.Canceled:
+		return status.Error(codes.Canceled, "call canceled by the client")
+	case !reached && st.Code() == codes.Unavailable:
+		return Error(codes.Unavailable, ReasonNoHealthyBackend,
+			fmt.Sprintf("no healthy instance of backend %q is reachable", p.route.Backend), meta)
+	}
+	return &backendError{st: st}
+}
+
+// outgoingContext forwards the caller's metadata to the backend, less what
+// belongs to the hop (pseudo-headers, content type, grpc-* which grpc-go
+// sets itself, the deadline travelling in ctx).
+func outgoingContext(ctx context.Context) context.Context {
+	in, _ := metadata.FromIncomingContext(ctx)
+	out := make(metadata.MD, len(in))
+	for k, v := range in {
+		if hopRequestKey(k) {
+			continue
+		}
+		out[k] = v
+	}
+	return metadata.NewOutgoingContext(ctx, out)
+}
+
+func hopRequestKey(k string) bool {
+	switch k {
+	case ":authority", "content-type", "user-agent", "te", "connection":
+		return true
+	}
+	return strings.HasPrefix(k, "grpc-")
+}
+
+// filterResponseMD drops response metadata that grpc-go manages itself.
+func filterResponseMD(md metadata.MD) metadata.MD {
+	out := make(metadata.MD, len(md))
+	for k, v := range md {
+		if k == "content-type" || k == ErrorSourceKey || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
