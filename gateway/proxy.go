@@ -188,4 +188,3 @@ func filterResponseMD(md metadata.MD) metadata.MD {
 	}
 	return out
 }
-

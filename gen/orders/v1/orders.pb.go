@@ -451,7 +451,9 @@ type ListOrdersRequest struct {
 	// Maximum number of orders to return; 0 means the server default (20).
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's next_page_token.
-	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only orders in this status; unset means every status.
+	Status        OrderStatus `protobuf:"varint,3,opt,name=status,proto3,enum=orders.v1.OrderStatus" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -498,6 +500,13 @@ func (x *ListOrdersRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListOrdersRequest) GetStatus() OrderStatus {
+	if x != nil {
+		return x.Status
+	}
+	return OrderStatus_ORDER_STATUS_UNSPECIFIED
 }
 
 // ListOrdersResponse is one page of orders.
@@ -770,11 +779,12 @@ const file_orders_v1_orders_proto_rawDesc = "" +
 	"\x0fGetOrderRequest\x12\x19\n" +
 	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\":\n" +
 	"\x10GetOrderResponse\x12&\n" +
-	"\x05order\x18\x01 \x01(\v2\x10.orders.v1.OrderR\x05order\"d\n" +
+	"\x05order\x18\x01 \x01(\v2\x10.orders.v1.OrderR\x05order\"\x9e\x01\n" +
 	"\x11ListOrdersRequest\x12&\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\"f\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\x128\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x16.orders.v1.OrderStatusB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06status\"f\n" +
 	"\x12ListOrdersResponse\x12(\n" +
 	"\x06orders\x18\x01 \x03(\v2\x10.orders.v1.OrderR\x06orders\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"/\n" +
@@ -843,24 +853,25 @@ var file_orders_v1_orders_proto_depIdxs = []int32{
 	1,  // 4: orders.v1.CreateOrderRequest.items:type_name -> orders.v1.LineItem
 	2,  // 5: orders.v1.CreateOrderResponse.order:type_name -> orders.v1.Order
 	2,  // 6: orders.v1.GetOrderResponse.order:type_name -> orders.v1.Order
-	2,  // 7: orders.v1.ListOrdersResponse.orders:type_name -> orders.v1.Order
-	2,  // 8: orders.v1.CancelOrderResponse.order:type_name -> orders.v1.Order
-	2,  // 9: orders.v1.WatchOrderResponse.order:type_name -> orders.v1.Order
-	3,  // 10: orders.v1.OrderService.CreateOrder:input_type -> orders.v1.CreateOrderRequest
-	5,  // 11: orders.v1.OrderService.GetOrder:input_type -> orders.v1.GetOrderRequest
-	7,  // 12: orders.v1.OrderService.ListOrders:input_type -> orders.v1.ListOrdersRequest
-	9,  // 13: orders.v1.OrderService.CancelOrder:input_type -> orders.v1.CancelOrderRequest
-	11, // 14: orders.v1.OrderService.WatchOrder:input_type -> orders.v1.WatchOrderRequest
-	4,  // 15: orders.v1.OrderService.CreateOrder:output_type -> orders.v1.CreateOrderResponse
-	6,  // 16: orders.v1.OrderService.GetOrder:output_type -> orders.v1.GetOrderResponse
-	8,  // 17: orders.v1.OrderService.ListOrders:output_type -> orders.v1.ListOrdersResponse
-	10, // 18: orders.v1.OrderService.CancelOrder:output_type -> orders.v1.CancelOrderResponse
-	12, // 19: orders.v1.OrderService.WatchOrder:output_type -> orders.v1.WatchOrderResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	0,  // 7: orders.v1.ListOrdersRequest.status:type_name -> orders.v1.OrderStatus
+	2,  // 8: orders.v1.ListOrdersResponse.orders:type_name -> orders.v1.Order
+	2,  // 9: orders.v1.CancelOrderResponse.order:type_name -> orders.v1.Order
+	2,  // 10: orders.v1.WatchOrderResponse.order:type_name -> orders.v1.Order
+	3,  // 11: orders.v1.OrderService.CreateOrder:input_type -> orders.v1.CreateOrderRequest
+	5,  // 12: orders.v1.OrderService.GetOrder:input_type -> orders.v1.GetOrderRequest
+	7,  // 13: orders.v1.OrderService.ListOrders:input_type -> orders.v1.ListOrdersRequest
+	9,  // 14: orders.v1.OrderService.CancelOrder:input_type -> orders.v1.CancelOrderRequest
+	11, // 15: orders.v1.OrderService.WatchOrder:input_type -> orders.v1.WatchOrderRequest
+	4,  // 16: orders.v1.OrderService.CreateOrder:output_type -> orders.v1.CreateOrderResponse
+	6,  // 17: orders.v1.OrderService.GetOrder:output_type -> orders.v1.GetOrderResponse
+	8,  // 18: orders.v1.OrderService.ListOrders:output_type -> orders.v1.ListOrdersResponse
+	10, // 19: orders.v1.OrderService.CancelOrder:output_type -> orders.v1.CancelOrderResponse
+	12, // 20: orders.v1.OrderService.WatchOrder:output_type -> orders.v1.WatchOrderResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_orders_v1_orders_proto_init() }
