@@ -41,7 +41,10 @@ $(BIN)/consul: tools/consul/go.mod tools/consul/go.sum
 
 consul: $(BIN)/consul
 
-tools: plugins consul
+$(BIN)/grpcurl: tools/go.mod tools/go.sum
+	cd tools && $(GO) build -o $(BIN)/ github.com/fullstorydev/grpcurl/cmd/grpcurl
+
+tools: plugins consul $(BIN)/grpcurl
 
 ## Generation ----------------------------------------------------------------
 
@@ -79,7 +82,7 @@ test-unit:
 
 ## Demo ----------------------------------------------------------------------
 
-run: build consul
+run: build consul $(BIN)/grpcurl
 	./scripts/run.sh
 
 clean:

@@ -1,0 +1,260 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway"
+	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
+	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
+	"github.com/portico-gw/portico/gen/registry"
+	"github.com/portico-gw/portico/internal/testconsul"
+	"github.com/portico-gw/portico/services/catalog"
+	"github.com/portico-gw/portico/services/host"
+	"github.com/portico-gw/portico/services/orders"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+func TestMain(m *testing.M) { os.Exit(testconsul.Main(m)) }
+
+// world is one test's gateway, Consul and backends, all on real sockets.
+type world struct {
+	t       *testing.T
+	agent   *testconsul.Agent
+	consul  *api.Client
+	gw      *gateway.Gateway
+	base    string // http://host:port of the REST listener
+	conn    *grpc.ClientConn
+	catalog string // Consul service names, unique per test
+	orders  string
+}
+
+type worldOpt func(*gateway.Config)
+
+// newWorld starts a gateway whose services point at Consul names unique to
+// this test, so tests sharing one Consul agent never see each other's
+// instances. private gives the test its own Consul agent.
+func newWorld(t *testing.T, private bool, opts ...worldOpt) *world {
+	t.Helper()
+	var agent *testconsul.Agent
+	if private {
+		agent = testconsul.New(t)
+	} else {
+		agent = testconsul.Shared(t)
+	}
+	suffix := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	w := &world{t: t, agent: agent, consul: agent.Client(t), catalog: "catalog-" + suffix, orders: "orders-" + suffix}
+	cfg := gateway.Config{
+		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Consul: discovery.ConsulConfig{Address: agent.Addr},
+		Services: map[string]gateway.ServiceConfig{
+			"catalog.v1.CatalogService": {Backend: w.catalog},
+			"orders.v1.OrderService":    {Backend: w.orders},
+		},
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	gw, err := gateway.New(cfg, registry.Services(),
+		gateway.WithResolverOptions(discovery.WithBackoff(50*time.Millisecond, 500*time.Millisecond), discovery.WithWaitTime(5*time.Second)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = gw.Shutdown(ctx)
+	})
+	w.gw = gw
+	w.base = "http://" + gw.HTTPAddr()
+	conn, err := grpc.NewClient(gw.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	w.conn = conn
+	return w
+}
+
+func (w *world) catalogClient() catalogv1.CatalogServiceClient {
+	return catalogv1.NewCatalogServiceClient(w.conn)
+}
+
+func (w *world) ordersClient() ordersv1.OrderServiceClient { return ordersv1.NewOrderServiceClient(w.conn) }
+
+// startCatalog runs one catalog instance registered in Consul and waits
+// until Consul reports it healthy.
+func (w *world) startCatalog(opts ...catalog.Option) *host.Host {
+	w.t.Helper()
+	srv := catalog.NewServer(opts...)
+	return w.startHost(w.catalog, func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, srv) })
+}
+
+func (w *world) startOrders(opts ...orders.Option) *host.Host {
+	w.t.Helper()
+	cc, err := discovery.NewClient(w.consul, w.catalog)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { cc.Close() })
+	srv := orders.NewServer(catalogv1.NewCatalogServiceClient(cc), opts...)
+	w.t.Cleanup(srv.Close)
+	return w.startHost(w.orders, func(s *grpc.Server) { ordersv1.RegisterOrderServiceServer(s, srv) })
+}
+
+func (w *world) startHost(name string, register func(*grpc.Server)) *host.Host {
+	w.t.Helper()
+	h, err := host.Start(context.Background(), host.Config{
+		Name: name, Addr: "127.0.0.1:0", Register: register, CheckInterval: 250 * time.Millisecond,
+	}, w.consul)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		h.Stop(ctx)
+	})
+	w.waitPassing(name, h.ID())
+	return h
+}
+
+// waitPassing waits until Consul lists the instance as passing.
+func (w *world) waitPassing(service, id string) {
+	w.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		entries, _, err := w.consul.Health().Service(service, "", true, nil)
+		for _, e := range entries {
+			if e.Service.ID == id {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("consul never listed %s as passing in %s (err=%v)", id, service, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitHealthy waits until Consul lists exactly the given instances of a
+// service as passing.
+func (w *world) waitHealthy(service string, ids ...string) {
+	w.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		entries, _, err := w.consul.Health().Service(service, "", true, nil)
+		if err == nil && sameIDs(entries, ids) {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("consul never listed %v as the passing instances of %s (err=%v, got %d)", ids, service, err, len(entries))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func sameIDs(entries []*api.ServiceEntry, ids []string) bool {
+	if len(entries) != len(ids) {
+		return false
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		seen[e.Service.ID] = true
+	}
+	for _, id := range ids {
+		if !seen[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// restResponse is a decoded REST reply.
+type restResponse struct {
+	Status int
+	Header http.Header
+	Body   map[string]any
+	Raw    []byte
+}
+
+var httpClient = &http.Client{Timeout: 15 * time.Second}
+
+func (w *world) rest(method, path string, body any) restResponse {
+	w.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		r = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, w.base+path, r)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if r != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		w.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := restResponse{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
+	if len(raw) > 0 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &out.Body); err != nil {
+			w.t.Fatalf("%s %s: body is not JSON: %v\n%s", method, path, err, raw)
+		}
+	}
+	return out
+}
+
+// field walks a decoded JSON body: field(b, "product", "id").
+func field(m map[string]any, path ...string) any {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
+}
+
+// errorInfo returns the reason of the google.rpc.ErrorInfo in a Status body.
+func errorInfo(body map[string]any) (reason, domain string) {
+	details, _ := body["details"].([]any)
+	for _, d := range details {
+		m, _ := d.(map[string]any)
+		if m["@type"] == "type.googleapis.com/google.rpc.ErrorInfo" {
+			r, _ := m["reason"].(string)
+			dom, _ := m["domain"].(string)
+			return r, dom
+		}
+	}
+	return "", ""
+}

@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/portico-gw/portico/internal/testconsul"
+)
+
+func TestMain(m *testing.M) { os.Exit(testconsul.Main(m)) }
+
+// build compiles the binaries once for this test.
+func build(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "../../cmd/gateway", "../../cmd/catalog", "../../cmd/orders")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build: %v", err)
+	}
+	return dir
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func start(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return p
+}
+
+// stop sends SIGTERM and requires a clean exit within the grace period.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("%s exited with %v after SIGTERM, want status 0", filepath.Base(p.cmd.Path), err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("%s did not exit within 20s of SIGTERM", filepath.Base(p.cmd.Path))
+	}
+}
+
+func instances(t *testing.T, consulAddr, service string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + consulAddr + "/v1/health/service/" + service + "?passing=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var entries []any
+	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func get(url string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// The binaries register with Consul, serve through the gateway, and on
+// SIGTERM deregister and exit 0.
+func TestBinariesEndToEnd(t *testing.T) {
+	agent := testconsul.Shared(t)
+	dir := build(t)
+	consul := "-consul-addr=" + agent.Addr
+
+	catalog := start(t, filepath.Join(dir, "catalog"), consul)
+	orders := start(t, filepath.Join(dir, "orders"), consul, "-status-step=1h")
+	eventually(t, "catalog and orders healthy in Consul", func() bool {
+		return instances(t, agent.Addr, "catalog") == 1 && instances(t, agent.Addr, "orders") == 1
+	})
+
+	httpAddr, grpcAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	gw := start(t, filepath.Join(dir, "gateway"), consul, "-http-addr="+httpAddr, "-grpc-addr="+grpcAddr, "-admin-addr="+adminAddr)
+	eventually(t, "gateway ready", func() bool {
+		code, _, err := get("http://" + adminAddr + "/readyz")
+		return err == nil && code == 200
+	})
+
+	code, body, err := get("http://" + httpAddr + "/v1/products/prd-000001")
+	if err != nil || code != 200 {
+		t.Fatalf("GET product through the gateway: %d %s %v", code, body, err)
+	}
+	var order struct {
+		Order struct{ ID, Status string } `json:"order"`
+	}
+	resp, err := http.Post("http://"+httpAddr+"/v1/orders", "application/json",
+		strings.NewReader(`{"items":[{"productId":"prd-000001","quantity":1}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&order)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || order.Order.Status != "ORDER_STATUS_PENDING" {
+		t.Fatalf("create order through the gateway: %d %+v %v", resp.StatusCode, order, err)
+	}
+
+	gw.stop(t)
+	catalog.stop(t)
+	orders.stop(t)
+	if n := instances(t, agent.Addr, "catalog") + instances(t, agent.Addr, "orders"); n != 0 {
+		t.Errorf("%d instances still registered after SIGTERM, want 0", n)
+	}
+	resp2, err := http.Get("http://" + agent.Addr + "/v1/agent/services")
+	if err == nil {
+		var svcs map[string]any
+		_ = json.NewDecoder(resp2.Body).Decode(&svcs)
+		resp2.Body.Close()
+		if len(svcs) != 0 {
+			t.Errorf("agent still lists services %v", keys(svcs))
+		}
+	}
+}
+
+func keys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -1,0 +1,15 @@
+// Package host runs one instance of an example service: the part every
+// service binary shares, so that cmd/catalog and cmd/orders are a few lines
+// of flags each.
+//
+// A Host listens, serves the service on a grpc.Server together with
+// grpc.health.v1 and server reflection, stamps every response with an
+// x-instance-id header naming the instance, and registers the instance in
+// Consul with a gRPC health check. The same instance id is the Consul service
+// ID, so a test or an operator can tell from any response which registered
+// instance served it.
+//
+// Start and Stop are what tests use in-process; Kill drops an instance
+// without deregistering it, the way a crash would. Run is what a binary uses:
+// it serves until its context ends, then shuts down gracefully.
+package host

@@ -1,0 +1,224 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/portico-gw/portico/discovery"
+)
+
+// DefaultAddr is where a Host listens when Config.Addr is empty: a free port
+// on loopback, which is what tests and the local demo want.
+const DefaultAddr = "127.0.0.1:0"
+
+// stopGrace is how long Run lets in-flight calls finish on shutdown.
+const stopGrace = 10 * time.Second
+
+// Config describes the service a Host runs. It is a plain struct because its
+// fields come from command-line flags.
+type Config struct {
+	// Name is the Consul service name, for example "catalog".
+	Name string
+	// Addr is the listen address; DefaultAddr when empty.
+	Addr string
+	// Register registers the service implementation on the server.
+	Register func(*grpc.Server)
+	// CheckInterval is how often Consul calls the health service; zero
+	// keeps discovery's default. Tests shorten it so that a killed
+	// instance turns critical quickly.
+	CheckInterval time.Duration
+}
+
+// Host is one running instance of a service.
+type Host struct {
+	id     string
+	addr   net.Addr
+	srv    *grpc.Server
+	health *health.Server
+	reg    *discovery.Registered // nil when running without Consul
+
+	served   chan struct{} // closed when Serve has returned
+	serveErr error         // Serve's result; read only after served is closed
+
+	deregisterOnce sync.Once
+	deregisterErr  error
+}
+
+// Start listens, starts serving and, if consul is not nil, registers the
+// instance there. ctx bounds start-up only; the Host runs until Stop or Kill.
+// Without a Consul client the Host just serves, which is what unit tests want.
+func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("host: Config.Name is required")
+	}
+	if cfg.Register == nil {
+		return nil, errors.New("host: Config.Register is required")
+	}
+	addr := cfg.Addr
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("host: %s: %w", cfg.Name, err)
+	}
+
+	id := discovery.NewServiceID(cfg.Name)
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(unaryInstanceID(id)),
+		grpc.ChainStreamInterceptor(streamInstanceID(id)),
+	)
+	cfg.Register(srv)
+
+	// Health reports on "" (the whole server, which is what Consul's check
+	// asks about) and on every service Register added, for clients that
+	// check one service by name.
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for name := range srv.GetServiceInfo() {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+
+	h := &Host{id: id, addr: lis.Addr(), srv: srv, health: hs, served: make(chan struct{})}
+	go func() {
+		defer close(h.served)
+		h.serveErr = srv.Serve(lis)
+	}()
+
+	if consul == nil {
+		return h, nil
+	}
+	// Registering after Serve has started lets Consul's first check pass.
+	host, port := advertised(lis.Addr())
+	reg, err := discovery.Register(ctx, consul, discovery.Registration{
+		Service:       cfg.Name,
+		ID:            id,
+		Address:       host,
+		Port:          port,
+		CheckInterval: cfg.CheckInterval,
+	})
+	if err != nil {
+		h.Kill()
+		return nil, fmt.Errorf("host: %s: %w", cfg.Name, err)
+	}
+	h.reg = reg
+	return h, nil
+}
+
+// Addr is the address the Host listens on, with the actual port.
+func (h *Host) Addr() string { return h.addr.String() }
+
+// ID is the instance id: the Consul service ID and the x-instance-id value.
+func (h *Host) ID() string { return h.id }
+
+// Done is closed when the server has stopped serving, whether through Stop,
+// Kill or a failing listener.
+func (h *Host) Done() <-chan struct{} { return h.served }
+
+// Err is why the server stopped serving: nil after Stop or Kill. It is only
+// meaningful once Done is closed.
+func (h *Host) Err() error {
+	select {
+	case <-h.served:
+		return h.serveErr
+	default:
+		return nil
+	}
+}
+
+// Stop takes the instance out of Consul, then lets in-flight calls finish
+// until ctx ends, when it closes whatever is left. Deregistering first means
+// clients stop picking this instance before it stops answering. A failed
+// deregistration is returned but does not stop the shutdown: Consul's health
+// check will notice the instance is gone.
+func (h *Host) Stop(ctx context.Context) error {
+	h.deregisterOnce.Do(func() {
+		if h.reg != nil {
+			h.deregisterErr = h.reg.Deregister(ctx)
+		}
+	})
+	// NOT_SERVING tells clients that watch health to move on too.
+	h.health.Shutdown()
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		h.srv.GracefulStop()
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		h.srv.Stop()
+		<-stopped
+	}
+	<-h.served
+	return h.deregisterErr
+}
+
+// Kill stops serving at once and leaves the instance registered, as a crash
+// would; Consul's health check then marks it critical. Tests use it to
+// exercise failover.
+func (h *Host) Kill() {
+	h.srv.Stop()
+	<-h.served
+}
+
+// Run starts a Host, logs where it listens, and serves until ctx ends; then
+// it stops the Host with a grace period of 10s. It returns early with an
+// error if the server stops serving on its own.
+func Run(ctx context.Context, cfg Config, consul *api.Client, logger *slog.Logger) error {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	h, err := Start(ctx, cfg, consul)
+	if err != nil {
+		return err
+	}
+	logger.Info("serving", "service", cfg.Name, "addr", h.Addr(), "instance", h.ID(), "consul", consul != nil)
+
+	select {
+	case <-ctx.Done():
+	case <-h.Done():
+		return fmt.Errorf("host: %s stopped serving: %w", cfg.Name, h.Err())
+	}
+
+	logger.Info("shutting down", "service", cfg.Name, "instance", h.ID(), "grace", stopGrace)
+	// ctx is already done; the grace period needs a context of its own.
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopGrace)
+	defer cancel()
+	if err := h.Stop(stopCtx); err != nil {
+		// Not fatal: the instance is down either way, and Consul removes it
+		// once its check has been critical for a while.
+		logger.Error("deregistering from Consul", "instance", h.ID(), "err", err)
+	}
+	logger.Info("stopped", "service", cfg.Name, "instance", h.ID())
+	return nil
+}
+
+// advertised is the address registered in Consul. A listener on every
+// interface has no single address to give, so loopback is registered: the
+// example services run on one machine with their Consul agent.
+func advertised(addr net.Addr) (string, int) {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "127.0.0.1", 0
+	}
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		return "127.0.0.1", tcp.Port
+	}
+	return tcp.IP.String(), tcp.Port
+}
