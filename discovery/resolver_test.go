@@ -210,4 +210,3 @@ func TestResolveNowCutsBackoffShort(t *testing.T) {
 	r.ResolveNow(resolver.ResolveNowOptions{})
 	cc.waitFor(t, "a state after ResolveNow despite an hour of backoff", func(s []resolver.State, _ []error) bool { return len(s) == 1 })
 }
-

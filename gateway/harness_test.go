@@ -93,7 +93,9 @@ func (w *world) catalogClient() catalogv1.CatalogServiceClient {
 	return catalogv1.NewCatalogServiceClient(w.conn)
 }
 
-func (w *world) ordersClient() ordersv1.OrderServiceClient { return ordersv1.NewOrderServiceClient(w.conn) }
+func (w *world) ordersClient() ordersv1.OrderServiceClient {
+	return ordersv1.NewOrderServiceClient(w.conn)
+}
 
 // startCatalog runs one catalog instance registered in Consul and waits
 // until Consul reports it healthy.
