@@ -179,7 +179,8 @@ func forwardHeaders(h http.Header, md metadata.MD) {
 func outgoingHeader(key string) (string, bool) {
 	key = strings.ToLower(key)
 	switch {
-	case key == ErrorSourceKey:
+	case key == ErrorSourceKey, key == "content-type", strings.HasPrefix(key, "grpc-"):
+		// Hop metadata of the in-memory gRPC leg, not the client's business.
 		return "", false
 	case strings.HasPrefix(key, "x-"):
 		return http.CanonicalHeaderKey(key), true

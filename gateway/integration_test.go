@@ -41,6 +41,11 @@ func TestRESTCatalogCRUD(t *testing.T) {
 	if got := list.Header.Get("X-Instance-Id"); got != inst.ID() {
 		t.Errorf("X-Instance-Id = %q, want %q", got, inst.ID())
 	}
+	for _, hop := range []string{"Grpc-Metadata-Content-Type", "X-Portico-Error-Source"} {
+		if v := list.Header.Get(hop); v != "" {
+			t.Errorf("%s leaked to the REST client: %q", hop, v)
+		}
+	}
 
 	created := w.rest("POST", "/v1/products", map[string]any{
 		"sku": "TEST-001", "name": "Test kettle", "price": 2599, "currency": "EUR", "stock": 3, "category": "kitchen",

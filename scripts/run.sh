@@ -39,10 +39,13 @@ else
 	done
 fi
 
-"$BIN/catalog" >"$RUN_DIR/catalog-1.log" 2>&1 &
-pids+=($!)
-"$BIN/catalog" >"$RUN_DIR/catalog-2.log" 2>&1 &
-pids+=($!)
+# Each catalog instance keeps its own in-memory store: with
+# CATALOG_INSTANCES=2 you can watch load balancing (X-Instance-Id), but a
+# product created on one instance is unknown to the other.
+for i in $(seq 1 "${CATALOG_INSTANCES:-1}"); do
+	"$BIN/catalog" >"$RUN_DIR/catalog-$i.log" 2>&1 &
+	pids+=($!)
+done
 "$BIN/orders" >"$RUN_DIR/orders.log" 2>&1 &
 pids+=($!)
 "$BIN/gateway" -log-format text "$@" &
@@ -61,7 +64,7 @@ Portico is up. Service logs are in $RUN_DIR.
   admin      http://127.0.0.1:9901/readyz   http://127.0.0.1:9901/routes
   Consul UI  http://$CONSUL_HTTP_ADDR/ui
 
-Try (two catalog instances answer in turn: watch X-Instance-Id):
+Try (X-Instance-Id says which instance answered; CATALOG_INSTANCES=2 make run starts two):
   curl -i http://127.0.0.1:8080/v1/products
   curl -s http://127.0.0.1:8080/v1/products/prd-000001
   curl -s -X POST http://127.0.0.1:8080/v1/products -d '{"sku":"MUG-001","name":"Mug","price":"1299","currency":"EUR","stock":10,"category":"kitchen"}'
