@@ -73,6 +73,15 @@ func Binary() (string, error) {
 // the test when no consul binary exists, unless Required.
 func New(tb testing.TB) *Agent {
 	tb.Helper()
+	a := startOrSkip(tb)
+	tb.Cleanup(a.Stop)
+	return a
+}
+
+// startOrSkip starts an agent, or skips (fails, if Required) the test when
+// there is no consul binary.
+func startOrSkip(tb testing.TB) *Agent {
+	tb.Helper()
 	bin, err := Binary()
 	if err != nil {
 		if Required() {
@@ -84,7 +93,6 @@ func New(tb testing.TB) *Agent {
 	if err != nil {
 		tb.Fatalf("start consul: %v", err)
 	}
-	tb.Cleanup(a.Stop)
 	return a
 }
 
@@ -102,19 +110,8 @@ func Shared(tb testing.TB) *Agent {
 	if shared.agent != nil {
 		return shared.agent
 	}
-	bin, err := Binary()
-	if err != nil {
-		if Required() {
-			tb.Fatalf("consul is required (PORTICO_REQUIRE_CONSUL=1): %v", err)
-		}
-		tb.Skipf("skipping integration test: %v", err)
-	}
-	a, err := Start(bin)
-	if err != nil {
-		tb.Fatalf("start consul: %v", err)
-	}
-	shared.agent = a
-	return a
+	shared.agent = startOrSkip(tb)
+	return shared.agent
 }
 
 // Main runs the tests and stops the shared agent, if one was started.
