@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/policy"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -32,6 +33,15 @@ type Config struct {
 	// Default 15s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 
+	// DefaultAccess applies to methods whose proto declares no access:
+	// "authenticated" (the default) or "public".
+	DefaultAccess string `yaml:"default_access"`
+	// DefaultRateLimit applies to methods that declare no rate limit.
+	DefaultRateLimit policy.RateLimit `yaml:"default_rate_limit"`
+	// TrustedProxies lists the CIDRs whose X-Forwarded-For is believed when
+	// finding a client's address.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+
 	// Services overrides the proto options of a service, keyed by its full
 	// name (for example catalog.v1.CatalogService).
 	Services map[string]ServiceConfig `yaml:"services"`
@@ -53,6 +63,28 @@ type ServiceConfig struct {
 	// StreamTimeout is the default deadline of streaming calls; 0 means none
 	// (a stream lives until the client or the backend ends it).
 	StreamTimeout time.Duration `yaml:"stream_timeout"`
+
+	// Access, Scopes and RateLimit override the service's proto options.
+	PolicyConfig `yaml:",inline"`
+	// Methods overrides single methods, keyed by method name (GetProduct).
+	Methods map[string]MethodConfig `yaml:"methods"`
+}
+
+// PolicyConfig overrides declared policy; unset fields keep the proto's.
+type PolicyConfig struct {
+	// Access is "public" or "authenticated".
+	Access string `yaml:"access"`
+	// Scopes replaces the declared scopes when present (even if empty).
+	Scopes []string `yaml:"scopes"`
+	// RateLimit replaces the declared rate limit.
+	RateLimit *policy.RateLimit `yaml:"rate_limit"`
+}
+
+// MethodConfig overrides what one method declares.
+type MethodConfig struct {
+	PolicyConfig `yaml:",inline"`
+	// Timeout is the default deadline of the method.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // LoadConfig reads a YAML config file. Unknown keys are errors, so a typo

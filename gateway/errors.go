@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/policy"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -17,7 +18,7 @@ import (
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of errors the gateway makes.
-const ErrorDomain = "gateway.portico.dev"
+const ErrorDomain = policy.ErrorDomain
 
 // ErrorSourceKey is the trailer (gRPC) and header (REST, as
 // X-Portico-Error-Source) that says who made an error: "gateway" or
@@ -119,7 +120,10 @@ func restErrorHandler(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marsha
 		if v := md.TrailerMD.Get(ErrorSourceKey); len(v) > 0 {
 			source = v[0]
 		}
+		// A rejected call often answers trailers-only: what a policy set as
+		// headers (Retry-After, WWW-Authenticate) arrives as trailers.
 		forwardHeaders(w.Header(), md.HeaderMD)
+		forwardHeaders(w.Header(), md.TrailerMD)
 	}
 	var httpErr *runtime.HTTPStatusError
 	if errors.As(err, &httpErr) {
@@ -182,7 +186,8 @@ func outgoingHeader(key string) (string, bool) {
 	case key == ErrorSourceKey, key == "content-type", strings.HasPrefix(key, "grpc-"):
 		// Hop metadata of the in-memory gRPC leg, not the client's business.
 		return "", false
-	case strings.HasPrefix(key, "x-"):
+	case strings.HasPrefix(key, "x-"), key == "www-authenticate", key == "retry-after", strings.HasPrefix(key, "ratelimit"):
+		// Headers a REST client acts on keep their HTTP names.
 		return http.CanonicalHeaderKey(key), true
 	default:
 		return runtime.MetadataHeaderPrefix + key, true
@@ -192,7 +197,13 @@ func outgoingHeader(key string) (string, bool) {
 // incomingHeader forwards x-* headers as metadata under their own names,
 // and everything else as grpc-gateway does by default.
 func incomingHeader(key string) (string, bool) {
-	if k := strings.ToLower(key); strings.HasPrefix(k, "x-") {
+	k := strings.ToLower(key)
+	if strings.HasPrefix(k, identityPrefix) {
+		// The gateway's own keys (identity, internal hop facts) are never
+		// taken from a client.
+		return "", false
+	}
+	if strings.HasPrefix(k, "x-") {
 		return k, true
 	}
 	return runtime.DefaultHeaderMatcher(key)

@@ -55,10 +55,12 @@ func WithResolverOptions(opts ...discovery.Option) Option {
 
 // Gateway serves REST and native gRPC in front of Consul-discovered backends.
 type Gateway struct {
-	cfg    Config
-	opts   options
-	routes []*Route
-	consul *api.Client
+	cfg      Config
+	opts     options
+	routes   []*Route
+	byMethod map[string]*Route
+	proxies  proxies
+	consul   *api.Client
 
 	grpcServer *grpc.Server
 	health     *health.Server
@@ -93,7 +95,15 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g := &Gateway{cfg: cfg, opts: o, routes: routes, consul: consul, backends: map[string]*grpc.ClientConn{}}
+	trusted, err := parseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %s: %w", cfg.where(), err)
+	}
+	g := &Gateway{cfg: cfg, opts: o, routes: routes, proxies: trusted, consul: consul,
+		byMethod: make(map[string]*Route, len(routes)), backends: map[string]*grpc.ClientConn{}}
+	for _, r := range routes {
+		g.byMethod[r.FullMethod] = r
+	}
 
 	builder := discovery.NewBuilder(consul, append([]discovery.Option{discovery.WithLogger(o.logger)}, o.resolverOpts...)...)
 	for _, r := range routes {
@@ -112,8 +122,9 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		g.backends[r.target()] = conn
 	}
 
-	unary := append([]grpc.UnaryServerInterceptor{errorSourceUnary}, o.unary...)
-	stream := append([]grpc.StreamServerInterceptor{errorSourceStream}, o.stream...)
+	// The chain's order is fixed: see doc.go.
+	unary := append([]grpc.UnaryServerInterceptor{errorSourceUnary, g.callUnary}, o.unary...)
+	stream := append([]grpc.StreamServerInterceptor{errorSourceStream, g.callStream}, o.stream...)
 	g.grpcServer = grpc.NewServer(grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	g.health = health.NewServer()
 	healthpb.RegisterHealthServer(g.grpcServer, g.health)
@@ -143,6 +154,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		runtime.WithErrorHandler(restErrorHandler),
 		runtime.WithRoutingErrorHandler(restRoutingErrorHandler),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
+		runtime.WithMetadata(g.restAnnotator),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
 			Marshaler: &runtime.JSONPb{

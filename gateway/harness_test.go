@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,7 +67,14 @@ func newWorld(t *testing.T, private bool, opts ...worldOpt) *world {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	logs := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", logs.String())
+		}
+	})
 	gw, err := gateway.New(cfg, registry.Services(),
+		gateway.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
 		gateway.WithResolverOptions(discovery.WithBackoff(50*time.Millisecond, 500*time.Millisecond), discovery.WithWaitTime(5*time.Second)))
 	if err != nil {
 		t.Fatal(err)
@@ -259,4 +268,22 @@ func errorInfo(body map[string]any) (reason, domain string) {
 		}
 	}
 	return "", ""
+}
+
+// lockedBuffer collects a gateway's log, shown only when a test fails.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

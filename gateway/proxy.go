@@ -154,21 +154,6 @@ func (p *methodProxy) callError(ctx context.Context, err error, reached bool) er
 	return &backendError{st: st}
 }
 
-// outgoingContext forwards the caller's metadata to the backend, less what
-// belongs to the hop (pseudo-headers, content type, grpc-* which grpc-go
-// sets itself, the deadline travelling in ctx).
-func outgoingContext(ctx context.Context) context.Context {
-	in, _ := metadata.FromIncomingContext(ctx)
-	out := make(metadata.MD, len(in))
-	for k, v := range in {
-		if hopRequestKey(k) {
-			continue
-		}
-		out[k] = v
-	}
-	return metadata.NewOutgoingContext(ctx, out)
-}
-
 func hopRequestKey(k string) bool {
 	switch k {
 	case ":authority", "content-type", "user-agent", "te", "connection":

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/portico-gw/portico/gateway/policy"
 	optionsv1 "github.com/portico-gw/portico/gen/portico/options/v1"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/protobuf/proto"
@@ -32,6 +33,8 @@ type Route struct {
 	Timeout time.Duration
 	// ClientStreams and ServerStreams give the method's kind.
 	ClientStreams, ServerStreams bool
+	// Policy is the effective policy: proto options, then config overrides.
+	Policy *policy.Policy
 
 	input, output protoreflect.MessageType
 }
@@ -105,13 +108,28 @@ func buildRoutes(services []Service, cfg Config) ([]*Route, error) {
 				input:         in,
 				output:        out,
 			}
-			if mo, _ := proto.GetExtension(md.Options(), optionsv1.E_Method).(*optionsv1.MethodOptions); mo.GetTimeout() != nil {
+			mo, _ := proto.GetExtension(md.Options(), optionsv1.E_Method).(*optionsv1.MethodOptions)
+			mc := sc.Methods[string(md.Name())]
+			if mo.GetTimeout() != nil {
 				r.Timeout = mo.GetTimeout().AsDuration()
+			}
+			if mc.Timeout != 0 {
+				r.Timeout = mc.Timeout
 			}
 			if r.ClientStreams || r.ServerStreams {
 				r.Timeout = sc.StreamTimeout
 			}
+			if r.Policy, err = effectivePolicy(cfg, so, sc, mo, mc); err != nil {
+				return nil, fmt.Errorf("method %s (declared in %s, overridable in %s): %w",
+					r.FullMethod[1:], sd.ParentFile().Path(), cfg.where(), err)
+			}
 			routes = append(routes, r)
+		}
+		for m := range sc.Methods {
+			if methods.ByName(protoreflect.Name(m)) == nil {
+				return nil, fmt.Errorf("%s: services.%s.methods.%s: %s has no method %q",
+					cfg.where(), name, m, name, m)
+			}
 		}
 	}
 	for name := range cfg.Services {
@@ -121,6 +139,77 @@ func buildRoutes(services []Service, cfg Config) ([]*Route, error) {
 		}
 	}
 	return routes, nil
+}
+
+// effectivePolicy merges, from weakest to strongest: the gateway defaults,
+// the service's proto options, the service's config, the method's proto
+// options, the method's config. A method declared public may not require
+// scopes: that contradiction stops the gateway at start.
+func effectivePolicy(cfg Config, so *optionsv1.ServiceOptions, sc ServiceConfig, mo *optionsv1.MethodOptions, mc MethodConfig) (*policy.Policy, error) {
+	p := &policy.Policy{Access: policy.Authenticated, RateLimit: cfg.DefaultRateLimit}
+	if cfg.DefaultAccess != "" {
+		a, err := policy.ParseAccess(cfg.DefaultAccess)
+		if err != nil {
+			return nil, fmt.Errorf("default_access: %w", err)
+		}
+		p.Access = a
+	}
+	var scopes []string
+	var scopesAtMethod bool
+	apply := func(access optionsv1.Access, sco []string, rl *optionsv1.RateLimit, method bool) {
+		switch access {
+		case optionsv1.Access_ACCESS_PUBLIC:
+			p.Access = policy.Public
+		case optionsv1.Access_ACCESS_AUTHENTICATED:
+			p.Access = policy.Authenticated
+		}
+		if len(sco) > 0 {
+			scopes, scopesAtMethod = sco, method
+		}
+		if rl.GetRequests() > 0 {
+			p.RateLimit = policy.RateLimit{Requests: rl.GetRequests(), Period: rl.GetPeriod().AsDuration(), Burst: rl.GetBurst()}
+		}
+	}
+	override := func(pc PolicyConfig, method bool) error {
+		if pc.Access != "" {
+			a, err := policy.ParseAccess(pc.Access)
+			if err != nil {
+				return err
+			}
+			p.Access = a
+		}
+		if pc.Scopes != nil {
+			scopes, scopesAtMethod = pc.Scopes, method
+		}
+		if pc.RateLimit != nil {
+			p.RateLimit = *pc.RateLimit
+		}
+		return nil
+	}
+	apply(so.GetAccess(), so.GetScopes(), so.GetRateLimit(), false)
+	if err := override(sc.PolicyConfig, false); err != nil {
+		return nil, err
+	}
+	apply(mo.GetAccess(), mo.GetScopes(), mo.GetRateLimit(), true)
+	if err := override(mc.PolicyConfig, true); err != nil {
+		return nil, err
+	}
+	if p.Access == policy.Public && len(scopes) > 0 {
+		if scopesAtMethod {
+			return nil, fmt.Errorf("public but requires scopes %v: a public method cannot require scopes", scopes)
+		}
+		scopes = nil // service-wide scopes bind only its authenticated methods
+	}
+	p.Scopes = scopes
+	if rl := p.RateLimit; rl.Requests > 0 {
+		if rl.Period <= 0 {
+			return nil, fmt.Errorf("rate limit %d per %v: the period must be positive", rl.Requests, rl.Period)
+		}
+		if p.RateLimit.Burst == 0 {
+			p.RateLimit.Burst = rl.Requests
+		}
+	}
+	return p, nil
 }
 
 // httpBindings lists a method's REST bindings. Methods without a
@@ -155,7 +244,7 @@ func httpBindings(md protoreflect.MethodDescriptor, service string) []string {
 // operator asks a gateway for.
 func PrintRoutes(w io.Writer, routes []*Route) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT")
+	fmt.Fprintln(tw, "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tSCOPES\tRATE LIMIT")
 	for _, r := range routes {
 		kind := "unary"
 		switch {
@@ -177,7 +266,12 @@ func PrintRoutes(w io.Writer, routes []*Route) error {
 		if r.Datacenter != "" {
 			backend += " dc=" + r.Datacenter
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", strings.Join(r.HTTP, ", "), r.FullMethod, backend, kind, timeout)
+		scopes := strings.Join(r.Policy.Scopes, ",")
+		if scopes == "" {
+			scopes = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(r.HTTP, ", "), r.FullMethod, backend, kind, timeout,
+			r.Policy.Access, scopes, r.Policy.RateLimit)
 	}
 	return tw.Flush()
 }

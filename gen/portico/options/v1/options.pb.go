@@ -28,13 +28,74 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Access says who may call a method.
+type Access int32
+
+const (
+	// Not declared: the service's access, then the gateway's default
+	// (authenticated unless configured otherwise).
+	Access_ACCESS_UNSPECIFIED Access = 0
+	// Anyone, without credentials.
+	Access_ACCESS_PUBLIC Access = 1
+	// Callers with a valid token or API key.
+	Access_ACCESS_AUTHENTICATED Access = 2
+)
+
+// Enum value maps for Access.
+var (
+	Access_name = map[int32]string{
+		0: "ACCESS_UNSPECIFIED",
+		1: "ACCESS_PUBLIC",
+		2: "ACCESS_AUTHENTICATED",
+	}
+	Access_value = map[string]int32{
+		"ACCESS_UNSPECIFIED":   0,
+		"ACCESS_PUBLIC":        1,
+		"ACCESS_AUTHENTICATED": 2,
+	}
+)
+
+func (x Access) Enum() *Access {
+	p := new(Access)
+	*p = x
+	return p
+}
+
+func (x Access) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Access) Descriptor() protoreflect.EnumDescriptor {
+	return file_portico_options_v1_options_proto_enumTypes[0].Descriptor()
+}
+
+func (Access) Type() protoreflect.EnumType {
+	return &file_portico_options_v1_options_proto_enumTypes[0]
+}
+
+func (x Access) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Access.Descriptor instead.
+func (Access) EnumDescriptor() ([]byte, []int) {
+	return file_portico_options_v1_options_proto_rawDescGZIP(), []int{0}
+}
+
 // ServiceOptions apply to every method of a service.
 type ServiceOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name of the Consul service whose healthy instances serve this API.
 	Backend string `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
 	// Default deadline for unary calls that arrive without one.
-	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Who may call the service's methods unless a method says otherwise.
+	Access Access `protobuf:"varint,3,opt,name=access,proto3,enum=portico.options.v1.Access" json:"access,omitempty"`
+	// Scopes every authenticated method of the service requires, unless a
+	// method lists its own.
+	Scopes []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Rate limit of each method unless a method sets its own.
+	RateLimit     *RateLimit `protobuf:"bytes,5,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -83,11 +144,38 @@ func (x *ServiceOptions) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *ServiceOptions) GetAccess() Access {
+	if x != nil {
+		return x.Access
+	}
+	return Access_ACCESS_UNSPECIFIED
+}
+
+func (x *ServiceOptions) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *ServiceOptions) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
 // MethodOptions override the service options for one method.
 type MethodOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Deadline for this method when the caller sets none.
-	Timeout       *durationpb.Duration `protobuf:"bytes,1,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,1,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Who may call this method; unset inherits the service's access.
+	Access Access `protobuf:"varint,2,opt,name=access,proto3,enum=portico.options.v1.Access" json:"access,omitempty"`
+	// Scopes the caller needs; replaces the service's scopes when set.
+	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Rate limit of this method; replaces the service's when set.
+	RateLimit     *RateLimit `protobuf:"bytes,4,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -129,6 +217,93 @@ func (x *MethodOptions) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *MethodOptions) GetAccess() Access {
+	if x != nil {
+		return x.Access
+	}
+	return Access_ACCESS_UNSPECIFIED
+}
+
+func (x *MethodOptions) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *MethodOptions) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// RateLimit is a token bucket per caller (the consumer when authenticated,
+// else the client IP): `requests` calls per `period` sustained, bursts up to
+// `burst` calls.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Calls admitted per period.
+	Requests uint32 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// The period, for example 1s or 60s.
+	Period *durationpb.Duration `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	// Largest burst; defaults to requests.
+	Burst         uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_portico_options_v1_options_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_options_v1_options_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_portico_options_v1_options_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RateLimit) GetRequests() uint32 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *RateLimit) GetPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.Period
+	}
+	return nil
+}
+
+func (x *RateLimit) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 var file_portico_options_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.ServiceOptions)(nil),
@@ -168,12 +343,28 @@ var File_portico_options_v1_options_proto protoreflect.FileDescriptor
 
 const file_portico_options_v1_options_proto_rawDesc = "" +
 	"\n" +
-	" portico/options/v1/options.proto\x12\x12portico.options.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"_\n" +
+	" portico/options/v1/options.proto\x12\x12portico.options.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe9\x01\n" +
 	"\x0eServiceOptions\x12\x18\n" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x123\n" +
-	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"D\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x122\n" +
+	"\x06access\x18\x03 \x01(\x0e2\x1a.portico.options.v1.AccessR\x06access\x12\x16\n" +
+	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12<\n" +
+	"\n" +
+	"rate_limit\x18\x05 \x01(\v2\x1d.portico.options.v1.RateLimitR\trateLimit\"\xce\x01\n" +
 	"\rMethodOptions\x123\n" +
-	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout:_\n" +
+	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x122\n" +
+	"\x06access\x18\x02 \x01(\x0e2\x1a.portico.options.v1.AccessR\x06access\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12<\n" +
+	"\n" +
+	"rate_limit\x18\x04 \x01(\v2\x1d.portico.options.v1.RateLimitR\trateLimit\"p\n" +
+	"\tRateLimit\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\rR\brequests\x121\n" +
+	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst*M\n" +
+	"\x06Access\x12\x16\n" +
+	"\x12ACCESS_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rACCESS_PUBLIC\x10\x01\x12\x18\n" +
+	"\x14ACCESS_AUTHENTICATED\x10\x02:_\n" +
 	"\aservice\x12\x1f.google.protobuf.ServiceOptions\x18\xf4\x93\x03 \x01(\v2\".portico.options.v1.ServiceOptionsR\aservice:[\n" +
 	"\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xf4\x93\x03 \x01(\v2!.portico.options.v1.MethodOptionsR\x06methodB@Z>github.com/portico-gw/portico/gen/portico/options/v1;optionsv1b\x06proto3"
 
@@ -189,26 +380,34 @@ func file_portico_options_v1_options_proto_rawDescGZIP() []byte {
 	return file_portico_options_v1_options_proto_rawDescData
 }
 
-var file_portico_options_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_portico_options_v1_options_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_portico_options_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_portico_options_v1_options_proto_goTypes = []any{
-	(*ServiceOptions)(nil),              // 0: portico.options.v1.ServiceOptions
-	(*MethodOptions)(nil),               // 1: portico.options.v1.MethodOptions
-	(*durationpb.Duration)(nil),         // 2: google.protobuf.Duration
-	(*descriptorpb.ServiceOptions)(nil), // 3: google.protobuf.ServiceOptions
-	(*descriptorpb.MethodOptions)(nil),  // 4: google.protobuf.MethodOptions
+	(Access)(0),                         // 0: portico.options.v1.Access
+	(*ServiceOptions)(nil),              // 1: portico.options.v1.ServiceOptions
+	(*MethodOptions)(nil),               // 2: portico.options.v1.MethodOptions
+	(*RateLimit)(nil),                   // 3: portico.options.v1.RateLimit
+	(*durationpb.Duration)(nil),         // 4: google.protobuf.Duration
+	(*descriptorpb.ServiceOptions)(nil), // 5: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 6: google.protobuf.MethodOptions
 }
 var file_portico_options_v1_options_proto_depIdxs = []int32{
-	2, // 0: portico.options.v1.ServiceOptions.timeout:type_name -> google.protobuf.Duration
-	2, // 1: portico.options.v1.MethodOptions.timeout:type_name -> google.protobuf.Duration
-	3, // 2: portico.options.v1.service:extendee -> google.protobuf.ServiceOptions
-	4, // 3: portico.options.v1.method:extendee -> google.protobuf.MethodOptions
-	0, // 4: portico.options.v1.service:type_name -> portico.options.v1.ServiceOptions
-	1, // 5: portico.options.v1.method:type_name -> portico.options.v1.MethodOptions
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	4, // [4:6] is the sub-list for extension type_name
-	2, // [2:4] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4,  // 0: portico.options.v1.ServiceOptions.timeout:type_name -> google.protobuf.Duration
+	0,  // 1: portico.options.v1.ServiceOptions.access:type_name -> portico.options.v1.Access
+	3,  // 2: portico.options.v1.ServiceOptions.rate_limit:type_name -> portico.options.v1.RateLimit
+	4,  // 3: portico.options.v1.MethodOptions.timeout:type_name -> google.protobuf.Duration
+	0,  // 4: portico.options.v1.MethodOptions.access:type_name -> portico.options.v1.Access
+	3,  // 5: portico.options.v1.MethodOptions.rate_limit:type_name -> portico.options.v1.RateLimit
+	4,  // 6: portico.options.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	5,  // 7: portico.options.v1.service:extendee -> google.protobuf.ServiceOptions
+	6,  // 8: portico.options.v1.method:extendee -> google.protobuf.MethodOptions
+	1,  // 9: portico.options.v1.service:type_name -> portico.options.v1.ServiceOptions
+	2,  // 10: portico.options.v1.method:type_name -> portico.options.v1.MethodOptions
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	9,  // [9:11] is the sub-list for extension type_name
+	7,  // [7:9] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_portico_options_v1_options_proto_init() }
@@ -221,13 +420,14 @@ func file_portico_options_v1_options_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portico_options_v1_options_proto_rawDesc), len(file_portico_options_v1_options_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      1,
+			NumMessages:   3,
 			NumExtensions: 2,
 			NumServices:   0,
 		},
 		GoTypes:           file_portico_options_v1_options_proto_goTypes,
 		DependencyIndexes: file_portico_options_v1_options_proto_depIdxs,
+		EnumInfos:         file_portico_options_v1_options_proto_enumTypes,
 		MessageInfos:      file_portico_options_v1_options_proto_msgTypes,
 		ExtensionInfos:    file_portico_options_v1_options_proto_extTypes,
 	}.Build()

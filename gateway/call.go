@@ -1,0 +1,189 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/policy"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+)
+
+// Metadata the REST front door attaches for the chain. It is believed only
+// on the in-memory connection, which nothing outside the process can dial,
+// and it never reaches a backend.
+const (
+	internalPrefix    = "x-portico-internal-"
+	mdRoute           = internalPrefix + "route"
+	mdClientIP        = internalPrefix + "client-ip"
+	identityPrefix    = "x-portico-"
+	mdConsumer        = "x-portico-consumer"
+	mdSubject         = "x-portico-subject"
+	mdScopes          = "x-portico-scopes"
+	internalNetwork   = "bufconn"
+	forwardedForKey   = "x-forwarded-for"
+	forwardedForHTTP  = "X-Forwarded-For"
+	unknownClientAddr = "unknown"
+)
+
+// proxies says whose X-Forwarded-For to believe.
+type proxies []netip.Prefix
+
+func parseProxies(cidrs []string) (proxies, error) {
+	var out proxies
+	for _, c := range cidrs {
+		if !strings.Contains(c, "/") {
+			a, err := netip.ParseAddr(c)
+			if err != nil {
+				return nil, fmt.Errorf("trusted_proxies: %q: %w", c, err)
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("trusted_proxies: %q: %w", c, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func (ps proxies) trusted(a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIP finds the client behind remote: when remote is a trusted proxy,
+// X-Forwarded-For is read from the right, skipping trusted proxies; the first
+// untrusted address is the client. Without trusted proxies the header is
+// ignored, so a client cannot choose its own address.
+func (ps proxies) clientIP(remote string, forwardedFor []string) string {
+	host := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		host = h
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return unknownClientAddr
+	}
+	if !ps.trusted(addr) {
+		return addr.Unmap().String()
+	}
+	var hops []string
+	for _, v := range forwardedFor {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		addr = a
+		if !ps.trusted(a) {
+			break
+		}
+	}
+	return addr.Unmap().String()
+}
+
+// restAnnotator runs in the REST door for each request: it passes the
+// route template and the client's address to the chain.
+func (g *Gateway) restAnnotator(ctx context.Context, r *http.Request) metadata.MD {
+	route, _ := runtime.HTTPPathPattern(ctx)
+	return metadata.Pairs(
+		mdRoute, r.Method+" "+route,
+		mdClientIP, g.proxies.clientIP(r.RemoteAddr, r.Header.Values(forwardedForHTTP)),
+	)
+}
+
+// callUnary puts a *policy.Call into the context: the first step of the
+// chain after error marking, so every policy sees the same facts.
+func (g *Gateway) callUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if c := g.newCall(ctx, info.FullMethod); c != nil {
+		ctx = policy.NewContext(ctx, c)
+	}
+	return handler(ctx, req)
+}
+
+func (g *Gateway) callStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if c := g.newCall(ss.Context(), info.FullMethod); c != nil {
+		ss = &contextStream{ServerStream: ss, ctx: policy.NewContext(ss.Context(), c)}
+	}
+	return handler(srv, ss)
+}
+
+// newCall describes a call to a routed method; nil for the gateway's own
+// services (health, reflection).
+func (g *Gateway) newCall(ctx context.Context, fullMethod string) *policy.Call {
+	r, ok := g.byMethod[fullMethod]
+	if !ok {
+		return nil
+	}
+	c := &policy.Call{
+		FullMethod: r.FullMethod,
+		Service:    r.Service,
+		Method:     r.Method,
+		Backend:    r.Backend,
+		Policy:     r.Policy,
+		Transport:  policy.GRPC,
+		ClientIP:   unknownClientAddr,
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	p, _ := peer.FromContext(ctx)
+	switch {
+	case p != nil && p.Addr != nil && p.Addr.Network() == internalNetwork:
+		c.Transport = policy.REST
+		c.HTTPRoute = first(md.Get(mdRoute))
+		c.ClientIP = first(md.Get(mdClientIP))
+	case p != nil && p.Addr != nil:
+		c.ClientIP = g.proxies.clientIP(p.Addr.String(), md.Get(forwardedForKey))
+	}
+	return c
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// contextStream is a ServerStream with a different context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
+
+// outgoingContext forwards the caller's metadata to the backend, less what
+// belongs to the hop (pseudo-headers, content type, grpc-* which grpc-go
+// sets itself, the deadline travelling in ctx) and less every x-portico-*
+// key a client sent: identity comes only from the gateway's auth policy.
+func outgoingContext(ctx context.Context) context.Context {
+	in, _ := metadata.FromIncomingContext(ctx)
+	out := make(metadata.MD, len(in)+3)
+	for k, v := range in {
+		if hopRequestKey(k) || strings.HasPrefix(k, identityPrefix) {
+			continue
+		}
+		out[k] = v
+	}
+	if c, ok := policy.FromContext(ctx); ok && c.Identity != nil {
+		out[mdConsumer] = []string{c.Identity.Consumer}
+		out[mdSubject] = []string{c.Identity.Subject}
+		out[mdScopes] = []string{strings.Join(c.Identity.Scopes, " ")}
+	}
+	return metadata.NewOutgoingContext(ctx, out)
+}
