@@ -46,6 +46,12 @@ type Config struct {
 	// name (for example catalog.v1.CatalogService).
 	Services map[string]ServiceConfig `yaml:"services"`
 
+	// Policies.
+	Auth       AuthConfig       `yaml:"auth"`
+	RateLimit  RateLimitConfig  `yaml:"rate_limit"`
+	Validation ValidationConfig `yaml:"validation"`
+	Stats      StatsConfig      `yaml:"stats"`
+
 	// source names the file the config came from, for error messages.
 	source string
 }

@@ -13,6 +13,9 @@
 // forward typed messages to the backend's grpc.ClientConn, whose resolver
 // watches Consul (package discovery).
 //
+// The chain's order is fixed (chain.go): error source, call facts
+// (policy.Call), stats, auth, rate limit, validation, then the proxy.
+//
 // The in-memory hop costs one extra protobuf encode/decode and HTTP/2 framing
 // per REST call, in exchange for one chain, one set of semantics (metadata,
 // deadlines, status codes, streams) and no transport-specific policy code.

@@ -73,6 +73,14 @@ type Gateway struct {
 	adminServer *http.Server
 	listeners   struct{ http, grpc, admin net.Listener }
 
+	// Filled by the policies' setup functions (chain.go).
+	policies    policies
+	backendOpts []grpc.DialOption
+	adminRoutes []adminRoute
+	readiness   []readinessCheck
+	starters    []starter
+	closers     []closer
+
 	ready    atomic.Bool
 	stopping atomic.Bool
 	cancel   context.CancelFunc
@@ -105,16 +113,29 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		g.byMethod[r.FullMethod] = r
 	}
 
+	if err := g.setupPolicies(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	for _, p := range g.chainPolicies() {
+		if s, ok := p.(starter); ok {
+			g.starters = append(g.starters, s)
+		}
+		if c, ok := p.(closer); ok {
+			g.closers = append(g.closers, c)
+		}
+	}
+
 	builder := discovery.NewBuilder(consul, append([]discovery.Option{discovery.WithLogger(o.logger)}, o.resolverOpts...)...)
 	for _, r := range routes {
 		if _, ok := g.backends[r.target()]; ok {
 			continue
 		}
-		conn, err := grpc.NewClient(r.target(),
+		dialOpts := append([]grpc.DialOption{
 			grpc.WithResolvers(builder),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
-		)
+		}, g.backendOpts...)
+		conn, err := grpc.NewClient(r.target(), dialOpts...)
 		if err != nil {
 			g.closeConns()
 			return nil, fmt.Errorf("gateway: backend %s: %w", r.target(), err)
@@ -123,8 +144,14 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	}
 
 	// The chain's order is fixed: see doc.go.
-	unary := append([]grpc.UnaryServerInterceptor{errorSourceUnary, g.callUnary}, o.unary...)
-	stream := append([]grpc.StreamServerInterceptor{errorSourceStream, g.callStream}, o.stream...)
+	unary := []grpc.UnaryServerInterceptor{errorSourceUnary, g.callUnary}
+	stream := []grpc.StreamServerInterceptor{errorSourceStream, g.callStream}
+	for _, p := range g.chainPolicies() {
+		unary = append(unary, p.UnaryServerInterceptor())
+		stream = append(stream, p.StreamServerInterceptor())
+	}
+	unary = append(unary, o.unary...)
+	stream = append(stream, o.stream...)
 	g.grpcServer = grpc.NewServer(grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	g.health = health.NewServer()
 	healthpb.RegisterHealthServer(g.grpcServer, g.health)
@@ -215,6 +242,11 @@ func (g *Gateway) Start(ctx context.Context) error {
 		defer g.wg.Done()
 		g.waitForConsul(ctx)
 	}()
+	for _, s := range g.starters {
+		if err := s.Start(ctx); err != nil {
+			g.opts.logger.Error("policy failed to start", "error", err)
+		}
+	}
 	g.opts.logger.Info("portico gateway started",
 		"http", g.listeners.http.Addr().String(), "grpc", g.listeners.grpc.Addr().String(),
 		"admin", g.listeners.admin.Addr().String(), "routes", len(g.routes))
@@ -304,6 +336,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if err := g.adminServer.Shutdown(sctx); err != nil {
 		g.adminServer.Close()
 	}
+	for _, c := range g.closers {
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	g.closeConns()
 	g.wg.Wait()
 	return errors.Join(errs...)
@@ -330,9 +367,18 @@ func (g *Gateway) adminHandler() http.Handler {
 		case !g.ready.Load():
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": "waiting for consul at " + g.consulAddr()})
 		default:
+			for _, check := range g.readiness {
+				if reason := check(); reason != "" {
+					writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": reason})
+					return
+				}
+			}
 			writeJSON(w, http.StatusOK, map[string]any{"ready": true})
 		}
 	})
+	for _, r := range g.adminRoutes {
+		mux.Handle(r.pattern, r.handler)
+	}
 	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"routes": g.routes})
 	})
