@@ -9,7 +9,7 @@ BUF := $(GO) tool -modfile=$(CURDIR)/tools/buf/go.mod buf
 PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2 $(BIN)/protoc-gen-portico
 PROTODEPS := build/protodeps
 
-.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check test test-unit run consul tools clean
+.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check test test-unit fuzz bench run consul tools clean
 
 all: build
 
@@ -76,9 +76,26 @@ fmt-check:
 # into a failure, so `make test` never passes on skipped tests.
 test: consul check-generated lint vet fmt-check
 	PORTICO_REQUIRE_CONSUL=1 PORTICO_CONSUL_BIN=$(BIN)/consul $(GO) test -race -count=1 ./...
+	$(MAKE) fuzz
+
+# Each fuzz target briefly, beyond its committed seed corpus (testdata/fuzz).
+FUZZTIME ?= 5s
+FUZZ_TARGETS := ./gateway/auth:FuzzParseBearer ./gateway/auth:FuzzAuthenticate
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 test-unit:
 	$(GO) test -race ./...
+
+# Benchmarks: add a package to BENCH_PKGS to include its bench_test.go;
+# BENCH narrows them (make bench BENCH=Parallel).
+BENCH_PKGS := ./gateway/ratelimit/...
+BENCH ?= .
+
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(BENCH_PKGS)
 
 ## Demo ----------------------------------------------------------------------
 

@@ -23,7 +23,12 @@ type Registration struct {
 	Tags    []string
 	Meta    map[string]string
 
-	CheckInterval   time.Duration // how often Consul calls grpc.health.v1; default 2s
+	// CheckHTTP, when set, is a URL that Consul GETs instead of calling
+	// grpc.health.v1 on Address:Port; a 2xx answer is passing. The gateway
+	// points it at its admin listener's /readyz.
+	CheckHTTP string
+
+	CheckInterval   time.Duration // how often Consul checks the instance; default 2s
 	CheckTimeout    time.Duration // default 1s
 	DeregisterAfter time.Duration // critical this long: Consul removes it; default 1m
 }
@@ -45,10 +50,10 @@ func NewServiceID(service string) string {
 }
 
 // Register adds an instance to the local Consul agent with a gRPC health
-// check against Address:Port.
+// check against Address:Port, or an HTTP check against CheckHTTP.
 func Register(ctx context.Context, client *api.Client, reg Registration) (*Registered, error) {
-	if reg.Service == "" || reg.Port == 0 {
-		return nil, fmt.Errorf("discovery: registration needs a service name and a port")
+	if err := reg.valid(); err != nil {
+		return nil, err
 	}
 	if reg.ID == "" {
 		reg.ID = NewServiceID(reg.Service)
@@ -62,6 +67,17 @@ func Register(ctx context.Context, client *api.Client, reg Registration) (*Regis
 	if reg.DeregisterAfter == 0 {
 		reg.DeregisterAfter = time.Minute
 	}
+	check := &api.AgentServiceCheck{
+		CheckID:                        "service:" + reg.ID,
+		Name:                           "grpc health",
+		GRPC:                           net.JoinHostPort(reg.Address, strconv.Itoa(reg.Port)),
+		Interval:                       reg.CheckInterval.String(),
+		Timeout:                        reg.CheckTimeout.String(),
+		DeregisterCriticalServiceAfter: reg.DeregisterAfter.String(),
+	}
+	if reg.CheckHTTP != "" {
+		check.Name, check.GRPC, check.HTTP, check.Method = "http readiness", "", reg.CheckHTTP, "GET"
+	}
 	svc := &api.AgentServiceRegistration{
 		ID:      reg.ID,
 		Name:    reg.Service,
@@ -69,19 +85,47 @@ func Register(ctx context.Context, client *api.Client, reg Registration) (*Regis
 		Port:    reg.Port,
 		Tags:    reg.Tags,
 		Meta:    reg.Meta,
-		Check: &api.AgentServiceCheck{
-			CheckID:                        "service:" + reg.ID,
-			Name:                           "grpc health",
-			GRPC:                           net.JoinHostPort(reg.Address, strconv.Itoa(reg.Port)),
-			Interval:                       reg.CheckInterval.String(),
-			Timeout:                        reg.CheckTimeout.String(),
-			DeregisterCriticalServiceAfter: reg.DeregisterAfter.String(),
-		},
+		Check:   check,
 	}
 	if err := client.Agent().ServiceRegisterOpts(svc, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
 		return nil, fmt.Errorf("discovery: register %s: %w", reg.ID, err)
 	}
 	return &Registered{client: client, id: reg.ID}, nil
+}
+
+// RegisterRetry is Register for a process that must not wait for Consul to
+// start: while Consul cannot be reached it logs and retries with capped,
+// jittered backoff (WithBackoff, WithLogger), until it succeeds or ctx ends.
+func RegisterRetry(ctx context.Context, client *api.Client, reg Registration, opts ...Option) (*Registered, error) {
+	if err := reg.valid(); err != nil {
+		return nil, err // no retry mends a bad registration
+	}
+	o := buildOptions(opts)
+	if reg.ID == "" {
+		reg.ID = NewServiceID(reg.Service)
+	}
+	for failures := 0; ; failures++ {
+		r, err := Register(ctx, client, reg)
+		if err == nil {
+			return r, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if failures == 0 || failures%10 == 0 {
+			o.logger.Warn("consul registration failed; retrying", "id", reg.ID, "error", err, "failures", failures+1)
+		}
+		if !sleep(ctx, nil, o.backoff.delay(failures)) {
+			return nil, err
+		}
+	}
+}
+
+func (reg Registration) valid() error {
+	if reg.Service == "" || reg.Port == 0 {
+		return fmt.Errorf("discovery: registration needs a service name and a port")
+	}
+	return nil
 }
 
 // Deregister removes the instance from Consul.

@@ -34,9 +34,10 @@ var _ healthAPI = (*api.Health)(nil)
 type Option func(*options)
 
 type options struct {
-	waitTime time.Duration
-	backoff  backoff
-	logger   *slog.Logger
+	waitTime  time.Duration
+	backoff   backoff
+	logger    *slog.Logger
+	observers []Observer // WithObserver
 }
 
 func defaultOptions() options {
@@ -56,7 +57,7 @@ func WithBackoff(base, max time.Duration) Option {
 	return func(o *options) { o.backoff = backoff{base: base, max: max} }
 }
 
-// WithLogger sets where watch errors are logged.
+// WithLogger sets where watch and registration errors are logged.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // Builder builds resolvers for consul:/// targets. Give it to a ClientConn
@@ -75,11 +76,15 @@ func NewBuilder(client *api.Client, opts ...Option) *Builder {
 }
 
 func newBuilder(h healthAPI, opts ...Option) *Builder {
+	return &Builder{health: h, opts: buildOptions(opts)}
+}
+
+func buildOptions(opts []Option) options {
 	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return &Builder{health: h, opts: o}
+	return o
 }
 
 // Scheme implements resolver.Builder.
@@ -143,66 +148,40 @@ func (r *consulResolver) Close() {
 func (r *consulResolver) watch(ctx context.Context) {
 	defer close(r.done)
 	var (
-		index     uint64
 		last      []string
 		haveState bool
-		failures  int
 	)
-	for {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: r.opts.waitTime, Datacenter: r.dc}).WithContext(ctx)
+	blockingQuery(ctx, r.opts, r.nudge, func(q *api.QueryOptions) (*api.QueryMeta, error) {
+		q.Datacenter = r.dc
 		entries, meta, err := r.health.ServiceMultipleTags(r.service, r.tags, true, q)
-		if ctx.Err() != nil {
-			return
-		}
 		if err != nil {
-			failures++
-			err = fmt.Errorf("consul: watching service %q: %w", r.service, err)
-			if !haveState {
-				// Nothing known yet: let calls fail fast instead of hanging.
-				r.cc.ReportError(err)
-			}
-			// With a known state we say nothing to the ClientConn: it keeps
-			// routing to the last healthy instances while Consul is away.
-			r.opts.logger.Warn("consul watch failed", "service", r.service, "error", err, "failures", failures)
-			if !r.sleep(ctx, r.opts.backoff.delay(failures-1)) {
-				return
-			}
-			continue
+			return nil, err
 		}
-		failures = 0
-		// Consul's index may go backwards (snapshot restore, leader change);
-		// start over then rather than block forever on a future index.
-		if meta.LastIndex < index || meta.LastIndex == 0 {
-			index = 0
-		} else {
-			index = meta.LastIndex
-		}
-
+		r.opts.watchOK(r.service)
 		eps, addrs := endpoints(entries)
 		if haveState && slices.Equal(addrs, last) {
-			continue
+			return meta, nil
 		}
 		haveState, last = true, addrs
+		r.opts.instances(r.service, eps)
 		// An empty list is a real answer (no healthy instance); the balancer
 		// then fails calls at once with UNAVAILABLE. The error it returns for
 		// that case needs no action here.
 		if err := r.cc.UpdateState(resolver.State{Endpoints: eps}); err != nil && !errors.Is(err, balancer.ErrBadResolverState) {
 			r.opts.logger.Warn("resolver update rejected", "service", r.service, "error", err)
 		}
-	}
-}
-
-// sleep waits d, or less if ResolveNow nudges; it reports false when ctx ends.
-func (r *consulResolver) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	case <-r.nudge:
-	}
-	return true
+		return meta, nil
+	}, func(err error, failures int) {
+		err = fmt.Errorf("consul: watching service %q: %w", r.service, err)
+		r.opts.watchError(r.service, err)
+		if !haveState {
+			// Nothing known yet: let calls fail fast instead of hanging.
+			r.cc.ReportError(err)
+		}
+		// With a known state we say nothing to the ClientConn: it keeps
+		// routing to the last healthy instances while Consul is away.
+		r.opts.logger.Warn("consul watch failed", "service", r.service, "error", err, "failures", failures)
+	})
 }
 
 type instanceIDKey struct{}

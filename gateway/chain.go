@@ -49,6 +49,9 @@ type policies struct {
 // lives next to the wiring of its policy (setup_*.go) and may also add
 // backend dial options, admin routes and readiness checks.
 func (g *Gateway) setupPolicies() error {
+	if g.opts.noPolicies {
+		return nil
+	}
 	for _, setup := range []func() error{g.setupStats, g.setupAuth, g.setupRateLimit, g.setupValidation} {
 		if err := setup(); err != nil {
 			return err

@@ -52,6 +52,9 @@ type Config struct {
 	Validation ValidationConfig `yaml:"validation"`
 	Stats      StatsConfig      `yaml:"stats"`
 
+	// Register puts the gateway itself into Consul (register.go).
+	Register RegisterConfig `yaml:"register"`
+
 	// source names the file the config came from, for error messages.
 	source string
 }

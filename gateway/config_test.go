@@ -95,3 +95,48 @@ func TestPrintRoutes(t *testing.T) {
 		}
 	}
 }
+
+func TestPolicyContradictionsStopTheStart(t *testing.T) {
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"scope on a public method": {
+			"services:\n  catalog.v1.CatalogService:\n    methods:\n      GetProduct:\n        scopes: [catalog.read]\n",
+			"catalog.v1.CatalogService/GetProduct",
+		},
+		"public override of a method with declared scopes": {
+			"services:\n  catalog.v1.CatalogService:\n    methods:\n      CreateProduct:\n        access: public\n",
+			"catalog.v1.CatalogService/CreateProduct",
+		},
+		"unknown method": {
+			"services:\n  catalog.v1.CatalogService:\n    methods:\n      GetProducts:\n        access: public\n",
+			"GetProducts",
+		},
+		"unknown access word": {
+			"default_access: everyone\n",
+			"everyone",
+		},
+	} {
+		p := writeConfig(t, tc.yaml)
+		cfg, err := gateway.LoadConfig(p)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		_, err = gateway.New(cfg, registry.Services())
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: err = %v, want it to name %q and %s", name, err, tc.want, p)
+		}
+	}
+	// Service-wide scopes do not bind a public method: not a contradiction.
+	cfg, _ := gateway.LoadConfig(writeConfig(t, "services:\n  catalog.v1.CatalogService:\n    scopes: [catalog.any]\n"))
+	gw, err := gateway.New(cfg, registry.Services())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range gw.Routes() {
+		if r.Method == "GetProduct" && len(r.Policy.Scopes) != 0 {
+			t.Errorf("public GetProduct got scopes %v", r.Policy.Scopes)
+		}
+		if r.Method == "DeleteProduct" && strings.Join(r.Policy.Scopes, ",") != "catalog.write" {
+			t.Errorf("DeleteProduct scopes = %v, want its own catalog.write", r.Policy.Scopes)
+		}
+	}
+}

@@ -194,8 +194,8 @@ func outgoingHeader(key string) (string, bool) {
 	}
 }
 
-// incomingHeader forwards x-* headers as metadata under their own names,
-// and everything else as grpc-gateway does by default.
+// incomingHeader forwards x-* and trace context headers as metadata under
+// their own names, and everything else as grpc-gateway does by default.
 func incomingHeader(key string) (string, bool) {
 	k := strings.ToLower(key)
 	if strings.HasPrefix(k, identityPrefix) {
@@ -203,7 +203,9 @@ func incomingHeader(key string) (string, bool) {
 		// taken from a client.
 		return "", false
 	}
-	if strings.HasPrefix(k, "x-") {
+	if strings.HasPrefix(k, "x-") || k == "traceparent" || k == "tracestate" {
+		// W3C Trace Context keeps its names, so tracing reads it from REST
+		// and gRPC alike and a backend sees what a gRPC caller would send.
 		return k, true
 	}
 	return runtime.DefaultHeaderMatcher(key)

@@ -15,6 +15,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/stats"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -32,6 +33,8 @@ type options struct {
 	unary        []grpc.UnaryServerInterceptor
 	stream       []grpc.StreamServerInterceptor
 	resolverOpts []discovery.Option
+	noPolicies   bool
+	statsOpts    []stats.Option // WithStatsOptions, in setup_stats.go
 }
 
 // WithLogger sets the gateway's logger.
@@ -47,6 +50,11 @@ func WithUnaryInterceptors(i ...grpc.UnaryServerInterceptor) Option {
 func WithStreamInterceptors(i ...grpc.StreamServerInterceptor) Option {
 	return func(o *options) { o.stream = append(o.stream, i...) }
 }
+
+// WithoutPolicies serves with no policy on the chain (no stats, auth, rate
+// limit or validation): the baseline the chain's cost is measured against.
+// Not for production.
+func WithoutPolicies() Option { return func(o *options) { o.noPolicies = true } }
 
 // WithResolverOptions tunes the Consul resolver (backoff, wait time).
 func WithResolverOptions(opts ...discovery.Option) Option {
@@ -75,6 +83,7 @@ type Gateway struct {
 
 	// Filled by the policies' setup functions (chain.go).
 	policies    policies
+	self        *registration // the gateway's own Consul entry; nil when off
 	backendOpts []grpc.DialOption
 	adminRoutes []adminRoute
 	readiness   []readinessCheck
@@ -113,6 +122,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		g.byMethod[r.FullMethod] = r
 	}
 
+	g.self = newRegistration(cfg.Register)
 	if err := g.setupPolicies(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -125,7 +135,8 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		}
 	}
 
-	builder := discovery.NewBuilder(consul, append([]discovery.Option{discovery.WithLogger(o.logger)}, o.resolverOpts...)...)
+	// g.opts, not o: setup functions may add resolver options (stats observes the watches).
+	builder := discovery.NewBuilder(consul, append([]discovery.Option{discovery.WithLogger(o.logger)}, g.opts.resolverOpts...)...)
 	for _, r := range routes {
 		if _, ok := g.backends[r.target()]; ok {
 			continue
@@ -199,7 +210,10 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		}
 	}
 	g.httpServer = &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second}
-	g.adminServer = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	g.adminServer = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	// HTTP/1.1 for browsers and curl; h2c (prior knowledge) for the admin gRPC API.
+	g.adminServer.Protocols.SetHTTP1(true)
+	g.adminServer.Protocols.SetUnencryptedHTTP2(true)
 	return g, nil
 }
 
@@ -233,6 +247,12 @@ func (g *Gateway) Start(ctx context.Context) error {
 	for _, c := range g.backends {
 		c.Connect()
 	}
+	// Policies start before the first call can arrive.
+	for _, s := range g.starters {
+		if err := s.Start(ctx); err != nil {
+			g.opts.logger.Error("policy failed to start", "error", err)
+		}
+	}
 	g.serve("grpc", func() error { return g.grpcServer.Serve(g.listeners.grpc) })
 	g.serve("grpc-internal", func() error { return g.grpcServer.Serve(g.internal) })
 	g.serve("http", func() error { return g.httpServer.Serve(g.listeners.http) })
@@ -242,11 +262,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		defer g.wg.Done()
 		g.waitForConsul(ctx)
 	}()
-	for _, s := range g.starters {
-		if err := s.Start(ctx); err != nil {
-			g.opts.logger.Error("policy failed to start", "error", err)
-		}
-	}
+
+	g.register(ctx)
 	g.opts.logger.Info("portico gateway started",
 		"http", g.listeners.http.Addr().String(), "grpc", g.listeners.grpc.Addr().String(),
 		"admin", g.listeners.admin.Addr().String(), "routes", len(g.routes))
@@ -312,6 +329,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopping.Store(true)
 	g.health.Shutdown()
 	var errs []error
+	if err := g.deregister(ctx); err != nil {
+		// Not fatal: Consul's check sees /readyz fail and drops the entry.
+		g.opts.logger.Warn("deregistering from consul", "error", err)
+	}
 	if err := g.httpServer.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("rest: %w", err))
 		g.httpServer.Close()

@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway"
+	"github.com/portico-gw/portico/gateway/auth"
+	"github.com/portico-gw/portico/gateway/stats"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/gen/registry"
@@ -25,19 +27,21 @@ import (
 	"github.com/portico-gw/portico/services/orders"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 )
 
 func TestMain(m *testing.M) { os.Exit(testconsul.Main(m)) }
 
 // world is one test's gateway, Consul and backends, all on real sockets.
 type world struct {
-	t       *testing.T
+	t       testing.TB
 	agent   *testconsul.Agent
 	consul  *api.Client
 	gw      *gateway.Gateway
-	base    string // http://host:port of the REST listener
-	conn    *grpc.ClientConn
-	catalog string // Consul service names, unique per test
+	base    string           // http://host:port of the REST listener
+	conn    *grpc.ClientConn // sends testAPIKey, unless anon() made this world
+	key     string           // API key sent with rest(); "" for anonymous
+	catalog string           // Consul service names, unique per test
 	orders  string
 }
 
@@ -46,7 +50,14 @@ type worldOpt func(*gateway.Config)
 // newWorld starts a gateway whose services point at Consul names unique to
 // this test, so tests sharing one Consul agent never see each other's
 // instances. private gives the test its own Consul agent.
-func newWorld(t *testing.T, private bool, opts ...worldOpt) *world {
+func newWorld(t testing.TB, private bool, opts ...worldOpt) *world {
+	t.Helper()
+	return newWorldWith(t, private, nil, opts...)
+}
+
+// newWorldWith is newWorld with extra gateway options. Worlds made in the
+// same test share the Consul service names, and so the backends.
+func newWorldWith(t testing.TB, private bool, gwOpts []gateway.Option, opts ...worldOpt) *world {
 	t.Helper()
 	var agent *testconsul.Agent
 	if private {
@@ -59,6 +70,9 @@ func newWorld(t *testing.T, private bool, opts ...worldOpt) *world {
 	cfg := gateway.Config{
 		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Consul: discovery.ConsulConfig{Address: agent.Addr},
+		Auth: gateway.AuthConfig{APIKeys: []auth.APIKeyConfig{
+			{Consumer: testConsumer, SHA256: auth.HashAPIKey(testAPIKey), Scopes: []string{"catalog.write"}},
+		}},
 		Services: map[string]gateway.ServiceConfig{
 			"catalog.v1.CatalogService": {Backend: w.catalog},
 			"orders.v1.OrderService":    {Backend: w.orders},
@@ -73,9 +87,12 @@ func newWorld(t *testing.T, private bool, opts ...worldOpt) *world {
 			t.Logf("gateway log:\n%s", logs.String())
 		}
 	})
-	gw, err := gateway.New(cfg, registry.Services(),
+	gw, err := gateway.New(cfg, registry.Services(), append([]gateway.Option{
 		gateway.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
-		gateway.WithResolverOptions(discovery.WithBackoff(50*time.Millisecond, 500*time.Millisecond), discovery.WithWaitTime(5*time.Second)))
+		// Access log lines join the gateway's log, shown when a test fails.
+		gateway.WithStatsOptions(stats.WithAccessLog(slog.New(slog.NewJSONHandler(logs, nil)))),
+		gateway.WithResolverOptions(discovery.WithBackoff(50*time.Millisecond, 500*time.Millisecond), discovery.WithWaitTime(5*time.Second)),
+	}, gwOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,13 +106,45 @@ func newWorld(t *testing.T, private bool, opts ...worldOpt) *world {
 	})
 	w.gw = gw
 	w.base = "http://" + gw.HTTPAddr()
-	conn, err := grpc.NewClient(gw.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	w.conn = dial(t, gw.GRPCAddr(), testAPIKey)
+	w.key = testAPIKey
+	return w
+}
+
+// The API key every world accepts, for consumer "tester" with catalog.write.
+const (
+	testAPIKey   = "pk_test_3b1f0c8e5a7d4e2f9c6b1a0d8e7f6c5b"
+	testConsumer = "tester"
+)
+
+// dial connects to the gateway's gRPC port; a non-empty key is sent as
+// x-api-key on every call.
+func dial(t testing.TB, addr, key string) *grpc.ClientConn {
+	t.Helper()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if key != "" {
+		opts = append(opts,
+			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, o ...grpc.CallOption) error {
+				return invoker(metadata.AppendToOutgoingContext(ctx, auth.APIKeyHeader, key), method, req, reply, cc, o...)
+			}),
+			grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, o ...grpc.CallOption) (grpc.ClientStream, error) {
+				return streamer(metadata.AppendToOutgoingContext(ctx, auth.APIKeyHeader, key), desc, cc, method, o...)
+			}))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	w.conn = conn
-	return w
+	return conn
+}
+
+// anon is the same world seen by a caller without credentials.
+func (w *world) anon() *world {
+	c := *w
+	c.key = ""
+	c.conn = dial(w.t, w.gw.GRPCAddr(), "")
+	return &c
 }
 
 func (w *world) catalogClient() catalogv1.CatalogServiceClient {
@@ -224,6 +273,9 @@ func (w *world) rest(method, path string, body any) restResponse {
 	}
 	if r != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if w.key != "" {
+		req.Header.Set("X-Api-Key", w.key)
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {

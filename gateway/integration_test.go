@@ -238,6 +238,7 @@ func TestServerStreamOverBothTransports(t *testing.T) {
 	created := w.rest("POST", "/v1/orders", map[string]any{"items": []any{map[string]any{"productId": "prd-000001", "quantity": 1}}})
 	id := field(created.Body, "order", "id").(string)
 	req, _ := http.NewRequestWithContext(ctx, "GET", w.base+"/v1/orders/"+id+":watch", nil)
+	req.Header.Set("X-Api-Key", w.key)
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -545,6 +546,7 @@ func TestGracefulShutdownFinishesInFlightStreams(t *testing.T) {
 		t.Fatalf("first message: %v %v", first, err)
 	}
 	req, _ := http.NewRequestWithContext(ctx, "GET", w.base+"/v1/orders/"+id+":watch", nil)
+	req.Header.Set("X-Api-Key", w.key)
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

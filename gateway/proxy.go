@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -142,7 +143,7 @@ func (p *methodProxy) callError(ctx context.Context, err error, reached bool) er
 	st := status.Convert(err)
 	meta := map[string]string{"backend": p.route.Backend}
 	switch {
-	case ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) && st.Code() == codes.DeadlineExceeded:
+	case st.Code() == codes.DeadlineExceeded && deadlineReached(ctx):
 		return Error(codes.DeadlineExceeded, ReasonDeadline,
 			fmt.Sprintf("deadline exceeded waiting for backend %q", p.route.Backend), meta)
 	case ctx.Err() != nil && st.Code() == codes.Canceled:
@@ -172,4 +173,15 @@ func filterResponseMD(md metadata.MD) metadata.MD {
 		out[k] = v
 	}
 	return out
+}
+
+// deadlineSlack is how close to the call's deadline a DEADLINE_EXCEEDED
+// counts as that deadline firing. The backend gets the same deadline and its
+// timer may fire a moment before ours; either way it is the call's deadline,
+// not something the backend decided.
+const deadlineSlack = 20 * time.Millisecond
+
+func deadlineReached(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) < deadlineSlack
 }

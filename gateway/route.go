@@ -39,6 +39,19 @@ type Route struct {
 	input, output protoreflect.MessageType
 }
 
+// kind is "unary", "server-stream", "client-stream" or "bidi-stream".
+func (r *Route) kind() string {
+	switch {
+	case r.ClientStreams && r.ServerStreams:
+		return "bidi-stream"
+	case r.ClientStreams:
+		return "client-stream"
+	case r.ServerStreams:
+		return "server-stream"
+	}
+	return "unary"
+}
+
 // target is the grpc-go target of the route's backend.
 func (r *Route) target() string {
 	t := "consul:///" + r.Backend
@@ -246,15 +259,6 @@ func PrintRoutes(w io.Writer, routes []*Route) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tSCOPES\tRATE LIMIT")
 	for _, r := range routes {
-		kind := "unary"
-		switch {
-		case r.ClientStreams && r.ServerStreams:
-			kind = "bidi-stream"
-		case r.ClientStreams:
-			kind = "client-stream"
-		case r.ServerStreams:
-			kind = "server-stream"
-		}
 		timeout := "none"
 		if r.Timeout > 0 {
 			timeout = r.Timeout.String()
@@ -270,7 +274,7 @@ func PrintRoutes(w io.Writer, routes []*Route) error {
 		if scopes == "" {
 			scopes = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(r.HTTP, ", "), r.FullMethod, backend, kind, timeout,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(r.HTTP, ", "), r.FullMethod, backend, r.kind(), timeout,
 			r.Policy.Access, scopes, r.Policy.RateLimit)
 	}
 	return tw.Flush()

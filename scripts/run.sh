@@ -48,7 +48,19 @@ for i in $(seq 1 "${CATALOG_INSTANCES:-1}"); do
 done
 "$BIN/orders" >"$RUN_DIR/orders.log" 2>&1 &
 pids+=($!)
-"$BIN/gateway" -log-format text "$@" &
+# A demo API key for consumer "demo" with scope catalog.write. The gateway
+# config holds only its SHA-256 (see README, "Issue an API key").
+DEMO_KEY="pk_demo_$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+DEMO_HASH="$(printf %s "$DEMO_KEY" | sha256sum | cut -d' ' -f1)"
+cat >"$RUN_DIR/portico.yaml" <<YAML
+auth:
+  api_keys:
+    - consumer: demo
+      sha256: $DEMO_HASH
+      scopes: [catalog.write]
+  api_keys_consul_prefix: portico/apikeys/
+YAML
+"$BIN/gateway" -log-format text -config "$RUN_DIR/portico.yaml" "$@" &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -64,16 +76,21 @@ Portico is up. Service logs are in $RUN_DIR.
   admin      http://127.0.0.1:9901/readyz   http://127.0.0.1:9901/routes
   Consul UI  http://$CONSUL_HTTP_ADDR/ui
 
+Demo API key (consumer "demo", scope catalog.write):
+  export KEY=$DEMO_KEY
+
 Try (X-Instance-Id says which instance answered; CATALOG_INSTANCES=2 make run starts two):
-  curl -i http://127.0.0.1:8080/v1/products
+  curl -i http://127.0.0.1:8080/v1/products                        # public read
   curl -s http://127.0.0.1:8080/v1/products/prd-000001
-  curl -s -X POST http://127.0.0.1:8080/v1/products -d '{"sku":"MUG-001","name":"Mug","price":"1299","currency":"EUR","stock":10,"category":"kitchen"}'
-  curl -s -X PATCH http://127.0.0.1:8080/v1/products/prd-000001 -d '{"price":"999"}'
-  curl -s -X POST http://127.0.0.1:8080/v1/orders -d '{"items":[{"productId":"prd-000001","quantity":2}]}'
-  curl -N http://127.0.0.1:8080/v1/orders/ord-000001:watch
+  curl -s -X POST http://127.0.0.1:8080/v1/products -d '{"sku":"MUG-001"}'   # 401: needs credentials
+  curl -s -X POST -H "X-Api-Key: \$KEY" http://127.0.0.1:8080/v1/products -d '{"sku":"MUG-001","name":"Mug","price":"1299","currency":"EUR","stock":10,"category":"kitchen"}'
+  curl -s -X PATCH -H "X-Api-Key: \$KEY" http://127.0.0.1:8080/v1/products/prd-000001 -d '{"price":"999"}'
+  curl -s -X POST -H "X-Api-Key: \$KEY" http://127.0.0.1:8080/v1/orders -d '{"items":[{"productId":"prd-000001","quantity":2}]}'
+  curl -N -H "X-Api-Key: \$KEY" http://127.0.0.1:8080/v1/orders/ord-000001:watch
   bin/grpcurl -plaintext 127.0.0.1:9090 list
   bin/grpcurl -plaintext -d '{"id":"prd-000002"}' 127.0.0.1:9090 catalog.v1.CatalogService/GetProduct
-  bin/grpcurl -plaintext -d '{"id":"ord-000001"}' 127.0.0.1:9090 orders.v1.OrderService/WatchOrder
+  bin/grpcurl -plaintext -H "x-api-key: \$KEY" -d '{"id":"ord-000001"}' 127.0.0.1:9090 orders.v1.OrderService/WatchOrder
+  bin/gateway -config $RUN_DIR/portico.yaml -routes                # route and policy table
 
 Ctrl-C stops everything.
 MSG

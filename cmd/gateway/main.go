@@ -10,12 +10,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/portico-gw/portico/gateway"
+	"github.com/portico-gw/portico/gateway/auth"
 	"github.com/portico-gw/portico/gen/registry"
 )
 
@@ -35,11 +39,17 @@ func run(args []string) error {
 	consulAddr := fs.String("consul-addr", "", "Consul HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	printRoutes := fs.Bool("routes", false, "print the route table and exit")
+	newKey := fs.String("new-api-key", "", "issue an API key for this consumer, print it with its hash, and exit")
+	keyScopes := fs.String("scopes", "", "with -new-api-key: comma-separated scopes")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+
+	if *newKey != "" {
+		return issueAPIKey(os.Stdout, *newKey, *keyScopes)
 	}
 
 	var cfg gateway.Config
@@ -91,5 +101,47 @@ func run(args []string) error {
 		logger.Warn("shutdown cut in-flight calls short", "error", err)
 	}
 	logger.Info("stopped")
+	return nil
+}
+
+// issueAPIKey prints a new API key once, with what to store instead of it:
+// the gateway keeps only the SHA-256.
+func issueAPIKey(w io.Writer, consumer, scopes string) error {
+	key, hash, err := auth.NewAPIKey()
+	if err != nil {
+		return err
+	}
+	var list []string
+	for _, s := range strings.Split(scopes, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			list = append(list, s)
+		}
+	}
+	kv, err := auth.KVValue(consumer, list)
+	if err != nil {
+		return err
+	}
+	quoted := make([]string, len(list))
+	for i, s := range list {
+		quoted[i] = strconv.Quote(s)
+	}
+	fmt.Fprintf(w, `API key for %[1]s (shown once; give it to the consumer, store only the hash):
+
+  %[2]s
+
+In the gateway config file:
+
+  auth:
+    api_keys:
+      - consumer: %[1]s
+        sha256: %[3]s
+        scopes: [%[4]s]
+
+Or in Consul KV, under auth.api_keys_consul_prefix (portico/apikeys/ here):
+
+  consul kv put portico/apikeys/%[3]s '%[5]s'
+
+Revoke it by removing the entry (consul kv delete portico/apikeys/%[3]s).
+`, consumer, key, hash, strings.Join(quoted, ", "), kv)
 	return nil
 }

@@ -6,17 +6,25 @@
 // The output is one Go file with a Services function that returns, for each
 // proto service, its descriptor and the grpc-gateway function that registers
 // its REST routes.
+//
+// Services in proto packages under portico. (Portico's own APIs, such as
+// portico.admin.v1) are left out: the gateway serves those itself, on its
+// admin listener, and must never proxy them to a Consul backend.
 package main
 
 import (
 	"flag"
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/compiler/protogen"
 	"google.golang.org/protobuf/types/pluginpb"
 )
 
 const gatewayPkg = protogen.GoImportPath("github.com/portico-gw/portico/gateway")
+
+// ownPackagePrefix marks Portico's own proto packages, which are not proxied.
+const ownPackagePrefix = "portico."
 
 func main() {
 	var flags flag.FlagSet
@@ -30,12 +38,13 @@ func main() {
 		g.P("// Package registry lists the services that the Portico gateway serves.")
 		g.P("package registry")
 		g.P()
-		g.P("// Services returns every service compiled from proto/, in file order.")
+		g.P("// Services returns every service compiled from proto/, in file order,")
+		g.P("// except Portico's own (portico.* packages), which are not proxied.")
 		g.P("func Services() []", gatewayPkg.Ident("Service"), " {")
 		g.P("return []", gatewayPkg.Ident("Service"), "{")
 		n := 0
 		for _, f := range gen.Files {
-			if !f.Generate {
+			if !f.Generate || strings.HasPrefix(string(f.Desc.Package()), ownPackagePrefix) {
 				continue
 			}
 			for _, s := range f.Services {

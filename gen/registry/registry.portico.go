@@ -9,7 +9,8 @@ import (
 	v11 "github.com/portico-gw/portico/gen/orders/v1"
 )
 
-// Services returns every service compiled from proto/, in file order.
+// Services returns every service compiled from proto/, in file order,
+// except Portico's own (portico.* packages), which are not proxied.
 func Services() []gateway.Service {
 	return []gateway.Service{
 		{

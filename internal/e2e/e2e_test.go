@@ -128,7 +128,18 @@ func TestBinariesEndToEnd(t *testing.T) {
 	})
 
 	httpAddr, grpcAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	gw := start(t, filepath.Join(dir, "gateway"), consul, "-http-addr="+httpAddr, "-grpc-addr="+grpcAddr, "-admin-addr="+adminAddr)
+	// The operator's path: issue a key with the gateway binary, put its
+	// hash in the config file.
+	out, err := exec.Command(filepath.Join(dir, "gateway"), "-new-api-key", "e2e").Output()
+	if err != nil {
+		t.Fatalf("gateway -new-api-key: %v", err)
+	}
+	key, hash := issued(t, string(out))
+	config := filepath.Join(t.TempDir(), "portico.yaml")
+	if err := os.WriteFile(config, []byte("auth:\n  api_keys:\n    - consumer: e2e\n      sha256: "+hash+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gw := start(t, filepath.Join(dir, "gateway"), "-config="+config, consul, "-http-addr="+httpAddr, "-grpc-addr="+grpcAddr, "-admin-addr="+adminAddr)
 	eventually(t, "gateway ready", func() bool {
 		code, _, err := get("http://" + adminAddr + "/readyz")
 		return err == nil && code == 200
@@ -141,8 +152,19 @@ func TestBinariesEndToEnd(t *testing.T) {
 	var order struct {
 		Order struct{ ID, Status string } `json:"order"`
 	}
-	resp, err := http.Post("http://"+httpAddr+"/v1/orders", "application/json",
+	anon, err := http.Post("http://"+httpAddr+"/v1/orders", "application/json",
 		strings.NewReader(`{"items":[{"productId":"prd-000001","quantity":1}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon.Body.Close()
+	if anon.StatusCode != http.StatusUnauthorized {
+		t.Errorf("order without credentials: %d, want 401", anon.StatusCode)
+	}
+	req, _ := http.NewRequest("POST", "http://"+httpAddr+"/v1/orders",
+		strings.NewReader(`{"items":[{"productId":"prd-000001","quantity":1}]}`))
+	req.Header.Set("X-Api-Key", key)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,4 +197,22 @@ func keys(m map[string]any) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// issued reads the key and its hash from `gateway -new-api-key` output.
+func issued(t *testing.T, out string) (key, hash string) {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "pk_"):
+			key = line
+		case strings.HasPrefix(line, "sha256: "):
+			hash = strings.TrimPrefix(line, "sha256: ")
+		}
+	}
+	if key == "" || len(hash) != 64 {
+		t.Fatalf("cannot read key and hash from:\n%s", out)
+	}
+	return key, hash
 }

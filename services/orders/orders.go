@@ -180,10 +180,10 @@ func (s *Server) CreateOrder(ctx context.Context, req *ordersv1.CreateOrderReque
 }
 
 // GetOrder returns one order.
-func (s *Server) GetOrder(_ context.Context, req *ordersv1.GetOrderRequest) (*ordersv1.GetOrderResponse, error) {
+func (s *Server) GetOrder(ctx context.Context, req *ordersv1.GetOrderRequest) (*ordersv1.GetOrderResponse, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	rec, err := s.lookup(req.GetId())
+	rec, err := s.lookup(ctx, req.GetId())
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func (s *Server) GetOrder(_ context.Context, req *ordersv1.GetOrderRequest) (*or
 
 // ListOrders returns orders in id order, which is also the order they were
 // placed in, optionally only those in one status.
-func (s *Server) ListOrders(_ context.Context, req *ordersv1.ListOrdersRequest) (*ordersv1.ListOrdersResponse, error) {
+func (s *Server) ListOrders(ctx context.Context, req *ordersv1.ListOrdersRequest) (*ordersv1.ListOrdersResponse, error) {
 	r, err := page.Parse(req.GetPageSize(), req.GetPageToken(), idPrefix)
 	if err != nil {
 		return nil, err
@@ -203,9 +203,11 @@ func (s *Server) ListOrders(_ context.Context, req *ordersv1.ListOrdersRequest) 
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var keep func(string) bool
-	if want != ordersv1.OrderStatus_ORDER_STATUS_UNSPECIFIED {
-		keep = func(id string) bool { return s.orders[id].current().GetStatus() == want }
+	// Each consumer sees only its own orders.
+	who := consumer(ctx)
+	keep := func(id string) bool {
+		o := s.orders[id].current()
+		return o.GetConsumer() == who && (want == ordersv1.OrderStatus_ORDER_STATUS_UNSPECIFIED || o.GetStatus() == want)
 	}
 	ids, next := page.Slice(s.ids, func(id string) string { return id }, keep, r)
 	resp := &ordersv1.ListOrdersResponse{
@@ -219,10 +221,10 @@ func (s *Server) ListOrders(_ context.Context, req *ordersv1.ListOrdersRequest) 
 }
 
 // CancelOrder cancels an order that has not shipped.
-func (s *Server) CancelOrder(_ context.Context, req *ordersv1.CancelOrderRequest) (*ordersv1.CancelOrderResponse, error) {
+func (s *Server) CancelOrder(ctx context.Context, req *ordersv1.CancelOrderRequest) (*ordersv1.CancelOrderResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec, err := s.lookup(req.GetId())
+	rec, err := s.lookup(ctx, req.GetId())
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +244,7 @@ func (s *Server) CancelOrder(_ context.Context, req *ordersv1.CancelOrderRequest
 func (s *Server) WatchOrder(req *ordersv1.WatchOrderRequest, stream ordersv1.OrderService_WatchOrderServer) error {
 	ctx := stream.Context()
 	s.mu.RLock()
-	rec, err := s.lookup(req.GetId())
+	rec, err := s.lookup(ctx, req.GetId())
 	var next int // index in rec.history of the next state to send
 	if err == nil {
 		next = len(rec.history) - 1
@@ -341,13 +343,15 @@ func (s *Server) setStatus(rec *record, st ordersv1.OrderStatus) {
 	rec.changed = make(chan struct{})
 }
 
-// lookup finds an order. s.mu must be held.
-func (s *Server) lookup(id string) (*record, error) {
+// lookup finds an order of the calling consumer. Another consumer's order
+// is reported as not found, so its existence does not leak. s.mu must be
+// held.
+func (s *Server) lookup(ctx context.Context, id string) (*record, error) {
 	if id == "" {
 		return nil, status.Error(codes.InvalidArgument, "id is required")
 	}
 	rec, ok := s.orders[id]
-	if !ok {
+	if !ok || rec.current().GetConsumer() != consumer(ctx) {
 		return nil, status.Errorf(codes.NotFound, "order %q not found", id)
 	}
 	return rec, nil

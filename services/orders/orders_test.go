@@ -145,12 +145,26 @@ func TestCreateOrder(t *testing.T) {
 		t.Errorf("times = %v / %v, want %v", o.GetCreateTime().AsTime(), o.GetUpdateTime().AsTime(), placed)
 	}
 
-	got, err := c.GetOrder(ctx, &ordersv1.GetOrderRequest{Id: o.GetId()})
+	got, err := c.GetOrder(mdCtx, &ordersv1.GetOrderRequest{Id: o.GetId()})
 	if err != nil {
 		t.Fatalf("GetOrder: %v", err)
 	}
 	if got.GetOrder().GetTotal() != o.GetTotal() || got.GetOrder().GetConsumer() != "acme-shop" {
 		t.Errorf("GetOrder = %v, want %v", got.GetOrder(), o)
+	}
+	// Orders are visible only to the consumer who placed them.
+	other := metadata.AppendToOutgoingContext(ctx, ConsumerHeader, "someone-else")
+	if _, err := c.GetOrder(other, &ordersv1.GetOrderRequest{Id: o.GetId()}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetOrder by another consumer: %v, want NotFound", err)
+	}
+	if _, err := c.CancelOrder(other, &ordersv1.CancelOrderRequest{Id: o.GetId()}); status.Code(err) != codes.NotFound {
+		t.Errorf("CancelOrder by another consumer: %v, want NotFound", err)
+	}
+	if l, err := c.ListOrders(other, &ordersv1.ListOrdersRequest{}); err != nil || len(l.GetOrders()) != 0 {
+		t.Errorf("ListOrders by another consumer: %v, %d orders, want none", err, len(l.GetOrders()))
+	}
+	if l, err := c.ListOrders(mdCtx, &ordersv1.ListOrdersRequest{}); err != nil || len(l.GetOrders()) != 1 {
+		t.Errorf("ListOrders by the owner: %v, %d orders, want 1", err, len(l.GetOrders()))
 	}
 
 	// Stock is checked, not taken.

@@ -1,0 +1,259 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/hashicorp/consul/api"
+	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/policy"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+)
+
+// PolicyName names this policy in rejections and metrics.
+const PolicyName = "auth"
+
+// Reasons in the google.rpc.ErrorInfo of a rejection.
+const (
+	ReasonMissing           = "MISSING_CREDENTIALS"
+	ReasonMalformed         = "MALFORMED_CREDENTIALS"
+	ReasonInvalidToken      = "INVALID_TOKEN"
+	ReasonExpired           = "TOKEN_EXPIRED"
+	ReasonWrongAudience     = "WRONG_AUDIENCE"
+	ReasonUnknownKey        = "UNKNOWN_SIGNING_KEY"
+	ReasonInvalidAPIKey     = "INVALID_API_KEY"
+	ReasonInsufficientScope = "INSUFFICIENT_SCOPE"
+)
+
+const (
+	authorizationKey = "authorization"
+	challengeKey     = "www-authenticate"
+	realm            = `Bearer realm="portico"`
+)
+
+// failure is why credentials were refused: an ErrorInfo reason and a
+// description that helps the client fix it.
+type failure struct {
+	reason, desc string
+}
+
+// Option configures the policy.
+type Option func(*options)
+
+type options struct {
+	consul *api.Client
+	logger *slog.Logger
+	watch  []discovery.Option
+}
+
+// WithConsul gives the policy a Consul client for API keys in KV.
+func WithConsul(c *api.Client) Option { return func(o *options) { o.consul = c } }
+
+// WithLogger sets where key reloads and JWKS trouble are logged.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithWatchOptions tunes the Consul KV watch (backoff, wait time).
+func WithWatchOptions(opts ...discovery.Option) Option {
+	return func(o *options) { o.watch = append(o.watch, opts...) }
+}
+
+// Policy authenticates callers and checks scopes. Build it with New, start
+// its background work with Start, stop it with Close.
+type Policy struct {
+	cfg     Config
+	opts    options
+	issuers map[string]*issuer
+	keys    *apiKeys
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New checks the config and builds the policy. It reads local key files but
+// does no network I/O.
+func New(cfg Config, opts ...Option) (*Policy, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	o := options{logger: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if cfg.APIKeysConsulPrefix != "" && o.consul == nil {
+		return nil, fmt.Errorf("auth: api_keys_consul_prefix needs a Consul client")
+	}
+	p := &Policy{cfg: cfg, opts: o, issuers: map[string]*issuer{}, keys: newAPIKeys(cfg.APIKeys)}
+	for _, ic := range cfg.JWT {
+		is, err := newIssuer(ic, cfg.Leeway)
+		if err != nil {
+			return nil, err
+		}
+		p.issuers[ic.Issuer] = is
+	}
+	return p, nil
+}
+
+// Start fetches JWKS URLs and starts watching Consul for API keys.
+func (p *Policy) Start(ctx context.Context) error {
+	ctx, p.cancel = context.WithCancel(ctx)
+	for _, is := range p.issuers {
+		if err := is.start(ctx, p.opts.logger); err != nil {
+			return err
+		}
+	}
+	if prefix := p.cfg.APIKeysConsulPrefix; prefix != "" {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			// On errors the watcher logs and retries, and the last loaded
+			// keys stay: a Consul blip must not lock every consumer out.
+			discovery.WatchPrefix(ctx, p.opts.consul, prefix,
+				func(pairs api.KVPairs) { p.keys.loadKV(prefix, pairs, p.opts.logger) },
+				append([]discovery.Option{discovery.WithLogger(p.opts.logger)}, p.opts.watch...)...)
+		}()
+	}
+	return nil
+}
+
+// Close stops the background work.
+func (p *Policy) Close() error {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+	return nil
+}
+
+// Authorize authenticates the call in ctx and checks its scopes. On success
+// it stores the identity in the call. setHeader sends response headers
+// (the WWW-Authenticate challenge).
+func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) error) error {
+	call, ok := policy.FromContext(ctx)
+	if !ok {
+		return nil // the gateway's own services
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	id, f := p.authenticate(ctx, md)
+	switch {
+	case f != nil:
+		return p.reject(setHeader, codes.Unauthenticated, f,
+			realm+`, error="invalid_token", error_description="`+strings.ReplaceAll(f.desc, `"`, `'`)+`"`)
+	case id == nil && call.Policy.Access == policy.Public:
+		return nil
+	case id == nil:
+		return p.reject(setHeader, codes.Unauthenticated,
+			&failure{reason: ReasonMissing, desc: "credentials required: send Authorization: Bearer <token> or " + APIKeyHeader + ": <key>"}, realm)
+	}
+	var missing []string
+	for _, s := range call.Policy.Scopes {
+		if !id.HasScope(s) {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) > 0 {
+		f := &failure{reason: ReasonInsufficientScope, desc: fmt.Sprintf("missing scope %q", strings.Join(missing, " "))}
+		return p.reject(setHeader, codes.PermissionDenied, f,
+			realm+`, error="insufficient_scope", scope="`+strings.Join(call.Policy.Scopes, " ")+`"`)
+	}
+	call.Identity = id
+	return nil
+}
+
+func (p *Policy) reject(setHeader func(metadata.MD) error, code codes.Code, f *failure, challenge string) error {
+	_ = setHeader(metadata.Pairs(challengeKey, challenge))
+	return policy.Reject(code, PolicyName, f.reason, f.desc, nil)
+}
+
+// authenticate returns the caller's identity, nil without credentials, or
+// why the credentials were refused. A bearer token wins over an API key.
+func (p *Policy) authenticate(ctx context.Context, md metadata.MD) (*policy.Identity, *failure) {
+	if authz := md.Get(authorizationKey); len(authz) > 0 {
+		raw, f := ParseBearer(authz)
+		if f != nil {
+			return nil, f
+		}
+		return p.verifyToken(ctx, raw)
+	}
+	if keys := md.Get(APIKeyHeader); len(keys) > 0 {
+		if len(keys) > 1 || keys[0] == "" {
+			return nil, &failure{reason: ReasonMalformed, desc: "send exactly one " + APIKeyHeader}
+		}
+		id, ok := p.keys.lookup(keys[0])
+		if !ok {
+			return nil, &failure{reason: ReasonInvalidAPIKey, desc: "API key is not valid (unknown or revoked)"}
+		}
+		return id, nil
+	}
+	return nil, nil
+}
+
+// ParseBearer extracts the token of an Authorization value
+// "Bearer <token>". The failure never contains the value.
+func ParseBearer(values []string) (string, *failure) {
+	bad := &failure{reason: ReasonMalformed, desc: `authorization must be "Bearer <token>"`}
+	if len(values) != 1 {
+		return "", &failure{reason: ReasonMalformed, desc: "send exactly one authorization header"}
+	}
+	scheme, token, ok := strings.Cut(strings.TrimSpace(values[0]), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", bad
+	}
+	token = strings.TrimLeft(token, " ")
+	if token == "" || len(token) > 16<<10 {
+		return "", bad
+	}
+	for i := 0; i < len(token); i++ {
+		c := token[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/=", c) >= 0) {
+			return "", bad
+		}
+	}
+	return token, nil
+}
+
+// verifyToken picks the issuer named in the token, then verifies the token
+// with that issuer's keys and algorithms only.
+func (p *Policy) verifyToken(ctx context.Context, raw string) (*policy.Identity, *failure) {
+	unverified, _, err := jwt.NewParser().ParseUnverified(raw, jwt.MapClaims{})
+	if err != nil {
+		return nil, &failure{reason: ReasonInvalidToken, desc: "token is malformed"}
+	}
+	iss, _ := unverified.Claims.(jwt.MapClaims)["iss"].(string)
+	is, ok := p.issuers[iss]
+	if !ok {
+		return nil, &failure{reason: ReasonInvalidToken, desc: "token issuer is not trusted"}
+	}
+	alg, _ := unverified.Header["alg"].(string)
+	if !slices.Contains(is.cfg.Algorithms, alg) {
+		return nil, &failure{reason: ReasonInvalidToken, desc: fmt.Sprintf("token algorithm %q is not accepted for this issuer", printable(alg, 16))}
+	}
+	return is.verify(ctx, raw)
+}
+
+// UnaryServerInterceptor authorizes unary calls.
+func (p *Policy) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := p.Authorize(ctx, func(md metadata.MD) error { return grpc.SetHeader(ctx, md) }); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamServerInterceptor authorizes streams when they open.
+func (p *Policy) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := p.Authorize(ss.Context(), ss.SetHeader); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+}

@@ -1,0 +1,141 @@
+package auth
+
+import (
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Config is the auth section of the gateway config file.
+type Config struct {
+	// Leeway is the clock skew allowed on exp, nbf and iat. Default 30s.
+	Leeway time.Duration `yaml:"leeway"`
+	// JWT lists the trusted token issuers.
+	JWT []IssuerConfig `yaml:"jwt"`
+	// APIKeys lists API keys by the SHA-256 of the key.
+	APIKeys []APIKeyConfig `yaml:"api_keys"`
+	// APIKeysConsulPrefix, when set, loads more API keys from this Consul
+	// KV prefix and follows its changes: one key per API key, named by the
+	// key's SHA-256 (hex), holding {"consumer": "...", "scopes": [...]}.
+	APIKeysConsulPrefix string `yaml:"api_keys_consul_prefix"`
+}
+
+// IssuerConfig is one trusted token issuer.
+type IssuerConfig struct {
+	// Issuer must equal the token's iss claim.
+	Issuer string `yaml:"issuer"`
+	// Audiences: the token's aud must contain at least one of them.
+	Audiences []string `yaml:"audiences"`
+	// JWKSURL is fetched, cached and refreshed in the background.
+	JWKSURL string `yaml:"jwks_url"`
+	// JWKSFile is a local JWK Set, read at start.
+	JWKSFile string `yaml:"jwks_file"`
+	// HS256Secret enables HS256 for this issuer, and only HS256.
+	HS256Secret string `yaml:"hs256_secret"`
+	// Algorithms narrows the accepted algorithms. Default RS256, ES256,
+	// EdDSA (HS256 with a secret).
+	Algorithms []string `yaml:"algorithms"`
+	// RefreshInterval is how often the JWKS URL is refetched. Default 15m.
+	RefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
+	// UnknownKIDInterval caps refetches caused by tokens with an unknown
+	// kid to one per interval. Default 30s.
+	UnknownKIDInterval time.Duration `yaml:"unknown_kid_refetch_interval"`
+	// ConsumerClaim names the claim that identifies the consumer. Default
+	// "sub".
+	ConsumerClaim string `yaml:"consumer_claim"`
+}
+
+// APIKeyConfig is one API key, known only by its hash.
+type APIKeyConfig struct {
+	// Consumer is the caller's name.
+	Consumer string `yaml:"consumer"`
+	// SHA256 is the hex SHA-256 of the key.
+	SHA256 string `yaml:"sha256"`
+	// Scopes granted to the key.
+	Scopes []string `yaml:"scopes"`
+}
+
+var publicKeyAlgs = []string{"RS256", "ES256", "EdDSA"}
+
+func (c Config) withDefaults() Config {
+	if c.Leeway == 0 {
+		c.Leeway = 30 * time.Second
+	}
+	issuers := make([]IssuerConfig, len(c.JWT))
+	for i, is := range c.JWT {
+		if len(is.Algorithms) == 0 {
+			if is.HS256Secret != "" {
+				is.Algorithms = []string{"HS256"}
+			} else {
+				is.Algorithms = publicKeyAlgs
+			}
+		}
+		if is.RefreshInterval == 0 {
+			is.RefreshInterval = 15 * time.Minute
+		}
+		if is.UnknownKIDInterval == 0 {
+			is.UnknownKIDInterval = 30 * time.Second
+		}
+		if is.ConsumerClaim == "" {
+			is.ConsumerClaim = "sub"
+		}
+		issuers[i] = is
+	}
+	c.JWT = issuers
+	return c
+}
+
+// validate refuses configurations that would be insecure or ambiguous.
+func (c Config) validate() error {
+	seen := map[string]bool{}
+	for i, is := range c.JWT {
+		where := fmt.Sprintf("auth.jwt[%d] (%s)", i, is.Issuer)
+		if is.Issuer == "" {
+			return fmt.Errorf("auth.jwt[%d]: issuer is required", i)
+		}
+		if seen[is.Issuer] {
+			return fmt.Errorf("%s: issuer listed twice", where)
+		}
+		seen[is.Issuer] = true
+		if len(is.Audiences) == 0 {
+			return fmt.Errorf("%s: audiences is required: a token for another service must not be accepted", where)
+		}
+		sources := 0
+		for _, s := range []string{is.JWKSURL, is.JWKSFile, is.HS256Secret} {
+			if s != "" {
+				sources++
+			}
+		}
+		if sources != 1 {
+			return fmt.Errorf("%s: set exactly one of jwks_url, jwks_file, hs256_secret", where)
+		}
+		for _, alg := range is.Algorithms {
+			switch {
+			case alg == "HS256" && is.HS256Secret == "":
+				return fmt.Errorf("%s: HS256 needs hs256_secret", where)
+			case alg != "HS256" && is.HS256Secret != "":
+				return fmt.Errorf("%s: an issuer with hs256_secret accepts only HS256, not %s", where, alg)
+			case alg != "HS256" && !slices.Contains(publicKeyAlgs, alg):
+				return fmt.Errorf("%s: algorithm %q is not supported (use RS256, ES256, EdDSA or HS256)", where, alg)
+			}
+		}
+		if is.HS256Secret != "" && len(is.HS256Secret) < 32 {
+			return fmt.Errorf("%s: hs256_secret must be at least 32 bytes", where)
+		}
+	}
+	hashes := map[string]bool{}
+	for i, k := range c.APIKeys {
+		if k.Consumer == "" {
+			return fmt.Errorf("auth.api_keys[%d]: consumer is required", i)
+		}
+		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != 32 {
+			return fmt.Errorf("auth.api_keys[%d] (%s): sha256 must be 64 hex digits", i, k.Consumer)
+		}
+		if hashes[k.SHA256] {
+			return fmt.Errorf("auth.api_keys[%d] (%s): the same key is listed twice", i, k.Consumer)
+		}
+		hashes[k.SHA256] = true
+	}
+	return nil
+}

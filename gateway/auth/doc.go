@@ -1,0 +1,23 @@
+// Package auth is the authentication and authorization policy.
+//
+// A caller proves who it is with a JWT bearer token (Authorization: Bearer
+// over REST, authorization metadata over gRPC) or an API key (x-api-key).
+// Tokens are verified against configured issuers: RS256, ES256 and EdDSA keys
+// from a JWKS URL (cached, refreshed in the background, refetched on an
+// unknown kid at a capped rate) or a local JWKS file, and HS256 only for an
+// issuer configured with a shared secret. Issuer, audience, expiry and
+// not-before are checked with a small leeway; alg "none" and algorithm
+// confusion are rejected because each issuer accepts only its own algorithms
+// and key types. API keys are stored only as SHA-256 hashes, in the config
+// file and optionally under a Consul KV prefix that is watched for changes.
+//
+// The method's policy (policy.Call.Policy) says whether credentials are
+// needed and which scopes. Missing or bad credentials are UNAUTHENTICATED
+// (401) with a WWW-Authenticate challenge; valid credentials without a
+// required scope are PERMISSION_DENIED (403) naming the scope. Messages say
+// what to fix (expired, wrong audience, unknown key) and never echo a token
+// or key. The verified identity is stored in policy.Call.Identity; the
+// gateway forwards it to the backend as x-portico-consumer,
+// x-portico-subject and x-portico-scopes, and drops any such header a client
+// sent.
+package auth

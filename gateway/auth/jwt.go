@@ -1,0 +1,224 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/portico-gw/portico/gateway/policy"
+	"golang.org/x/time/rate"
+)
+
+// issuer verifies the tokens of one trusted issuer.
+type issuer struct {
+	cfg    IssuerConfig
+	parser *jwt.Parser
+	// keys resolves a token's verification key. For a JWKS URL it is set by
+	// start, since fetching is I/O; until then tokens fail as unverifiable.
+	keys atomic.Pointer[keyfunc.Keyfunc]
+}
+
+func newIssuer(cfg IssuerConfig, leeway time.Duration) (*issuer, error) {
+	is := &issuer{
+		cfg: cfg,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods(cfg.Algorithms),
+			jwt.WithIssuer(cfg.Issuer),
+			jwt.WithAudience(cfg.Audiences...),
+			jwt.WithLeeway(leeway),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+		),
+	}
+	switch {
+	case cfg.JWKSFile != "":
+		raw, err := os.ReadFile(cfg.JWKSFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth: issuer %s: %w", cfg.Issuer, err)
+		}
+		kf, err := keyfunc.NewJWKSetJSON(raw)
+		if err != nil {
+			return nil, fmt.Errorf("auth: issuer %s: jwks_file %s: %w", cfg.Issuer, cfg.JWKSFile, err)
+		}
+		is.keys.Store(&kf)
+	case cfg.HS256Secret != "":
+		secret := []byte(cfg.HS256Secret)
+		var kf keyfunc.Keyfunc = hmacKey(secret)
+		is.keys.Store(&kf)
+	}
+	return is, nil
+}
+
+// start begins fetching a JWKS URL; the refresh goroutine ends with ctx.
+func (is *issuer) start(ctx context.Context, log *slog.Logger) error {
+	if is.cfg.JWKSURL == "" {
+		return nil
+	}
+	noErrFirst := true // a JWKS that is down at start must not stop the gateway
+	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{is.cfg.JWKSURL}, keyfunc.Override{
+		Client:                    &http.Client{Timeout: 5 * time.Second},
+		HTTPTimeout:               5 * time.Second,
+		NoErrorReturnFirstHTTPReq: &noErrFirst,
+		RefreshInterval:           is.cfg.RefreshInterval,
+		RefreshUnknownKID:         rate.NewLimiter(rate.Every(is.cfg.UnknownKIDInterval), 1),
+		// Never make a call wait for the refetch budget: an unknown kid
+		// either triggers a refetch now or fails now.
+		RateLimitWaitMax: time.Millisecond,
+		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
+			return func(_ context.Context, err error) {
+				log.Warn("JWKS refresh failed", "issuer", is.cfg.Issuer, "url", u, "error", err)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("auth: issuer %s: jwks_url: %w", is.cfg.Issuer, err)
+	}
+	is.keys.Store(&kf)
+	return nil
+}
+
+// errUnknownKey marks a token whose kid the issuer's key set lacks, even
+// after the (rate-capped) refetch.
+var errUnknownKey = errors.New("unknown signing key")
+
+// knownKey looks the token's kid up first, so that "no such key" (including
+// "no refetch allowed right now") is told apart from every other failure.
+func knownKey(ctx context.Context, kf keyfunc.Keyfunc) jwt.Keyfunc {
+	inner := kf.KeyfuncCtx(ctx)
+	store := kf.Storage()
+	return func(t *jwt.Token) (any, error) {
+		if kid, ok := t.Header["kid"].(string); ok && store != nil {
+			if _, err := store.KeyRead(ctx, kid); err != nil {
+				return nil, fmt.Errorf("%w: %w", errUnknownKey, err)
+			}
+		}
+		return inner(t)
+	}
+}
+
+// hmacKey is the keyfunc of an HS256 issuer: it hands out the secret only
+// to HS256 tokens (the parser has already refused every other alg).
+type hmacKey []byte
+
+func (k hmacKey) Keyfunc(t *jwt.Token) (any, error) {
+	if _, ok := t.Method.(*jwt.SigningMethodHMAC); !ok {
+		return nil, errors.New("not an HMAC token")
+	}
+	return []byte(k), nil
+}
+func (k hmacKey) KeyfuncCtx(context.Context) jwt.Keyfunc { return k.Keyfunc }
+func (k hmacKey) Storage() jwkset.Storage                { return nil }
+func (k hmacKey) VerificationKeySet(context.Context) (jwt.VerificationKeySet, error) {
+	return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{[]byte(k)}}, nil
+}
+
+// verify checks a token of this issuer and returns the caller's identity.
+func (is *issuer) verify(ctx context.Context, raw string) (*policy.Identity, *failure) {
+	kf := is.keys.Load()
+	if kf == nil {
+		return nil, &failure{reason: ReasonUnknownKey, desc: "the issuer's signing keys are not loaded yet"}
+	}
+	claims := jwt.MapClaims{}
+	_, err := is.parser.ParseWithClaims(raw, claims, knownKey(ctx, *kf))
+	if err != nil {
+		return nil, tokenFailure(err, raw)
+	}
+	sub, _ := claims["sub"].(string)
+	consumer, _ := claims[is.cfg.ConsumerClaim].(string)
+	if consumer == "" {
+		consumer = sub
+	}
+	if consumer == "" {
+		return nil, &failure{reason: ReasonInvalidToken, desc: fmt.Sprintf("token has no %q claim to identify the consumer", is.cfg.ConsumerClaim)}
+	}
+	return &policy.Identity{Consumer: consumer, Subject: sub, Scopes: scopesOf(claims), Method: "jwt"}, nil
+}
+
+// scopesOf reads "scope" (space-separated, RFC 8693) or "scp" (a list or a
+// space-separated string).
+func scopesOf(claims jwt.MapClaims) []string {
+	var out []string
+	add := func(v any) {
+		switch s := v.(type) {
+		case string:
+			out = append(out, strings.Fields(s)...)
+		case []any:
+			for _, e := range s {
+				if str, ok := e.(string); ok {
+					out = append(out, str)
+				}
+			}
+		}
+	}
+	add(claims["scope"])
+	add(claims["scp"])
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// tokenFailure says precisely what is wrong with a token, without the token.
+func tokenFailure(err error, raw string) *failure {
+	f := &failure{reason: ReasonInvalidToken}
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		f.desc = "token is malformed"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		f.reason, f.desc = ReasonExpired, "token has expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		f.desc = "token is not valid yet (nbf)"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		f.desc = "token was issued in the future (iat)"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		f.reason, f.desc = ReasonWrongAudience, "token audience is not accepted by this gateway"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		f.desc = "token issuer is not trusted"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		f.desc = "token lacks a required claim (exp)"
+	case errors.Is(err, errUnknownKey):
+		f.reason, f.desc = ReasonUnknownKey, fmt.Sprintf("token signing key %q is unknown", headerKID(raw))
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		f.desc = "token cannot be verified with the issuer's keys"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		f.desc = "token signature is invalid"
+	default:
+		f.desc = "token is invalid"
+	}
+	return f
+}
+
+// headerKID returns the kid of a token's header, shortened and made safe
+// to show, or "".
+func headerKID(raw string) string {
+	t, _, err := jwt.NewParser().ParseUnverified(raw, jwt.MapClaims{})
+	if err != nil {
+		return ""
+	}
+	kid, _ := t.Header["kid"].(string)
+	return printable(kid, 64)
+}
+
+// printable keeps a client-supplied string safe for messages and logs.
+func printable(s string, max int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= max {
+			b.WriteString("…")
+			break
+		}
+		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
+			r = '?'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

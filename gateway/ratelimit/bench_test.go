@@ -1,0 +1,93 @@
+package ratelimit_test
+
+import (
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/ratelimit"
+)
+
+// A limit no benchmark exhausts, so each iteration is one full decision.
+var benchLimit = policy.RateLimit{Requests: 1 << 30, Period: time.Second, Burst: 1 << 30}
+
+func benchCall(ip string) *policy.Call {
+	return &policy.Call{FullMethod: "/bench.v1.Svc/Get", Service: "bench.v1.Svc", Method: "Get",
+		Policy: &policy.Policy{RateLimit: benchLimit}, ClientIP: ip}
+}
+
+func calls(n int) []*policy.Call {
+	out := make([]*policy.Call, n)
+	for i := range out {
+		out[i] = benchCall("10." + strconv.Itoa(i>>16&255) + "." + strconv.Itoa(i>>8&255) + "." + strconv.Itoa(i&255))
+	}
+	return out
+}
+
+// One caller, one goroutine: the cost of a decision on a known key.
+func BenchmarkAllowSerial(b *testing.B) {
+	l := ratelimit.New()
+	c := benchCall("203.0.113.1")
+	l.Allow(c)
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Allow(c)
+	}
+}
+
+// One hot caller hammered from every P: contention on one bucket.
+func BenchmarkAllowParallelOneKey(b *testing.B) {
+	l := ratelimit.New()
+	c := benchCall("203.0.113.1")
+	l.Allow(c)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.Allow(c)
+		}
+	})
+}
+
+// Many known callers from every P: the sharded table without a hot spot.
+func BenchmarkAllowParallelManyKeys(b *testing.B) {
+	l := ratelimit.New()
+	cs := calls(10_000)
+	for _, c := range cs {
+		l.Allow(c)
+	}
+	var next atomic.Uint32
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(7919))
+		for pb.Next() {
+			l.Allow(cs[i%len(cs)])
+			i++
+		}
+	})
+}
+
+// A million distinct callers: the memory each tracked key costs.
+func BenchmarkMillionKeys(b *testing.B) {
+	const n = 1_000_000
+	cs := calls(n)
+	b.ReportAllocs()
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		l := ratelimit.New(ratelimit.WithMaxKeys(n))
+		for _, c := range cs {
+			l.Allow(c)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if got := l.Stats().Keys; got != n {
+			b.Fatalf("tracked %d keys, want %d", got, n)
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/key")
+		runtime.KeepAlive(l)
+	}
+}

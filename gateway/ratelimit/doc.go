@@ -1,0 +1,27 @@
+// Package ratelimit is the gateway's rate-limit policy: a token bucket per
+// method and caller, on the same interceptor chain as auth and validation.
+//
+// Limits come from the proto options of each method or service, then the
+// gateway config, then Consul KV (WithSettings), and reach the limiter
+// through the policy.Call that the gateway puts into every call's context.
+// The caller is the consumer that auth identified, or else the client
+// address (after trusted proxies). A unary call is counted when it arrives,
+// a stream when it is opened.
+//
+// Each bucket is one atomic word (GCRA): a decision on a known caller takes
+// no lock beyond a shard's read lock and allocates nothing, and over any
+// window T one caller gets at most burst + rate*T calls however many
+// goroutines race. Idle buckets are swept; the number of buckets is capped,
+// and callers beyond the cap share an overflow bucket per method (see
+// Limiter).
+//
+// In cluster mode (WithCluster) every gateway replica registers in Consul,
+// counts the healthy replicas, and enforces its share of each limit: no
+// shared store, no extra hop, at the price of exactness when a load balancer
+// spreads one caller unevenly. The README compares the two.
+//
+// Admitted calls carry ratelimit-* response metadata, which the REST door
+// sends as RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and
+// RateLimit-Policy headers; rejected calls fail with RESOURCE_EXHAUSTED (HTTP
+// 429), a google.rpc.RetryInfo and retry-after.
+package ratelimit

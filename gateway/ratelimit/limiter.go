@@ -1,0 +1,350 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portico-gw/portico/gateway/policy"
+)
+
+// shardCount spreads callers over independently locked tables. A power of
+// two; enough that two cores (or sixty-four) rarely meet on one lock.
+const shardCount = 128
+
+// Limiter enforces each method's rate limit per caller: per consumer once
+// auth has named one, else per client IP. It is the gateway's rate-limit
+// policy: UnaryServerInterceptor and StreamServerInterceptor put it on the
+// chain, Start runs its background work, Close stops it.
+//
+// Buckets of callers idle for longer than the idle timeout are dropped (a
+// full bucket is the same as a new one, so nothing is lost). The number of
+// callers tracked at once is capped; once the cap is reached, a caller
+// without a bucket shares one overflow bucket per method, with that
+// method's limit, until sweeps make room. Callers already tracked keep their
+// own exact buckets, so a flood of new addresses neither grows memory nor
+// takes anyone else's budget; it only competes with other untracked callers.
+type Limiter struct {
+	opts  options
+	epoch time.Time
+	seed  maphash.Seed
+
+	shards [shardCount]shard
+	keys   atomic.Int64 // buckets in the shards
+
+	overflowed atomic.Uint64 // calls charged to an overflow bucket
+	evicted    atomic.Uint64
+	saturated  atomic.Bool // the key table is full; logged once per episode
+
+	methods atomic.Pointer[map[string]*method] // copy on write
+
+	mu        sync.Mutex // serializes limit changes and method creation
+	replicas  int
+	overrides map[string]policy.RateLimit
+	kvGood    map[string]policy.RateLimit // last good value of each KV key
+
+	sweepNow chan struct{} // capacity 1: bursts of "table full" collapse
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// method is one gRPC method's limit and overflow bucket.
+type method struct {
+	id            uint64
+	service, name string
+	declared      policy.RateLimit
+	rate          atomic.Pointer[rate] // nil: no limit
+	overflow      bucket
+}
+
+type shard struct {
+	mu      sync.RWMutex
+	buckets map[bucketKey]*bucket
+	_       [64]byte // keep neighbouring shards' locks off one cache line
+}
+
+// bucketKey names a caller of a method. A consumer and an address are told
+// apart by a flag rather than a prefix, so no key is built per call.
+type bucketKey struct {
+	m        *method
+	consumer bool
+	id       string
+}
+
+// New returns a Limiter. It does no I/O and starts no goroutines: Start does.
+func New(opts ...Option) *Limiter {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	l := &Limiter{opts: o, seed: maphash.MakeSeed(), replicas: 1, sweepNow: make(chan struct{}, 1)}
+	l.epoch = o.clock()
+	empty := map[string]*method{}
+	l.methods.Store(&empty)
+	for i := range l.shards {
+		l.shards[i].buckets = map[bucketKey]*bucket{}
+	}
+	return l
+}
+
+func (l *Limiter) now() int64 { return int64(l.opts.clock().Sub(l.epoch)) }
+
+// Allow charges one call to the caller's bucket for c's method. Calls
+// without a limit are allowed with a zero Decision.Limit.
+func (l *Limiter) Allow(c *policy.Call) Decision {
+	if c == nil || c.Policy == nil {
+		return Decision{Allowed: true}
+	}
+	m := l.method(c)
+	r := m.rate.Load()
+	if r == nil {
+		return Decision{Allowed: true}
+	}
+	k := bucketKey{m: m, id: c.ClientIP}
+	if c.Identity != nil && c.Identity.Consumer != "" {
+		k.consumer, k.id = true, c.Identity.Consumer
+	}
+	now := l.now()
+	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
+	// Buckets are taken under the shard's read lock so a sweep (which holds
+	// the write lock) never drops a bucket in the middle of a decision.
+	s.mu.RLock()
+	if b := s.buckets[k]; b != nil {
+		ok, tat := b.take(r, now)
+		s.mu.RUnlock()
+		return r.decision(ok, tat, now)
+	}
+	s.mu.RUnlock()
+	return l.allowNew(s, k, r, now)
+}
+
+// allowNew is Allow for a caller without a bucket.
+func (l *Limiter) allowNew(s *shard, k bucketKey, r *rate, now int64) Decision {
+	s.mu.Lock()
+	b := s.buckets[k]
+	if b == nil {
+		if l.keys.Add(1) > int64(l.opts.maxKeys) {
+			l.keys.Add(-1)
+			s.mu.Unlock()
+			return l.allowOverflow(k.m, r, now)
+		}
+		b = &bucket{}
+		k.id = strings.Clone(k.id) // don't pin the request's metadata
+		s.buckets[k] = b
+	}
+	ok, tat := b.take(r, now)
+	s.mu.Unlock()
+	return r.decision(ok, tat, now)
+}
+
+func (l *Limiter) allowOverflow(m *method, r *rate, now int64) Decision {
+	l.overflowed.Add(1)
+	if l.opts.onOverflow != nil {
+		l.opts.onOverflow()
+	}
+	if l.saturated.CompareAndSwap(false, true) {
+		l.opts.logger.Warn("rate limit key table full: new callers share one overflow bucket per method until idle ones are evicted",
+			"max_keys", l.opts.maxKeys, "idle_timeout", l.opts.idle)
+	}
+	select {
+	case l.sweepNow <- struct{}{}:
+	default:
+	}
+	ok, tat := m.overflow.take(r, now)
+	return r.decision(ok, tat, now)
+}
+
+// method returns the limiter's state for c's method, creating it on the
+// first call. Methods are few and fixed (the route table), so the map is
+// copied on write and read without a lock.
+func (l *Limiter) method(c *policy.Call) *method {
+	if m, ok := (*l.methods.Load())[c.FullMethod]; ok {
+		return m
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := *l.methods.Load()
+	if m, ok := old[c.FullMethod]; ok {
+		return m
+	}
+	m := &method{id: maphash.String(l.seed, c.FullMethod), service: c.Service, name: c.Method, declared: c.Policy.RateLimit}
+	m.rate.Store(l.effective(m))
+	next := make(map[string]*method, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[c.FullMethod] = m
+	l.methods.Store(&next)
+	return m
+}
+
+// effective is m's limit now: a Consul KV override of the method, else of
+// its service, else what proto and config declared; in cluster mode, this
+// replica's share of it. Called with l.mu held.
+func (l *Limiter) effective(m *method) *rate {
+	lim := m.declared
+	if o, ok := l.overrides[m.service+"/"+m.name]; ok {
+		lim = o
+	} else if o, ok := l.overrides[m.service]; ok {
+		lim = o
+	}
+	return newRate(Share(lim, l.replicas))
+}
+
+// relimit recomputes every method's limit. Called with l.mu held.
+func (l *Limiter) relimit() {
+	for _, m := range *l.methods.Load() {
+		m.rate.Store(l.effective(m))
+	}
+}
+
+// Share is one replica's part of a limit enforced by n replicas. The rate is
+// split exactly: requests are divided when n divides them, otherwise the
+// period is multiplied (50 per 1s over 3 replicas is 50 per 3s), so the
+// replicas together never admit more than the limit's rate. The burst is
+// divided rounding down, but never below 1: with fewer burst tokens than
+// replicas, each replica still admits one call at a time.
+func Share(l policy.RateLimit, n int) policy.RateLimit {
+	if n <= 1 || !l.Enabled() {
+		return l
+	}
+	if l.Burst == 0 {
+		l.Burst = l.Requests
+	}
+	if l.Requests%uint32(n) == 0 {
+		l.Requests /= uint32(n)
+	} else {
+		l.Period *= time.Duration(n)
+	}
+	l.Burst = max(l.Burst/uint32(n), 1)
+	return l
+}
+
+// SetReplicas says how many gateway replicas share the limits; each then
+// enforces 1/n of every limit. Cluster mode calls it as replicas come and
+// go; n < 1 counts as 1.
+func (l *Limiter) SetReplicas(n int) {
+	n = max(n, 1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n == l.replicas {
+		return
+	}
+	l.opts.logger.Info("rate limits split across gateway replicas", "replicas", n, "previous", l.replicas)
+	l.replicas = n
+	l.relimit()
+}
+
+// SetOverrides replaces the limits that win over proto and config, keyed by
+// full service name ("catalog.v1.CatalogService", every method of it) or by
+// service and method ("catalog.v1.CatalogService/CreateProduct"). A zero
+// RateLimit lifts the limit. Overrides from Consul KV arrive here.
+func (l *Limiter) SetOverrides(o map[string]policy.RateLimit) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.overrides = o
+	l.relimit()
+}
+
+// Stats is what a metrics exporter wants from the limiter.
+type Stats struct {
+	// Keys is the number of callers tracked now; MaxKeys the cap.
+	Keys, MaxKeys int
+	// Overflowed counts calls that found the table full and were charged
+	// to their method's shared overflow bucket.
+	Overflowed uint64
+	// Evicted counts buckets dropped after their idle timeout.
+	Evicted uint64
+	// Replicas is how many replicas the limits are split across.
+	Replicas int
+}
+
+// Stats returns the limiter's counters.
+func (l *Limiter) Stats() Stats {
+	l.mu.Lock()
+	n := l.replicas
+	l.mu.Unlock()
+	return Stats{Keys: int(l.keys.Load()), MaxKeys: l.opts.maxKeys, Overflowed: l.overflowed.Load(), Evicted: l.evicted.Load(), Replicas: n}
+}
+
+// Sweep drops the buckets of callers idle for longer than the idle timeout
+// and returns how many it dropped. The sweeper started by Start calls it
+// every idle timeout/2, and at most once a second while the table is full.
+func (l *Limiter) Sweep() int {
+	cutoff := l.now() - int64(l.opts.idle)
+	dropped := 0
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		for k, b := range s.buckets {
+			if b.idleSince(cutoff) {
+				delete(s.buckets, k)
+				dropped++
+			}
+		}
+		s.mu.Unlock()
+	}
+	l.keys.Add(-int64(dropped))
+	l.evicted.Add(uint64(dropped))
+	if dropped > 0 && l.keys.Load() < int64(l.opts.maxKeys) && l.saturated.CompareAndSwap(true, false) {
+		l.opts.logger.Info("rate limit key table has room again", "keys", l.keys.Load(), "max_keys", l.opts.maxKeys,
+			"overflowed_calls_total", l.overflowed.Load())
+	}
+	return dropped
+}
+
+// Start runs the sweeper and, when configured, the Consul watches (cluster
+// replicas, KV settings). They stop when ctx ends or Close is called.
+func (l *Limiter) Start(ctx context.Context) error {
+	if l.cancel != nil {
+		return errors.New("ratelimit: started twice")
+	}
+	ctx, l.cancel = context.WithCancel(ctx)
+	l.goWithCtx(ctx, l.sweep)
+	for _, w := range l.opts.watchers {
+		l.goWithCtx(ctx, func(ctx context.Context) { w(ctx, l) })
+	}
+	return nil
+}
+
+func (l *Limiter) goWithCtx(ctx context.Context, fn func(context.Context)) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		fn(ctx)
+	}()
+}
+
+// Close stops what Start started and waits for it.
+func (l *Limiter) Close() error {
+	if l.cancel != nil {
+		l.cancel()
+	}
+	l.wg.Wait()
+	return nil
+}
+
+func (l *Limiter) sweep(ctx context.Context) {
+	tick := time.NewTicker(max(l.opts.idle/2, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-l.sweepNow:
+		}
+		l.Sweep()
+		// A full table nudges on every new caller: sweep at most once a
+		// second for it.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}

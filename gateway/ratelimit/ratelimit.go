@@ -1,0 +1,135 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/portico-gw/portico/gateway/policy"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Name is the policy's name in rejections (google.rpc.ErrorInfo metadata
+// "policy"); Reason is their ErrorInfo reason.
+const (
+	Name   = "ratelimit"
+	Reason = "RATE_LIMITED"
+)
+
+// Response metadata. The gateway's REST door sends them as the HTTP headers
+// RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy
+// and Retry-After.
+const (
+	HeaderLimit      = "ratelimit-limit"
+	HeaderRemaining  = "ratelimit-remaining"
+	HeaderReset      = "ratelimit-reset"
+	HeaderPolicy     = "ratelimit-policy"
+	HeaderRetryAfter = "retry-after"
+)
+
+// UnaryServerInterceptor checks each call's limit before the handler runs.
+// An admitted call carries the limit's numbers as response headers; a
+// rejected one fails with RESOURCE_EXHAUSTED, a RetryInfo detail and the
+// numbers as trailers. Calls without a policy.Call (the gateway's own
+// health and reflection services) pass untouched.
+func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		c, ok := policy.FromContext(ctx)
+		if !ok {
+			return handler(ctx, req)
+		}
+		d := l.Allow(c)
+		if !d.Limit.Enabled() {
+			return handler(ctx, req)
+		}
+		if !d.Allowed {
+			// A rejected call answers trailers-only; the REST door reads
+			// these trailers as headers.
+			_ = grpc.SetTrailer(ctx, d.Metadata())
+			return nil, d.Err(c)
+		}
+		_ = grpc.SetHeader(ctx, d.Metadata())
+		return handler(ctx, req)
+	}
+}
+
+// StreamServerInterceptor counts a stream once, when it is opened. A
+// rejected stream carries the numbers as headers and as trailers.
+func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		c, ok := policy.FromContext(ss.Context())
+		if !ok {
+			return handler(srv, ss)
+		}
+		d := l.Allow(c)
+		if !d.Limit.Enabled() {
+			return handler(srv, ss)
+		}
+		md := d.Metadata()
+		if !d.Allowed {
+			// The REST door's stream error path forwards only headers, so a
+			// rejected stream sends the numbers both ways.
+			_ = ss.SetHeader(md)
+			ss.SetTrailer(md)
+			return d.Err(c)
+		}
+		if err := ss.SetHeader(md); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+// Metadata is the decision as response metadata: the limit (burst), what
+// remains, seconds until the bucket is full, the policy, and for a
+// rejection the seconds to wait.
+func (d Decision) Metadata() metadata.MD {
+	md := metadata.MD{
+		HeaderLimit:     {strconv.FormatUint(uint64(d.Limit.Burst), 10)},
+		HeaderRemaining: {strconv.FormatUint(uint64(d.Remaining), 10)},
+		HeaderReset:     {strconv.FormatInt(ceilSeconds(d.Reset), 10)},
+		HeaderPolicy:    {PolicyHeader(d.Limit)},
+	}
+	if !d.Allowed {
+		md[HeaderRetryAfter] = []string{strconv.FormatInt(max(ceilSeconds(d.RetryAfter), 1), 10)}
+	}
+	return md
+}
+
+// PolicyHeader formats a limit as RateLimit-Policy: requests per window of
+// w seconds, with the burst as an extension parameter ("50;w=1;burst=100").
+func PolicyHeader(l policy.RateLimit) string {
+	return fmt.Sprintf("%d;w=%s;burst=%d", l.Requests, strconv.FormatFloat(l.Period.Seconds(), 'f', -1, 64), l.Burst)
+}
+
+// Err is the status error of a rejected call: RESOURCE_EXHAUSTED with an
+// ErrorInfo (reason RATE_LIMITED) and a RetryInfo saying when to retry. The
+// message names the caller by consumer name or client address, never by a
+// credential.
+func (d Decision) Err(c *policy.Call) error {
+	kind, who := "ip", "client "+c.ClientIP
+	if c.Identity != nil && c.Identity.Consumer != "" {
+		kind, who = "consumer", "consumer "+c.Identity.Consumer
+	}
+	retry := roundUp(d.RetryAfter, time.Millisecond)
+	if retry >= time.Second {
+		retry = roundUp(retry, time.Second)
+	}
+	msg := fmt.Sprintf("rate limit of %d per %s exceeded for %s; retry in %s", d.Limit.Requests, d.Limit.Period, who, retry)
+	meta := map[string]string{
+		"limit":  strconv.FormatUint(uint64(d.Limit.Requests), 10),
+		"period": d.Limit.Period.String(),
+		"burst":  strconv.FormatUint(uint64(d.Limit.Burst), 10),
+		"key":    kind,
+	}
+	return policy.Reject(codes.ResourceExhausted, Name, Reason, msg, meta, &errdetails.RetryInfo{RetryDelay: durationpb.New(d.RetryAfter)})
+}
+
+func ceilSeconds(d time.Duration) int64 { return int64(roundUp(d, time.Second) / time.Second) }
+
+func roundUp(d, unit time.Duration) time.Duration { return (d + unit - 1) / unit * unit }

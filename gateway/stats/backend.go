@@ -1,0 +1,290 @@
+package stats
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	grpcstats "google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+)
+
+// noInstance labels attempts that never reached an instance.
+const noInstance = "none"
+
+// Backend is one backend as the gateway's resolver last saw it.
+type Backend struct {
+	// Name is the Consul service name.
+	Name string
+	// Resolved is whether Consul has answered the watch yet.
+	Resolved bool
+	// Instances are the passing instances, sorted by ID.
+	Instances []Instance
+	// WatchErrors counts failed Consul queries since start.
+	WatchErrors uint64
+	// LastWatchOK is when Consul last answered; zero if never.
+	LastWatchOK time.Time
+	// LastWatchError is the error of the last query, if it failed.
+	LastWatchError string
+}
+
+// Instance is one passing instance and the gateway's calls to it.
+type Instance struct {
+	// ID is the Consul service ID; Addr the host:port called.
+	ID, Addr string
+	// Calls and Errors count attempts since the instance appeared; Errors
+	// are those that did not end with OK.
+	Calls, Errors uint64
+}
+
+// backends follows every backend of the route table. It is the resolver's
+// observer and maps the peer address of an attempt to the instance's Consul
+// service ID, which is the instance label: bounded by the instances Consul
+// lists, and the series of an instance that leaves are dropped.
+type backends struct {
+	m     *metrics
+	now   func() time.Time
+	by    map[string]*backend // read-only after New
+	names []string
+}
+
+var _ discovery.Observer = (*backends)(nil)
+
+type backend struct {
+	name      string
+	healthy   prometheus.Gauge
+	watchErrs prometheus.Counter
+	byAddr    atomic.Pointer[map[string]string] // peer address -> instance ID
+	series    sync.Map                          // instance label -> *instanceSeries
+
+	mu        sync.Mutex
+	resolved  bool
+	instances []discovery.Instance
+	errors    uint64
+	lastOK    time.Time
+	lastErr   string
+}
+
+type instanceSeries struct {
+	duration prometheus.Observer
+	codes    *codeCounters
+}
+
+func newBackends(m *metrics, routes []Route, now func() time.Time) *backends {
+	b := &backends{m: m, now: now, by: map[string]*backend{}}
+	for _, r := range routes {
+		if _, ok := b.by[r.Backend]; ok {
+			continue
+		}
+		b.by[r.Backend] = &backend{name: r.Backend, healthy: m.healthy.WithLabelValues(r.Backend), watchErrs: m.watchErrors.WithLabelValues(r.Backend)}
+		b.names = append(b.names, r.Backend)
+	}
+	sort.Strings(b.names)
+	return b
+}
+
+// Instances implements discovery.Observer.
+func (b *backends) Instances(service string, list []discovery.Instance) {
+	be := b.by[service]
+	if be == nil {
+		return
+	}
+	list = slices.Clone(list)
+	slices.SortFunc(list, func(x, y discovery.Instance) int { return strings.Compare(x.ID, y.ID) })
+	byAddr := make(map[string]string, len(list))
+	keep := map[string]bool{noInstance: true}
+	for _, in := range list {
+		byAddr[in.Addr] = in.ID
+		keep[in.ID] = true
+	}
+	be.byAddr.Store(&byAddr)
+	be.healthy.Set(float64(len(list)))
+	be.mu.Lock()
+	be.resolved, be.instances = true, list
+	be.mu.Unlock()
+	be.series.Range(func(k, _ any) bool {
+		if inst := k.(string); !keep[inst] {
+			be.series.Delete(inst)
+			b.m.backendDuration.DeleteLabelValues(be.name, inst)
+			b.m.backendRequests.DeletePartialMatch(prometheus.Labels{"backend": be.name, "instance": inst})
+		}
+		return true
+	})
+}
+
+// WatchOK implements discovery.Observer.
+func (b *backends) WatchOK(service string) {
+	if be := b.by[service]; be != nil {
+		be.mu.Lock()
+		be.lastOK, be.lastErr = b.now(), ""
+		be.mu.Unlock()
+	}
+}
+
+// WatchError implements discovery.Observer.
+func (b *backends) WatchError(service string, err error) {
+	if be := b.by[service]; be != nil {
+		be.watchErrs.Inc()
+		be.mu.Lock()
+		be.errors++
+		be.lastErr = err.Error()
+		be.mu.Unlock()
+	}
+}
+
+// instance names the instance at a peer address: its Consul service ID, or
+// the address itself for one the resolver no longer lists.
+func (be *backend) instance(addr string) string {
+	if m := be.byAddr.Load(); m != nil {
+		if id, ok := (*m)[addr]; ok {
+			return id
+		}
+	}
+	return addr
+}
+
+func (be *backend) seriesOf(m *metrics, instance string) *instanceSeries {
+	if v, ok := be.series.Load(instance); ok {
+		return v.(*instanceSeries)
+	}
+	is := &instanceSeries{
+		duration: m.backendDuration.WithLabelValues(be.name, instance),
+		codes:    newCodeCounters(m.backendRequests, be.name, instance),
+	}
+	v, _ := be.series.LoadOrStore(instance, is)
+	return v.(*instanceSeries)
+}
+
+func (b *backends) list() []Backend {
+	out := make([]Backend, 0, len(b.names))
+	for _, name := range b.names {
+		be := b.by[name]
+		be.mu.Lock()
+		v := Backend{Name: name, Resolved: be.resolved, WatchErrors: be.errors, LastWatchOK: be.lastOK, LastWatchError: be.lastErr}
+		instances := be.instances
+		be.mu.Unlock()
+		for _, in := range instances {
+			i := Instance{ID: in.ID, Addr: in.Addr}
+			if s, ok := be.series.Load(in.ID); ok {
+				counts := s.(*instanceSeries).codes.counts()
+				for code, n := range counts {
+					i.Calls += n
+					if codes.Code(code) != codes.OK {
+						i.Errors += n
+					}
+				}
+			}
+			v.Instances = append(v.Instances, i)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// ageCollector exports portico_consul_watch_age_seconds, computed at scrape
+// time, for every backend Consul has answered about.
+func (b *backends) ageCollector() prometheus.Collector { return &watchAge{b: b} }
+
+var watchAgeDesc = prometheus.NewDesc("portico_consul_watch_age_seconds",
+	"Seconds since Consul last answered the backend's watch. A blocking query answers at least once per wait time (30s by default), so more than that means trouble.",
+	[]string{"backend"}, nil)
+
+type watchAge struct{ b *backends }
+
+var _ prometheus.Collector = (*watchAge)(nil)
+
+func (w *watchAge) Describe(ch chan<- *prometheus.Desc) { ch <- watchAgeDesc }
+
+func (w *watchAge) Collect(ch chan<- prometheus.Metric) {
+	now := w.b.now()
+	for _, name := range w.b.names {
+		be := w.b.by[name]
+		be.mu.Lock()
+		last := be.lastOK
+		be.mu.Unlock()
+		if !last.IsZero() {
+			ch <- prometheus.MustNewConstMetric(watchAgeDesc, prometheus.GaugeValue, now.Sub(last).Seconds(), name)
+		}
+	}
+}
+
+// backendHandler is the client side: one attempt per TagRPC.
+type backendHandler struct{ s *Stats }
+
+var _ grpcstats.Handler = (*backendHandler)(nil)
+
+// attempt is one try of a backend call.
+type attempt struct {
+	backend  *backend
+	rec      *record
+	span     trace.Span
+	instance atomic.Pointer[string]
+}
+
+type attemptKey struct{}
+
+func (h *backendHandler) TagRPC(ctx context.Context, info *grpcstats.RPCTagInfo) context.Context {
+	c, ok := policy.FromContext(ctx)
+	if !ok {
+		return ctx
+	}
+	be := h.s.backends.by[c.Backend]
+	if be == nil {
+		return ctx
+	}
+	a := &attempt{backend: be, rec: recordFrom(ctx)}
+	if t := h.s.tracing.Load(); t != nil {
+		ctx, a.span = t.clientSpan(ctx, info.FullMethodName, c.Backend)
+	}
+	return context.WithValue(ctx, attemptKey{}, a)
+}
+
+func (h *backendHandler) HandleRPC(ctx context.Context, rs grpcstats.RPCStats) {
+	a, ok := ctx.Value(attemptKey{}).(*attempt)
+	if !ok {
+		return
+	}
+	switch rs := rs.(type) {
+	case *grpcstats.OutHeader:
+		if rs.RemoteAddr == nil {
+			return
+		}
+		addr := rs.RemoteAddr.String()
+		inst := a.backend.instance(addr)
+		a.instance.Store(&inst)
+		if a.rec != nil {
+			a.rec.instance.Store(&inst)
+		}
+		if a.span != nil {
+			a.span.SetAttributes(attribute.String("server.address", addr), attribute.String("portico.instance", inst))
+		}
+	case *grpcstats.End:
+		inst := noInstance
+		if p := a.instance.Load(); p != nil {
+			inst = *p
+		}
+		code := status.Code(rs.Error)
+		is := a.backend.seriesOf(h.s.m, inst)
+		is.duration.Observe(rs.EndTime.Sub(rs.BeginTime).Seconds())
+		is.codes.get(code).Inc()
+		if a.span != nil {
+			endSpan(a.span, code, false)
+		}
+	}
+}
+
+func (h *backendHandler) TagConn(ctx context.Context, _ *grpcstats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+func (h *backendHandler) HandleConn(context.Context, grpcstats.ConnStats) {}

@@ -1,0 +1,67 @@
+package stats
+
+import (
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Option configures Stats.
+type Option func(*options)
+
+type options struct {
+	accessLog    *slog.Logger // nil: no access log
+	sample       float64      // share of successful calls logged
+	quiet        []string     // methods or services without access log
+	tracer       trace.TracerProvider
+	otlpEndpoint string
+	otlpRatio    float64
+	window       time.Duration // live rates and percentiles
+	errorWindow  time.Duration // recent error counts
+	tick         time.Duration // snapshot interval
+	now          func() time.Time
+}
+
+func defaultOptions() options {
+	return options{
+		sample:      1,
+		otlpRatio:   1,
+		window:      10 * time.Second,
+		errorWindow: time.Minute,
+		tick:        time.Second,
+		now:         time.Now,
+	}
+}
+
+// WithAccessLog writes one line per call to l, at level Info with message
+// "call". Without it there is no access log.
+func WithAccessLog(l *slog.Logger) Option { return func(o *options) { o.accessLog = l } }
+
+// WithAccessLogSample logs only this share (0 to 1) of the calls that end
+// with OK; failed calls are always logged. The default is 1.
+func WithAccessLogSample(share float64) Option {
+	return func(o *options) { o.sample = min(max(share, 0), 1) }
+}
+
+// WithoutAccessLog turns the access log off for some routes, each named by
+// its gRPC method (catalog.v1.CatalogService/ListProducts, with or without
+// the leading slash) or its whole service (catalog.v1.CatalogService).
+// New refuses names that match no route.
+func WithoutAccessLog(names ...string) Option {
+	return func(o *options) { o.quiet = append(o.quiet, names...) }
+}
+
+// WithTracerProvider turns tracing on with a provider the caller owns (and
+// shuts down). Tests pass one with an in-memory exporter.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracer = tp }
+}
+
+// WithOTLP turns tracing on with spans exported over OTLP/gRPC to endpoint,
+// a URL such as http://127.0.0.1:4317 (https for TLS). ratio (0 to 1) is the
+// share of new traces sampled; a caller's sampling decision in traceparent
+// is kept. Stats builds the exporter in Start and flushes it in Close.
+func WithOTLP(endpoint string, ratio float64) Option {
+	return func(o *options) { o.otlpEndpoint, o.otlpRatio = endpoint, min(max(ratio, 0), 1) }
+}

@@ -1,0 +1,311 @@
+package stats
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	grpcstats "google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Route is one method of the gateway's route table: the only source of
+// metric label values.
+type Route struct {
+	// FullMethod is /package.Service/Method.
+	FullMethod string
+	// Service is the full proto service name; Method the method name.
+	Service, Method string
+	// Backend is the Consul service that serves the method.
+	Backend string
+}
+
+// route is a Route with everything a call needs, resolved at New.
+type route struct {
+	Route
+	rest, grpc *series
+	rejections *rejectionCounters
+	quiet      bool   // no access log
+	spanName   string // package.Service/Method
+}
+
+// Stats is the gateway's stats policy: metrics, access log and tracing for
+// every call of the chain, and the backend view behind them.
+type Stats struct {
+	opts     options
+	m        *metrics
+	routes   map[string]*route // by FullMethod; read-only after New
+	order    []*route          // route table order
+	backends *backends
+	tracing  atomic.Pointer[tracing] // nil: tracing off
+	ownTP    *sdktrace.TracerProvider
+
+	mu    sync.Mutex
+	snaps []snapshot // oldest first, one per tick
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New registers the metrics of routes on reg and returns the policy. It does
+// no I/O and starts nothing; Start does.
+func New(reg prometheus.Registerer, routes []Route, opts ...Option) (*Stats, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	m := newMetrics()
+	s := &Stats{opts: o, m: m, routes: make(map[string]*route, len(routes))}
+	for _, r := range routes {
+		if _, dup := s.routes[r.FullMethod]; dup {
+			return nil, fmt.Errorf("stats: route %s listed twice", r.FullMethod)
+		}
+		rt := &route{
+			Route:      r,
+			rest:       m.series(r.Service, r.Method, "rest"),
+			grpc:       m.series(r.Service, r.Method, "grpc"),
+			rejections: &rejectionCounters{vec: m.rejections, service: r.Service, method: r.Method, byPolicyAndReason: map[[2]string]prometheus.Counter{}},
+			spanName:   strings.TrimPrefix(r.FullMethod, "/"),
+		}
+		s.routes[r.FullMethod] = rt
+		s.order = append(s.order, rt)
+	}
+	for _, name := range o.quiet {
+		if !s.silence(name) {
+			return nil, fmt.Errorf("stats: access log: %q names no route (want package.Service or package.Service/Method)", name)
+		}
+	}
+	if o.otlpEndpoint != "" {
+		if u, err := url.Parse(o.otlpEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("stats: OTLP endpoint %q: want a URL such as http://127.0.0.1:4317", o.otlpEndpoint)
+		}
+	}
+	s.backends = newBackends(m, routes, o.now)
+	for _, c := range append(m.collectors(), s.backends.ageCollector()) {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("stats: %w", err)
+		}
+	}
+	if o.tracer != nil {
+		s.tracing.Store(newTracing(o.tracer))
+	}
+	s.snaps = []snapshot{s.zeroSnapshot()}
+	return s, nil
+}
+
+// silence turns the access log off for a method or a whole service.
+func (s *Stats) silence(name string) bool {
+	name = strings.TrimPrefix(name, "/")
+	found := false
+	for _, r := range s.order {
+		if r.spanName == name || r.Service == name {
+			r.quiet, found = true, true
+		}
+	}
+	return found
+}
+
+// Start starts the OTLP exporter, when configured, and the sampling of live
+// traffic numbers. Close stops both.
+func (s *Stats) Start(ctx context.Context) error {
+	if s.opts.otlpEndpoint != "" {
+		tp, err := newOTLPProvider(ctx, s.opts.otlpEndpoint, s.opts.otlpRatio)
+		if err != nil {
+			return fmt.Errorf("stats: tracing: %w", err)
+		}
+		s.ownTP = tp
+		s.tracing.Store(newTracing(tp))
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.done = make(chan struct{})
+	go s.sample(ctx)
+	return nil
+}
+
+// Close stops what Start started and flushes spans not yet exported.
+func (s *Stats) Close() error {
+	if s.cancel != nil {
+		s.cancel()
+		<-s.done
+	}
+	if s.ownTP == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.ownTP.Shutdown(ctx); err != nil {
+		return fmt.Errorf("stats: flushing spans: %w", err)
+	}
+	return nil
+}
+
+// Observer is what the Consul resolver reports to (discovery.WithObserver).
+func (s *Stats) Observer() discovery.Observer { return s.backends }
+
+// BackendHandler measures every attempt of a backend call: latency and code
+// per instance, the instance for the access log, and the client span that
+// carries the trace to the backend. Give it to the backend connections with
+// grpc.WithStatsHandler.
+func (s *Stats) BackendHandler() grpcstats.Handler { return &backendHandler{s: s} }
+
+// UnaryServerInterceptor counts, logs and traces unary calls.
+func (s *Stats) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		c, r := s.lookup(ctx)
+		if r == nil {
+			return handler(ctx, req)
+		}
+		ctx, cl := s.begin(ctx, c, r)
+		cl.received(req)
+		resp, err := handler(ctx, req)
+		if err == nil {
+			cl.sent(resp)
+		}
+		s.end(ctx, &cl, err)
+		return resp, err
+	}
+}
+
+// StreamServerInterceptor counts, logs and traces streams; a stream's
+// latency is its whole life, and its bytes are counted message by message.
+func (s *Stats) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		c, r := s.lookup(ss.Context())
+		if r == nil {
+			return handler(srv, ss)
+		}
+		ctx, cl := s.begin(ss.Context(), c, r)
+		ms := &measuredStream{ServerStream: ss, ctx: ctx, call: &cl}
+		err := handler(srv, ms)
+		s.end(ctx, &cl, err)
+		return err
+	}
+}
+
+// lookup finds the call's route; nil for the gateway's own services (health,
+// reflection), which are not counted.
+func (s *Stats) lookup(ctx context.Context) (*policy.Call, *route) {
+	c, ok := policy.FromContext(ctx)
+	if !ok {
+		return nil, nil
+	}
+	return c, s.routes[c.FullMethod]
+}
+
+// call is one call in the chain.
+type call struct {
+	start   time.Time
+	c       *policy.Call
+	r       *route
+	s       *series
+	span    trace.Span // nil: not traced
+	rec     *record    // nil: not logged
+	in, out int64
+}
+
+func (cl *call) received(m any) {
+	if pm, ok := m.(proto.Message); ok {
+		n := proto.Size(pm)
+		cl.in += int64(n)
+		cl.s.reqBytes.Add(float64(n))
+	}
+}
+
+func (cl *call) sent(m any) {
+	if pm, ok := m.(proto.Message); ok {
+		n := proto.Size(pm)
+		cl.out += int64(n)
+		cl.s.respBytes.Add(float64(n))
+	}
+}
+
+func (s *Stats) begin(ctx context.Context, c *policy.Call, r *route) (context.Context, call) {
+	cl := call{start: time.Now(), c: c, r: r, s: r.grpc}
+	if c.Transport == policy.REST {
+		cl.s = r.rest
+	}
+	cl.s.inFlight.Inc()
+	if t := s.tracing.Load(); t != nil {
+		ctx, cl.span = t.serverSpan(ctx, c, r.spanName)
+	}
+	if s.opts.accessLog != nil && !r.quiet {
+		cl.rec = &record{}
+		ctx = context.WithValue(ctx, recordKey{}, cl.rec)
+	}
+	return ctx, cl
+}
+
+func (s *Stats) end(ctx context.Context, cl *call, err error) {
+	d := time.Since(cl.start)
+	code := status.Code(err)
+	cl.s.inFlight.Dec()
+	cl.s.codes.get(code).Inc()
+	cl.s.duration.Observe(d.Seconds())
+	var rejectedBy, reason string
+	if err != nil {
+		rejectedBy, reason = policy.Rejection(err)
+		if rejectedBy != "" {
+			cl.r.rejections.inc(rejectedBy, reason)
+		}
+	}
+	if cl.span != nil {
+		endSpan(cl.span, code, true)
+	}
+	if cl.rec != nil {
+		s.logCall(ctx, cl, code, d, rejectedBy, reason)
+	}
+}
+
+// measuredStream counts a stream's message bytes and carries the context
+// with the call's span and record.
+type measuredStream struct {
+	grpc.ServerStream
+	ctx  context.Context
+	call *call
+}
+
+func (ms *measuredStream) Context() context.Context { return ms.ctx }
+
+func (ms *measuredStream) RecvMsg(m any) error {
+	err := ms.ServerStream.RecvMsg(m)
+	if err == nil {
+		ms.call.received(m)
+	}
+	return err
+}
+
+func (ms *measuredStream) SendMsg(m any) error {
+	err := ms.ServerStream.SendMsg(m)
+	if err == nil {
+		ms.call.sent(m)
+	}
+	return err
+}
+
+// record collects what the backend side learns about a call for its
+// access log line.
+type record struct {
+	instance atomic.Pointer[string]
+}
+
+type recordKey struct{}
+
+func recordFrom(ctx context.Context) *record {
+	r, _ := ctx.Value(recordKey{}).(*record)
+	return r
+}
+
+// Backends returns every backend of the route table as the resolver last
+// saw it, sorted by name.
+func (s *Stats) Backends() []Backend { return s.backends.list() }
