@@ -9,7 +9,7 @@ BUF := $(GO) tool -modfile=$(CURDIR)/tools/buf/go.mod buf
 PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2 $(BIN)/protoc-gen-portico
 PROTODEPS := build/protodeps
 
-.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check test test-unit fuzz bench run consul tools clean
+.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check test test-unit fuzz bench screenshot run consul tools clean
 
 all: build
 
@@ -72,10 +72,14 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:" >&2; echo "$$out" >&2; exit 1; fi
 
-# PORTICO_REQUIRE_CONSUL turns the integration tests' skip (no consul found)
-# into a failure, so `make test` never passes on skipped tests.
+# PORTICO_REQUIRE_CONSUL and PORTICO_REQUIRE_BROWSER turn the integration
+# tests' skips (no consul, no chromium found) into failures, so `make test`
+# never passes on skipped tests. The admin page's browser test leaves its
+# screenshot in build/admin.png.
 test: consul check-generated lint vet fmt-check
-	PORTICO_REQUIRE_CONSUL=1 PORTICO_CONSUL_BIN=$(BIN)/consul $(GO) test -race -count=1 ./...
+	@mkdir -p build
+	PORTICO_REQUIRE_CONSUL=1 PORTICO_REQUIRE_BROWSER=1 PORTICO_SCREENSHOT=$(CURDIR)/build/admin.png \
+		PORTICO_CONSUL_BIN=$(BIN)/consul $(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 
 # Each fuzz target briefly, beyond its committed seed corpus (testdata/fuzz).
@@ -90,12 +94,37 @@ test-unit:
 	$(GO) test -race ./...
 
 # Benchmarks: add a package to BENCH_PKGS to include its bench_test.go;
-# BENCH narrows them (make bench BENCH=Parallel).
-BENCH_PKGS := ./gateway/ratelimit/...
+# BENCH narrows them (make bench BENCH=Parallel). Then the hot path's
+# micro-benchmarks in bench/micro (a module of its own, which holds the
+# peers' dependencies), compared by benchstat with
+# bench/results/micro.base.txt when it exists (copy micro.txt there before a
+# change), and last the side-by-side harness, which writes
+# bench/results/latest.{md,json,png} and profiles/ (BENCH_FLAGS passes it
+# flags: BENCH_FLAGS='-workloads get -closed 3s'). About eight minutes on two
+# cores once Consul is built; the harness installs nginx when it is missing.
+BENCH_PKGS := ./gateway/ratelimit/... ./gateway/stats/... ./gateway
 BENCH ?= .
+BENCH_COUNT ?= 3
+BENCH_TIME ?= 200ms
+BENCH_FLAGS ?=
 
-bench:
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(BENCH_PKGS)
+bench: consul
+	@mkdir -p bench/results
+	set -o pipefail; PORTICO_CONSUL_BIN=$(BIN)/consul $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(BENCH_PKGS) \
+		| tee bench/results/micro-gateway.txt
+	set -o pipefail; cd bench && PORTICO_CONSUL_BIN=$(BIN)/consul $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem \
+		-count $(BENCH_COUNT) -benchtime $(BENCH_TIME) ./micro/ | tee results/micro.txt
+	cd bench && if [ -f results/micro.base.txt ]; then $(GO) tool benchstat results/micro.base.txt results/micro.txt; \
+		else $(GO) tool benchstat results/micro.txt; fi | tee results/micro.benchstat.txt | tail -n 40
+	cd bench && $(GO) build -o $(BIN)/porticobench ./cmd/porticobench
+	cd bench && PORTICO_CONSUL_BIN=$(BIN)/consul $(BIN)/porticobench -out results $(BENCH_FLAGS)
+
+# Regenerates docs/admin.png, the README's picture of the admin page, with
+# the browser test (needs chromium).
+screenshot: consul
+	@mkdir -p docs
+	PORTICO_REQUIRE_BROWSER=1 PORTICO_SCREENSHOT=$(CURDIR)/docs/admin.png PORTICO_CONSUL_BIN=$(BIN)/consul \
+		$(GO) test -count=1 -run '^TestAdminPageInBrowser$$' ./internal/e2e/
 
 ## Demo ----------------------------------------------------------------------
 

@@ -25,7 +25,9 @@ type Instance struct {
 	Addr string
 }
 
-// WithObserver adds an observer to every watcher the Builder starts.
+// WithObserver adds an observer to every watcher the Builder starts. Only
+// the resolver reports to observers; WatchHealthy and WatchPrefix, which
+// take the same options, ignore them.
 func WithObserver(o Observer) Option {
 	return func(opts *options) { opts.observers = append(opts.observers, o) }
 }

@@ -77,6 +77,11 @@ func (ps proxies) clientIP(remote string, forwardedFor []string) string {
 	if err != nil {
 		return unknownClientAddr
 	}
+	return ps.clientAddr(addr, forwardedFor)
+}
+
+// clientAddr is clientIP for a remote address already parsed.
+func (ps proxies) clientAddr(addr netip.Addr, forwardedFor []string) string {
 	if !ps.trusted(addr) {
 		return addr.Unmap().String()
 	}
@@ -139,15 +144,21 @@ func (g *Gateway) newCall(ctx context.Context, fullMethod string) *policy.Call {
 		Transport:  policy.GRPC,
 		ClientIP:   unknownClientAddr,
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
+	// Single keys, not metadata.FromIncomingContext: that copies every
+	// key and value of the call, and this runs once per call.
 	p, _ := peer.FromContext(ctx)
 	switch {
 	case p != nil && p.Addr != nil && p.Addr.Network() == internalNetwork:
 		c.Transport = policy.REST
-		c.HTTPRoute = first(md.Get(mdRoute))
-		c.ClientIP = first(md.Get(mdClientIP))
+		c.HTTPRoute = first(metadata.ValueFromIncomingContext(ctx, mdRoute))
+		c.ClientIP = first(metadata.ValueFromIncomingContext(ctx, mdClientIP))
 	case p != nil && p.Addr != nil:
-		c.ClientIP = g.proxies.clientIP(p.Addr.String(), md.Get(forwardedForKey))
+		forwardedFor := metadata.ValueFromIncomingContext(ctx, forwardedForKey)
+		if tcp, ok := p.Addr.(*net.TCPAddr); ok {
+			c.ClientIP = g.proxies.clientAddr(tcp.AddrPort().Addr(), forwardedFor)
+		} else {
+			c.ClientIP = g.proxies.clientIP(p.Addr.String(), forwardedFor)
+		}
 	}
 	return c
 }
@@ -172,18 +183,61 @@ func (s *contextStream) Context() context.Context { return s.ctx }
 // sets itself, the deadline travelling in ctx) and less every x-portico-*
 // key a client sent: identity comes only from the gateway's auth policy.
 func outgoingContext(ctx context.Context) context.Context {
-	in, _ := metadata.FromIncomingContext(ctx)
-	out := make(metadata.MD, len(in)+3)
-	for k, v := range in {
-		if hopRequestKey(k) || strings.HasPrefix(k, identityPrefix) {
-			continue
+	// FromIncomingContext returns a copy, which becomes the outgoing
+	// metadata once the hop's keys are gone.
+	out, _ := metadata.FromIncomingContext(ctx)
+	if out == nil {
+		out = make(metadata.MD, 3)
+	}
+	for k := range out {
+		if hopRequestKey(k) || credentialKey(k) || strings.HasPrefix(k, identityPrefix) {
+			delete(out, k)
 		}
-		out[k] = v
 	}
 	if c, ok := policy.FromContext(ctx); ok && c.Identity != nil {
-		out[mdConsumer] = []string{c.Identity.Consumer}
-		out[mdSubject] = []string{c.Identity.Subject}
-		out[mdScopes] = []string{strings.Join(c.Identity.Scopes, " ")}
+		scopes := make([]string, len(c.Identity.Scopes))
+		for i, s := range c.Identity.Scopes {
+			scopes[i] = headerSafe(s)
+		}
+		out[mdConsumer] = []string{headerSafe(c.Identity.Consumer)}
+		out[mdSubject] = []string{headerSafe(c.Identity.Subject)}
+		out[mdScopes] = []string{strings.Join(scopes, " ")}
 	}
 	return metadata.NewOutgoingContext(ctx, out)
+}
+
+// credentialKey reports the credentials the gateway consumes. They stop
+// here: a backend gets the verified identity, never a key or token it could
+// replay against other routes.
+func credentialKey(k string) bool {
+	switch k {
+	case "authorization", "x-api-key", "grpcgateway-authorization":
+		return true
+	}
+	return false
+}
+
+// headerSafe percent-encodes what metadata cannot carry (anything outside
+// printable ASCII, spaces, and '%' itself), so a subject such as "josé"
+// reaches the backend as "jos%C3%A9" instead of failing the call.
+func headerSafe(s string) string {
+	safe := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= 0x20 || c >= 0x7f || c == '%' {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= 0x20 || c >= 0x7f || c == '%' {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }

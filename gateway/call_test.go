@@ -43,3 +43,13 @@ func TestIncomingHeaderNeverTakesPorticoKeys(t *testing.T) {
 		t.Errorf("incomingHeader(X-Api-Key) = %q %v", k, ok)
 	}
 }
+
+func TestHeaderSafe(t *testing.T) {
+	for in, want := range map[string]string{
+		"alice": "alice", "josé": "jos%C3%A9", "a b": "a%20b", "100%": "100%25", "tab\t": "tab%09",
+	} {
+		if got := headerSafe(in); got != want {
+			t.Errorf("headerSafe(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -20,6 +20,12 @@
 // per REST call, in exchange for one chain, one set of semantics (metadata,
 // deadlines, status codes, streams) and no transport-specific policy code.
 //
+// # Admin listener
+//
+// The admin listener serves /healthz, /readyz and /routes, and what the
+// policies' setup adds: /metrics, the admin page and the portico.admin.v1
+// API (packages gateway/stats and gateway/admin), over HTTP/1.1 and h2c.
+//
 // # Errors
 //
 // Errors made by the gateway (no healthy instance, deadline, bad JSON, no such

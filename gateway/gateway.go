@@ -247,10 +247,19 @@ func (g *Gateway) Start(ctx context.Context) error {
 	for _, c := range g.backends {
 		c.Connect()
 	}
-	// Policies start before the first call can arrive.
+	// Policies start before the first call can arrive. One that cannot
+	// start (say, a JWKS URL that does not parse) stops the gateway: serving
+	// with half a policy would be worse than not serving.
 	for _, s := range g.starters {
 		if err := s.Start(ctx); err != nil {
-			g.opts.logger.Error("policy failed to start", "error", err)
+			g.cancel()
+			for _, c := range g.closers {
+				_ = c.Close()
+			}
+			for _, l := range []net.Listener{g.listeners.http, g.listeners.grpc, g.listeners.admin} {
+				l.Close()
+			}
+			return fmt.Errorf("gateway: starting policies: %w", err)
 		}
 	}
 	g.serve("grpc", func() error { return g.grpcServer.Serve(g.listeners.grpc) })

@@ -382,8 +382,15 @@ func TestPoliciesSameOnBothTransports(t *testing.T) {
 				if tc.code == codes.Unauthenticated && !strings.HasPrefix(got.header, `Bearer realm="portico"`) {
 					t.Errorf("%s: WWW-Authenticate = %q", transport, got.header)
 				}
-				if tc.reason != "" && tc.reason != auth.ReasonMissing && tc.code == codes.Unauthenticated && !strings.Contains(got.header, `error="invalid_token"`) {
-					t.Errorf("%s: WWW-Authenticate %q lacks error=\"invalid_token\"", transport, got.header)
+				wantErr := `error="invalid_token"`
+				if tc.reason == auth.ReasonMalformed {
+					wantErr = `error="invalid_request"`
+				}
+				if tc.reason != "" && tc.reason != auth.ReasonMissing && tc.code == codes.Unauthenticated && !strings.Contains(got.header, wantErr) {
+					t.Errorf("%s: WWW-Authenticate %q lacks %s", transport, got.header, wantErr)
+				}
+				if tc.code == codes.PermissionDenied && !strings.Contains(got.header, `error="insufficient_scope", scope="catalog.write"`) {
+					t.Errorf("%s: 403 challenge = %q", transport, got.header)
 				}
 				if tv := tc.req.headers["Authorization"]; tv != "" && strings.Contains(got.message+got.header, strings.TrimPrefix(tv, "Bearer ")) {
 					t.Errorf("%s: the token is echoed back", transport)
@@ -506,3 +513,100 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func kvKeyPair(key, value string) *api.KVPair { return &api.KVPair{Key: key, Value: []byte(value)} }
+
+// recordingCatalog remembers the metadata of the last GetProduct.
+type recordingCatalog struct {
+	catalogv1.UnimplementedCatalogServiceServer
+	mu   sync.Mutex
+	last metadata.MD
+}
+
+func (r *recordingCatalog) GetProduct(ctx context.Context, req *catalogv1.GetProductRequest) (*catalogv1.GetProductResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	r.mu.Lock()
+	r.last = md.Copy()
+	r.mu.Unlock()
+	return &catalogv1.GetProductResponse{Product: &catalogv1.Product{Id: req.GetId()}}, nil
+}
+
+// The backend gets the verified identity and never the credentials the
+// gateway consumed, nor identity headers a client made up; identities
+// metadata cannot carry as such arrive percent-encoded instead of failing.
+func TestBackendSeesIdentityNotCredentials(t *testing.T) {
+	w := newWorld(t, false, func(c *gateway.Config) {
+		c.Auth.JWT = []auth.IssuerConfig{{Issuer: hmacIssuer, Audiences: []string{testAudience}, HS256Secret: hmacSecret}}
+	})
+	rec := &recordingCatalog{}
+	w.startHost(w.catalog, func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, rec) })
+	anon := w.anon()
+	check := func(transport string, wantConsumer string) {
+		t.Helper()
+		rec.mu.Lock()
+		md := rec.last
+		rec.mu.Unlock()
+		for _, k := range []string{"authorization", "x-api-key", "grpcgateway-authorization"} {
+			if v := md.Get(k); len(v) > 0 {
+				t.Errorf("%s: backend received credential %s", transport, k)
+			}
+		}
+		if got := md.Get("x-portico-consumer"); len(got) != 1 || got[0] != wantConsumer {
+			t.Errorf("%s: x-portico-consumer = %v, want %q", transport, got, wantConsumer)
+		}
+		if got := md.Get("x-portico-scopes"); len(got) != 1 || strings.Contains(got[0], "admin") {
+			t.Errorf("%s: x-portico-scopes = %v: a forged scope got through", transport, got)
+		}
+	}
+	headers := map[string]string{"X-Api-Key": testAPIKey, "X-Portico-Consumer": "mallory", "X-Portico-Scopes": "admin"}
+	if out, raw := callREST(t, anon, request{method: "GetProduct", headers: headers}); out.code != codes.OK {
+		t.Fatalf("rest: %+v %s", out, raw)
+	}
+	check("rest", testConsumer)
+	if out := callGRPC(t, anon, request{method: "GetProduct", headers: headers}); out.code != codes.OK {
+		t.Fatalf("grpc: %+v", out)
+	}
+	check("grpc", testConsumer)
+
+	jose := map[string]string{"Authorization": "Bearer " + hmacToken(t, []byte(hmacSecret), claims{"sub": "josé"})}
+	if out, raw := callREST(t, anon, request{method: "GetProduct", headers: jose}); out.code != codes.OK {
+		t.Fatalf("rest, non-ASCII subject: %+v %s", out, raw)
+	}
+	check("rest", hmacIssuer+"#jos%C3%A9")
+	if out := callGRPC(t, anon, request{method: "GetProduct", headers: jose}); out.code != codes.OK {
+		t.Fatalf("grpc, non-ASCII subject: %+v", out)
+	}
+	check("grpc", hmacIssuer+"#jos%C3%A9")
+}
+
+// An invalid request to a server stream fails with its own error on both
+// doors, before any backend is called.
+func TestInvalidStreamRequest(t *testing.T) {
+	w := newWorld(t, false)
+	w.startCatalog()
+	w.startOrders(orders.WithStatusStep(0))
+	long := strings.Repeat("x", 65)
+
+	stream, err := w.ordersClient().WatchOrder(context.Background(), &ordersv1.WatchOrderRequest{Id: long})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	st := status.Convert(err)
+	if st.Code() != codes.InvalidArgument {
+		t.Fatalf("grpc: %v, want INVALID_ARGUMENT", err)
+	}
+	var fields []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, f := range br.GetFieldViolations() {
+				fields = append(fields, f.GetField())
+			}
+		}
+	}
+	if !contains(fields, "id") {
+		t.Errorf("grpc: violations %v lack id", fields)
+	}
+
+	r := w.rest("GET", "/v1/orders/"+long+":watch", nil)
+	if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Raw), "BadRequest") || !strings.Contains(string(r.Raw), `"id"`) {
+		t.Errorf("rest: %d %s, want 400 with the id violation", r.Status, r.Raw)
+	}
+}

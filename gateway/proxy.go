@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // proxyDesc builds a grpc.ServiceDesc whose handlers forward each method of
@@ -27,7 +29,8 @@ func proxyDesc(service string, routes []*Route, conns map[string]*grpc.ClientCon
 		if r.Service != service {
 			continue
 		}
-		p := &methodProxy{route: r, conn: conns[r.target()]}
+		p := &methodProxy{route: r, conn: conns[r.target()],
+			desc: &grpc.StreamDesc{ServerStreams: r.ServerStreams, ClientStreams: r.ClientStreams}}
 		if !r.ClientStreams && !r.ServerStreams {
 			desc.Methods = append(desc.Methods, grpc.MethodDesc{MethodName: r.Method, Handler: p.unary})
 			continue
@@ -46,12 +49,13 @@ func proxyDesc(service string, routes []*Route, conns map[string]*grpc.ClientCon
 type methodProxy struct {
 	route *Route
 	conn  *grpc.ClientConn
+	desc  *grpc.StreamDesc // the backend stream's shape, for streaming methods
 }
 
 func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	in := p.route.input.New().Interface()
 	if err := dec(in); err != nil {
-		return nil, err
+		return nil, recvError(err)
 	}
 	if interceptor == nil {
 		return p.invoke(ctx, in)
@@ -89,31 +93,50 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 		ctx, cancel = context.WithTimeout(ctx, p.route.Timeout)
 		defer cancel()
 	}
+	// A server stream has exactly one request: receive it (the chain
+	// validates it on the way) before any backend is involved, so a bad
+	// request fails with its own error.
+	var first proto.Message
+	if !p.route.ClientStreams {
+		first = p.route.input.New().Interface()
+		if err := ss.RecvMsg(first); err != nil {
+			return recvError(err)
+		}
+	}
 	var pr peer.Peer
-	desc := &grpc.StreamDesc{ServerStreams: p.route.ServerStreams, ClientStreams: p.route.ClientStreams}
-	cs, err := p.conn.NewStream(outgoingContext(ctx), desc, p.route.FullMethod, grpc.Peer(&pr))
+	cs, err := p.conn.NewStream(outgoingContext(ctx), p.desc, p.route.FullMethod, grpc.Peer(&pr))
 	if err != nil {
 		return p.callError(ctx, err, false)
 	}
 
-	// Client to backend. It ends when the client half-closes or the call
-	// ends; the backend side below decides the call's outcome.
-	go func() {
-		for {
-			m := p.route.input.New().Interface()
-			if err := ss.RecvMsg(m); err != nil {
-				if errors.Is(err, io.EOF) {
-					_ = cs.CloseSend()
-				} else {
-					cancel()
+	// Client to backend. For a client stream this runs until the client
+	// half-closes or the call ends. A receive error (an invalid message, a
+	// client gone) ends the call with that error, not the backend's CANCELED.
+	var recvErr atomic.Pointer[error]
+	if first != nil {
+		if err := cs.SendMsg(first); err == nil {
+			_ = cs.CloseSend()
+		} // else RecvMsg below reports the backend's status
+	} else {
+		go func() {
+			for {
+				m := p.route.input.New().Interface()
+				if err := ss.RecvMsg(m); err != nil {
+					if errors.Is(err, io.EOF) {
+						_ = cs.CloseSend()
+					} else {
+						err = recvError(err)
+						recvErr.Store(&err)
+						cancel()
+					}
+					return
 				}
-				return
+				if err := cs.SendMsg(m); err != nil {
+					return // RecvMsg below reports the backend's status
+				}
 			}
-			if err := cs.SendMsg(m); err != nil {
-				return // RecvMsg below reports the backend's status
-			}
-		}
-	}()
+		}()
+	}
 
 	// Backend to client.
 	if md, err := cs.Header(); err == nil && len(md) > 0 {
@@ -129,6 +152,9 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 			}
 			if errors.Is(err, io.EOF) {
 				return nil
+			}
+			if e := recvErr.Load(); e != nil {
+				return *e
 			}
 			return p.callError(ctx, err, pr.Addr != nil)
 		}
@@ -184,4 +210,14 @@ const deadlineSlack = 20 * time.Millisecond
 func deadlineReached(ctx context.Context) bool {
 	dl, ok := ctx.Deadline()
 	return ok && time.Until(dl) < deadlineSlack
+}
+
+// recvError turns a failure to read the client's message into a status: a
+// payload that does not decode is the client's INVALID_ARGUMENT, not the
+// codec's INTERNAL; status errors (a policy's verdict) pass unchanged.
+func recvError(err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Internal && strings.Contains(st.Message(), "unmarshal") {
+		return Error(codes.InvalidArgument, ReasonBadRequest, "request message could not be decoded", nil)
+	}
+	return err
 }

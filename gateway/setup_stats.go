@@ -9,6 +9,7 @@ import (
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway/admin"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/ratelimit"
 	"github.com/portico-gw/portico/gateway/stats"
 	adminv1 "github.com/portico-gw/portico/gen/portico/admin/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,7 +90,8 @@ func (g *Gateway) setupStats() error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", g.cfg.where(), err)
 	}
-	adm, err := admin.New(adminRoutes(g.routes), st, admin.WithDefaultRateLimit(adminRateLimit(g.cfg.DefaultRateLimit)))
+	adm, err := admin.New(adminRoutes(g.routes), st,
+		admin.WithDefaultRateLimit(adminRateLimit(g.cfg.DefaultRateLimit)), admin.WithRateLimitMode(g.rateLimitMode))
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
@@ -112,15 +114,17 @@ func (g *Gateway) setupStats() error {
 func (sc StatsConfig) options(out io.Writer) ([]stats.Option, error) {
 	var opts []stats.Option
 	al := sc.AccessLog
+	var h slog.Handler
+	switch al.Format {
+	case "", "json":
+		h = slog.NewJSONHandler(out, nil)
+	case "text":
+		h = slog.NewTextHandler(out, nil)
+	default:
+		return nil, fmt.Errorf("access_log.format %q: want json or text", al.Format)
+	}
 	if al.Enabled == nil || *al.Enabled {
-		switch al.Format {
-		case "", "json":
-			opts = append(opts, stats.WithAccessLog(slog.New(slog.NewJSONHandler(out, nil))))
-		case "text":
-			opts = append(opts, stats.WithAccessLog(slog.New(slog.NewTextHandler(out, nil))))
-		default:
-			return nil, fmt.Errorf("access_log.format %q: want json or text", al.Format)
-		}
+		opts = append(opts, stats.WithAccessLog(slog.New(h)))
 	}
 	if p := al.Sample; p != nil {
 		if *p < 0 || *p > 1 {
@@ -140,6 +144,19 @@ func (sc StatsConfig) options(out io.Writer) ([]stats.Option, error) {
 		opts = append(opts, stats.WithOTLP(sc.Tracing.OTLPEndpoint, ratio))
 	}
 	return opts, nil
+}
+
+// rateLimitMode is how limits are enforced, for the admin API. It runs at
+// request time: the limiter is built after stats.
+func (g *Gateway) rateLimitMode() (string, uint32) {
+	mode := g.cfg.RateLimit.Mode
+	if mode == "" {
+		mode = "local"
+	}
+	if l, ok := g.policies.ratelimit.(*ratelimit.Limiter); ok {
+		return mode, uint32(max(l.Stats().Replicas, 1))
+	}
+	return mode, 1
 }
 
 // backendsUnready names the first backend without a healthy instance.

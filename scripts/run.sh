@@ -73,7 +73,8 @@ cat <<MSG
 Portico is up. Service logs are in $RUN_DIR.
   REST       http://127.0.0.1:8080
   gRPC       127.0.0.1:9090
-  admin      http://127.0.0.1:9901/readyz   http://127.0.0.1:9901/routes
+  admin page http://127.0.0.1:9901/        (routes, backends, live rates; open it in a browser)
+  admin      http://127.0.0.1:9901/metrics   http://127.0.0.1:9901/readyz   http://127.0.0.1:9901/admin/v1/routes
   Consul UI  http://$CONSUL_HTTP_ADDR/ui
 
 Demo API key (consumer "demo", scope catalog.write):

@@ -37,7 +37,7 @@ func run(args []string) error {
 	grpcAddr := fs.String("grpc-addr", "", "gRPC listen address (default 127.0.0.1:9090)")
 	adminAddr := fs.String("admin-addr", "", "admin listen address (default 127.0.0.1:9901)")
 	consulAddr := fs.String("consul-addr", "", "Consul HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
-	logFormat := fs.String("log-format", "json", "log format: json or text")
+	logFormat := fs.String("log-format", "json", "log and access log format: json or text")
 	printRoutes := fs.Bool("routes", false, "print the route table and exit")
 	newKey := fs.String("new-api-key", "", "issue an API key for this consumer, print it with its hash, and exit")
 	keyScopes := fs.String("scopes", "", "with -new-api-key: comma-separated scopes")
@@ -78,6 +78,10 @@ func run(args []string) error {
 		handler = slog.NewTextHandler(os.Stderr, nil)
 	}
 	logger := slog.New(handler)
+	if cfg.Stats.AccessLog.Format == "" {
+		// The access log (standard output) follows -log-format unless the file says otherwise.
+		cfg.Stats.AccessLog.Format = *logFormat
+	}
 
 	gw, err := gateway.New(cfg, registry.Services(), gateway.WithLogger(logger))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -37,6 +38,8 @@ type Server struct {
 	build    *adminv1.GetBuildInfoResponse
 	live     Live
 
+	rateLimitMode func() (string, uint32)
+
 	grpc *grpc.Server
 	rest *runtime.ServeMux
 }
@@ -51,6 +54,12 @@ func WithDefaultRateLimit(rl *adminv1.RateLimit) Option {
 	return func(s *Server) { s.limits.DefaultRateLimit = rl }
 }
 
+// WithRateLimitMode reports, on each request, how rate limits are enforced:
+// the mode and the number of replicas sharing them.
+func WithRateLimitMode(fn func() (mode string, replicas uint32)) Option {
+	return func(s *Server) { s.rateLimitMode = fn }
+}
+
 // New serves routes and the numbers of live. It does no I/O.
 func New(routes []*adminv1.Route, live Live, opts ...Option) (*Server, error) {
 	s := &Server{
@@ -59,6 +68,8 @@ func New(routes []*adminv1.Route, live Live, opts ...Option) (*Server, error) {
 		services: map[string][]string{},
 		build:    buildInfo(time.Now()),
 		live:     live,
+
+		rateLimitMode: func() (string, uint32) { return "local", 1 },
 	}
 	for _, r := range routes {
 		if rl := r.GetPolicy().GetRateLimit(); rl != nil {
@@ -125,7 +136,9 @@ func (s *Server) ListRoutes(context.Context, *adminv1.ListRoutesRequest) (*admin
 
 // GetRateLimits implements AdminService.
 func (s *Server) GetRateLimits(context.Context, *adminv1.GetRateLimitsRequest) (*adminv1.GetRateLimitsResponse, error) {
-	return s.limits, nil
+	out := proto.CloneOf(s.limits)
+	out.Mode, out.Replicas = s.rateLimitMode()
+	return out, nil
 }
 
 // GetBuildInfo implements AdminService.

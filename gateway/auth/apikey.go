@@ -100,8 +100,8 @@ func (a *apiKeys) loadKV(prefix string, pairs api.KVPairs, log *slog.Logger) {
 			continue
 		}
 		var e kvEntry
-		if err := json.Unmarshal(p.Value, &e); err != nil || e.Consumer == "" {
-			log.Warn("ignoring API key in consul: value must be {\"consumer\": ..., \"scopes\": [...]}", "key", p.Key, "error", err)
+		if err := json.Unmarshal(p.Value, &e); err != nil || e.Consumer == "" || strings.Contains(e.Consumer, "#") {
+			log.Warn("ignoring API key in consul: value must be {\"consumer\": ..., \"scopes\": [...]} with no '#' in the consumer", "key", p.Key, "error", err)
 			continue
 		}
 		var h [32]byte

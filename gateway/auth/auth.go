@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -90,6 +91,10 @@ func New(cfg Config, opts ...Option) (*Policy, error) {
 	if cfg.APIKeysConsulPrefix != "" && o.consul == nil {
 		return nil, fmt.Errorf("auth: api_keys_consul_prefix needs a Consul client")
 	}
+	if pre := cfg.APIKeysConsulPrefix; pre != "" {
+		// "portico/apikeys" must not also match "portico/apikeys-old/...".
+		cfg.APIKeysConsulPrefix = strings.TrimSuffix(pre, "/") + "/"
+	}
 	p := &Policy{cfg: cfg, opts: o, issuers: map[string]*issuer{}, keys: newAPIKeys(cfg.APIKeys)}
 	for _, ic := range cfg.JWT {
 		is, err := newIssuer(ic, cfg.Leeway)
@@ -104,10 +109,9 @@ func New(cfg Config, opts ...Option) (*Policy, error) {
 // Start fetches JWKS URLs and starts watching Consul for API keys.
 func (p *Policy) Start(ctx context.Context) error {
 	ctx, p.cancel = context.WithCancel(ctx)
+	var errs []error
 	for _, is := range p.issuers {
-		if err := is.start(ctx, p.opts.logger); err != nil {
-			return err
-		}
+		errs = append(errs, is.start(ctx, p.opts.logger))
 	}
 	if prefix := p.cfg.APIKeysConsulPrefix; prefix != "" {
 		p.wg.Add(1)
@@ -120,7 +124,7 @@ func (p *Policy) Start(ctx context.Context) error {
 				append([]discovery.Option{discovery.WithLogger(p.opts.logger)}, p.opts.watch...)...)
 		}()
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Close stops the background work.
@@ -144,8 +148,12 @@ func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) erro
 	id, f := p.authenticate(ctx, md)
 	switch {
 	case f != nil:
+		kind := "invalid_token"
+		if f.reason == ReasonMalformed {
+			kind = "invalid_request" // RFC 6750 3.1
+		}
 		return p.reject(setHeader, codes.Unauthenticated, f,
-			realm+`, error="invalid_token", error_description="`+strings.ReplaceAll(f.desc, `"`, `'`)+`"`)
+			realm+`, error="`+kind+`", error_description="`+strings.ReplaceAll(f.desc, `"`, `'`)+`"`)
 	case id == nil && call.Policy.Access == policy.Public:
 		return nil
 	case id == nil:

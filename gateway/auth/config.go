@@ -3,7 +3,10 @@ package auth
 import (
 	"encoding/hex"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -42,8 +45,12 @@ type IssuerConfig struct {
 	// kid to one per interval. Default 30s.
 	UnknownKIDInterval time.Duration `yaml:"unknown_kid_refetch_interval"`
 	// ConsumerClaim names the claim that identifies the consumer. Default
-	// "sub".
+	// "sub". A token without it is refused (no fallback to sub).
 	ConsumerClaim string `yaml:"consumer_claim"`
+	// ConsumerPrefix namespaces this issuer's consumers, so that two
+	// issuers, or an issuer and an API key, can never name the same
+	// consumer. Default "<issuer>#".
+	ConsumerPrefix string `yaml:"consumer_prefix"`
 }
 
 // APIKeyConfig is one API key, known only by its hash.
@@ -80,6 +87,9 @@ func (c Config) withDefaults() Config {
 		if is.ConsumerClaim == "" {
 			is.ConsumerClaim = "sub"
 		}
+		if is.ConsumerPrefix == "" {
+			is.ConsumerPrefix = is.Issuer + "#"
+		}
 		issuers[i] = is
 	}
 	c.JWT = issuers
@@ -88,7 +98,7 @@ func (c Config) withDefaults() Config {
 
 // validate refuses configurations that would be insecure or ambiguous.
 func (c Config) validate() error {
-	seen := map[string]bool{}
+	seen, prefixes := map[string]bool{}, map[string]bool{}
 	for i, is := range c.JWT {
 		where := fmt.Sprintf("auth.jwt[%d] (%s)", i, is.Issuer)
 		if is.Issuer == "" {
@@ -98,9 +108,21 @@ func (c Config) validate() error {
 			return fmt.Errorf("%s: issuer listed twice", where)
 		}
 		seen[is.Issuer] = true
-		if len(is.Audiences) == 0 {
-			return fmt.Errorf("%s: audiences is required: a token for another service must not be accepted", where)
+		if len(is.Audiences) == 0 || slices.Contains(is.Audiences, "") {
+			return fmt.Errorf("%s: audiences is required (and may not contain an empty name): a token for another service must not be accepted", where)
 		}
+		if is.JWKSURL != "" {
+			if err := checkJWKSURL(is.JWKSURL); err != nil {
+				return fmt.Errorf("%s: jwks_url: %w", where, err)
+			}
+		}
+		if is.RefreshInterval < 0 || is.UnknownKIDInterval < 0 {
+			return fmt.Errorf("%s: refresh intervals must be positive", where)
+		}
+		if prefixes[is.ConsumerPrefix] {
+			return fmt.Errorf("%s: consumer_prefix %q is used by another issuer", where, is.ConsumerPrefix)
+		}
+		prefixes[is.ConsumerPrefix] = true
 		sources := 0
 		for _, s := range []string{is.JWKSURL, is.JWKSFile, is.HS256Secret} {
 			if s != "" {
@@ -126,16 +148,37 @@ func (c Config) validate() error {
 	}
 	hashes := map[string]bool{}
 	for i, k := range c.APIKeys {
-		if k.Consumer == "" {
-			return fmt.Errorf("auth.api_keys[%d]: consumer is required", i)
+		if k.Consumer == "" || strings.Contains(k.Consumer, "#") {
+			return fmt.Errorf("auth.api_keys[%d]: consumer is required and may not contain '#' (reserved for token issuers)", i)
 		}
 		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != 32 {
 			return fmt.Errorf("auth.api_keys[%d] (%s): sha256 must be 64 hex digits", i, k.Consumer)
 		}
-		if hashes[k.SHA256] {
+		h := strings.ToLower(k.SHA256)
+		if hashes[h] {
 			return fmt.Errorf("auth.api_keys[%d] (%s): the same key is listed twice", i, k.Consumer)
 		}
-		hashes[k.SHA256] = true
+		hashes[h] = true
 	}
 	return nil
+}
+
+// checkJWKSURL accepts https, and plain http only on loopback (tests, a
+// sidecar): keys fetched in the clear could be replaced on the way.
+func checkJWKSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip, err := netip.ParseAddr(host); (err == nil && ip.IsLoopback()) || host == "localhost" {
+			return nil
+		}
+		return fmt.Errorf("%q: use https (plain http is allowed only on loopback)", raw)
+	}
+	return fmt.Errorf("%q: scheme must be https", raw)
 }

@@ -136,12 +136,9 @@ func (is *issuer) verify(ctx context.Context, raw string) (*policy.Identity, *fa
 	sub, _ := claims["sub"].(string)
 	consumer, _ := claims[is.cfg.ConsumerClaim].(string)
 	if consumer == "" {
-		consumer = sub
-	}
-	if consumer == "" {
 		return nil, &failure{reason: ReasonInvalidToken, desc: fmt.Sprintf("token has no %q claim to identify the consumer", is.cfg.ConsumerClaim)}
 	}
-	return &policy.Identity{Consumer: consumer, Subject: sub, Scopes: scopesOf(claims), Method: "jwt"}, nil
+	return &policy.Identity{Consumer: is.cfg.ConsumerPrefix + consumer, Subject: sub, Scopes: scopesOf(claims), Method: "jwt"}, nil
 }
 
 // scopesOf reads "scope" (space-separated, RFC 8693) or "scp" (a list or a
@@ -215,7 +212,7 @@ func printable(s string, max int) string {
 			b.WriteString("…")
 			break
 		}
-		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
 			r = '?'
 		}
 		b.WriteRune(r)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,7 +105,7 @@ func (l *Limiter) Allow(c *policy.Call) Decision {
 	if r == nil {
 		return Decision{Allowed: true}
 	}
-	k := bucketKey{m: m, id: c.ClientIP}
+	k := bucketKey{m: m, id: callerNet(c.ClientIP)}
 	if c.Identity != nil && c.Identity.Consumer != "" {
 		k.consumer, k.id = true, c.Identity.Consumer
 	}
@@ -347,4 +348,23 @@ func (l *Limiter) sweep(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// callerNet is the address anonymous callers are limited by. An IPv6 host
+// usually holds a whole /64, so one bucket covers the /64; otherwise a
+// single client could mint new keys at will. IPv4 passes unchanged (and
+// without allocating).
+func callerNet(ip string) string {
+	if strings.IndexByte(ip, ':') < 0 {
+		return ip
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Is4In6() {
+		return ip
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
 }

@@ -262,3 +262,17 @@ func TestParseLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestIPv6CallersAreLimitedPerSlash64(t *testing.T) {
+	for in, want := range map[string]string{
+		"203.0.113.7":          "203.0.113.7",
+		"2001:db8:1:2:aaaa::1": "2001:db8:1:2::/64",
+		"2001:db8:1:2:bbbb::9": "2001:db8:1:2::/64",
+		"::ffff:203.0.113.7":   "::ffff:203.0.113.7",
+		"unknown":              "unknown",
+	} {
+		if got := callerNet(in); got != want {
+			t.Errorf("callerNet(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -73,8 +73,8 @@ func New(reg prometheus.Registerer, routes []Route, opts ...Option) (*Stats, err
 		}
 		rt := &route{
 			Route:      r,
-			rest:       m.series(r.Service, r.Method, "rest"),
-			grpc:       m.series(r.Service, r.Method, "grpc"),
+			rest:       m.series(r.Service, r.Method, string(policy.REST)),
+			grpc:       m.series(r.Service, r.Method, string(policy.GRPC)),
 			rejections: &rejectionCounters{vec: m.rejections, service: r.Service, method: r.Method, byPolicyAndReason: map[[2]string]prometheus.Counter{}},
 			spanName:   strings.TrimPrefix(r.FullMethod, "/"),
 		}
@@ -167,10 +167,10 @@ func (s *Stats) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 			return handler(ctx, req)
 		}
 		ctx, cl := s.begin(ctx, c, r)
-		cl.received(req)
+		cl.in = countBytes(cl.s.reqBytes, req)
 		resp, err := handler(ctx, req)
 		if err == nil {
-			cl.sent(resp)
+			cl.out = countBytes(cl.s.respBytes, resp)
 		}
 		s.end(ctx, &cl, err)
 		return resp, err
@@ -186,8 +186,9 @@ func (s *Stats) StreamServerInterceptor() grpc.StreamServerInterceptor {
 			return handler(srv, ss)
 		}
 		ctx, cl := s.begin(ss.Context(), c, r)
-		ms := &measuredStream{ServerStream: ss, ctx: ctx, call: &cl}
+		ms := &measuredStream{ServerStream: ss, ctx: ctx, s: cl.s}
 		err := handler(srv, ms)
+		cl.in, cl.out = ms.in.Load(), ms.out.Load()
 		s.end(ctx, &cl, err)
 		return err
 	}
@@ -214,20 +215,15 @@ type call struct {
 	in, out int64
 }
 
-func (cl *call) received(m any) {
-	if pm, ok := m.(proto.Message); ok {
-		n := proto.Size(pm)
-		cl.in += int64(n)
-		cl.s.reqBytes.Add(float64(n))
+// countBytes adds a message's protobuf-encoded size to c and returns it.
+func countBytes(c prometheus.Counter, m any) int64 {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return 0
 	}
-}
-
-func (cl *call) sent(m any) {
-	if pm, ok := m.(proto.Message); ok {
-		n := proto.Size(pm)
-		cl.out += int64(n)
-		cl.s.respBytes.Add(float64(n))
-	}
+	n := proto.Size(pm)
+	c.Add(float64(n))
+	return int64(n)
 }
 
 func (s *Stats) begin(ctx context.Context, c *policy.Call, r *route) (context.Context, call) {
@@ -268,11 +264,13 @@ func (s *Stats) end(ctx context.Context, cl *call, err error) {
 }
 
 // measuredStream counts a stream's message bytes and carries the context
-// with the call's span and record.
+// with the call's span and record. The counts are atomic: the proxy reads
+// client messages on a goroutine of its own, which may outlive the handler.
 type measuredStream struct {
 	grpc.ServerStream
-	ctx  context.Context
-	call *call
+	ctx     context.Context
+	s       *series
+	in, out atomic.Int64
 }
 
 func (ms *measuredStream) Context() context.Context { return ms.ctx }
@@ -280,7 +278,7 @@ func (ms *measuredStream) Context() context.Context { return ms.ctx }
 func (ms *measuredStream) RecvMsg(m any) error {
 	err := ms.ServerStream.RecvMsg(m)
 	if err == nil {
-		ms.call.received(m)
+		ms.in.Add(countBytes(ms.s.reqBytes, m))
 	}
 	return err
 }
@@ -288,7 +286,7 @@ func (ms *measuredStream) RecvMsg(m any) error {
 func (ms *measuredStream) SendMsg(m any) error {
 	err := ms.ServerStream.SendMsg(m)
 	if err == nil {
-		ms.call.sent(m)
+		ms.out.Add(countBytes(ms.s.respBytes, m))
 	}
 	return err
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/portico-gw/portico/discovery"
@@ -38,12 +37,12 @@ const (
 type fixture struct {
 	s   *stats.Stats
 	reg *prometheus.Registry
-	log *syncBuffer
+	log *logBuffer
 }
 
 func newFixture(t *testing.T, opts ...stats.Option) *fixture {
 	t.Helper()
-	f := &fixture{reg: prometheus.NewRegistry(), log: &syncBuffer{}}
+	f := &fixture{reg: prometheus.NewRegistry(), log: &logBuffer{}}
 	opts = append([]stats.Option{stats.WithAccessLog(slog.New(slog.NewJSONHandler(f.log, nil)))}, opts...)
 	s, err := stats.New(f.reg, routes, opts...)
 	if err != nil {
@@ -322,25 +321,11 @@ func (s *fakeStream) RecvMsg(m any) error {
 	return nil
 }
 
-// syncBuffer is an access log sink for tests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// logBuffer is an access log sink. The interceptors log before they
+// return, so the tests read it from the goroutine that wrote it.
+type logBuffer struct{ bytes.Buffer }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+func (s *logBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(s.String()), "\n") {
@@ -356,7 +341,7 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 	return out
 }
 
-func (s *syncBuffer) noSecrets(t *testing.T) {
+func (s *logBuffer) noSecrets(t *testing.T) {
 	t.Helper()
 	for _, secret := range []string{secretToken, "eyJhbGciOiJIUzI1NiJ9", secretKey} {
 		if strings.Contains(s.String(), secret) {

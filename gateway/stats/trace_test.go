@@ -8,6 +8,7 @@ import (
 
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway/stats"
+	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -139,5 +140,35 @@ func TestTracingOffAddsNothing(t *testing.T) {
 	}
 	if trace.SpanFromContext(actx).SpanContext().IsValid() {
 		t.Error("a span was started with tracing off")
+	}
+}
+
+// TestOTLPExporterLivesBetweenStartAndClose: New validates the endpoint and
+// does nothing else; tracing begins at Start; Close flushes and stops it.
+func TestOTLPExporterLivesBetweenStartAndClose(t *testing.T) {
+	if _, err := stats.New(prometheus.NewRegistry(), routes, stats.WithOTLP("127.0.0.1:4317", 1)); err == nil {
+		t.Error("an endpoint that is not a URL must stop the start")
+	}
+	// Nothing listens there, and nothing is sampled: no export is tried.
+	s, err := stats.New(prometheus.NewRegistry(), routes, stats.WithOTLP("http://127.0.0.1:1", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := restCall("GetProduct")
+	traced := func() bool {
+		ctx := s.BackendHandler().TagRPC(incoming(c), &grpcstats.RPCTagInfo{FullMethodName: c.FullMethod})
+		return trace.SpanFromContext(ctx).SpanContext().IsValid()
+	}
+	if traced() {
+		t.Error("tracing before Start")
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !traced() {
+		t.Error("no tracing after Start")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

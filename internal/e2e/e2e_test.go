@@ -78,16 +78,20 @@ func (p *proc) stop(t *testing.T) {
 
 func instances(t *testing.T, consulAddr, service string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + consulAddr + "/v1/health/service/" + service + "?passing=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var entries []any
-	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
+	return len(passingIDs(t, consulAddr, service))
+}
+
+// startServices starts one catalog and one orders binary against the Consul
+// agent at consulAddr, as make run does, and waits until both are healthy.
+func startServices(t *testing.T, dir, consulAddr string) (catalog, orders *proc) {
+	t.Helper()
+	consul := "-consul-addr=" + consulAddr
+	catalog = start(t, filepath.Join(dir, "catalog"), consul)
+	orders = start(t, filepath.Join(dir, "orders"), consul, "-status-step=1h")
+	eventually(t, "catalog and orders healthy in Consul", func() bool {
+		return instances(t, consulAddr, "catalog") == 1 && instances(t, consulAddr, "orders") == 1
+	})
+	return catalog, orders
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -121,11 +125,7 @@ func TestBinariesEndToEnd(t *testing.T) {
 	dir := build(t)
 	consul := "-consul-addr=" + agent.Addr
 
-	catalog := start(t, filepath.Join(dir, "catalog"), consul)
-	orders := start(t, filepath.Join(dir, "orders"), consul, "-status-step=1h")
-	eventually(t, "catalog and orders healthy in Consul", func() bool {
-		return instances(t, agent.Addr, "catalog") == 1 && instances(t, agent.Addr, "orders") == 1
-	})
+	catalog, orders := startServices(t, dir, agent.Addr)
 
 	httpAddr, grpcAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	// The operator's path: issue a key with the gateway binary, put its

@@ -53,12 +53,14 @@ function renderRoutes(routes) {
     let access = p.access || "";
     if (p.scopes && p.scopes.length) access += " [" + p.scopes.join(", ") + "]";
     const tr = el("tr", {},
-      td("http", (r.http || []).join(", ")),
-      td("method", r.method),
+      el("td", { className: "route" },
+        el("div", { className: "http", textContent: (r.http || []).join(", ") }),
+        el("div", { className: "method", textContent: r.method })),
       td("backend", r.backend + (r.tag ? " tag=" + r.tag : "") + (r.datacenter ? " dc=" + r.datacenter : "")),
       td("kind", r.kind),
-      td("access", access),
-      td("ratelimit", rateLimit(p.rateLimit)),
+      el("td", { className: "policy" },
+        el("div", { className: "access", textContent: access }),
+        el("div", { className: "ratelimit muted", textContent: "limit " + rateLimit(p.rateLimit) })),
       td("num requests", "0"),
       td("num rps", "0.0"),
       td("num errors", "0"),

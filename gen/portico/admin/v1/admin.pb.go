@@ -651,13 +651,19 @@ func (*GetRateLimitsRequest) Descriptor() ([]byte, []int) {
 	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
-// GetRateLimitsResponse lists the rate limits in force.
+// GetRateLimitsResponse lists the declared rate limits and how they are
+// enforced.
 type GetRateLimitsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Applies to methods that declare no limit; unset means none.
 	DefaultRateLimit *RateLimit `protobuf:"bytes,1,opt,name=default_rate_limit,json=defaultRateLimit,proto3" json:"default_rate_limit,omitempty"`
-	// Every method with a limit.
-	Methods       []*MethodRateLimit `protobuf:"bytes,2,rep,name=methods,proto3" json:"methods,omitempty"`
+	// Every method with a declared limit.
+	Methods []*MethodRateLimit `protobuf:"bytes,2,rep,name=methods,proto3" json:"methods,omitempty"`
+	// "local", "cluster" (each replica enforces its share) or "off".
+	Mode string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// How many gateway replicas the limits are split across; 1 unless the
+	// mode is cluster.
+	Replicas      uint32 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -704,6 +710,20 @@ func (x *GetRateLimitsResponse) GetMethods() []*MethodRateLimit {
 		return x.Methods
 	}
 	return nil
+}
+
+func (x *GetRateLimitsResponse) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *GetRateLimitsResponse) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
 }
 
 // MethodRateLimit is the limit of one method.
@@ -1208,10 +1228,12 @@ const file_portico_admin_v1_admin_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05calls\x18\x03 \x01(\x04R\x05calls\x12\x16\n" +
 	"\x06errors\x18\x04 \x01(\x04R\x06errors\"\x16\n" +
-	"\x14GetRateLimitsRequest\"\x9f\x01\n" +
+	"\x14GetRateLimitsRequest\"\xcf\x01\n" +
 	"\x15GetRateLimitsResponse\x12I\n" +
 	"\x12default_rate_limit\x18\x01 \x01(\v2\x1b.portico.admin.v1.RateLimitR\x10defaultRateLimit\x12;\n" +
-	"\amethods\x18\x02 \x03(\v2!.portico.admin.v1.MethodRateLimitR\amethods\"e\n" +
+	"\amethods\x18\x02 \x03(\v2!.portico.admin.v1.MethodRateLimitR\amethods\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x12\x1a\n" +
+	"\breplicas\x18\x04 \x01(\rR\breplicas\"e\n" +
 	"\x0fMethodRateLimit\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12:\n" +
 	"\n" +

@@ -42,7 +42,9 @@ type AdminServiceClient interface {
 	// ListBackends returns each backend's healthy instances as the gateway's
 	// resolver sees them, and how its Consul watch is doing.
 	ListBackends(ctx context.Context, in *ListBackendsRequest, opts ...grpc.CallOption) (*ListBackendsResponse, error)
-	// GetRateLimits returns the rate limits in force, per method.
+	// GetRateLimits returns the rate-limit mode and the limits declared in
+	// proto and config, per method. Overrides from Consul KV are applied by
+	// the limiter and not shown here.
 	GetRateLimits(ctx context.Context, in *GetRateLimitsRequest, opts ...grpc.CallOption) (*GetRateLimitsResponse, error)
 	// GetBuildInfo says which binary is running and since when.
 	GetBuildInfo(ctx context.Context, in *GetBuildInfoRequest, opts ...grpc.CallOption) (*GetBuildInfoResponse, error)
@@ -121,7 +123,9 @@ type AdminServiceServer interface {
 	// ListBackends returns each backend's healthy instances as the gateway's
 	// resolver sees them, and how its Consul watch is doing.
 	ListBackends(context.Context, *ListBackendsRequest) (*ListBackendsResponse, error)
-	// GetRateLimits returns the rate limits in force, per method.
+	// GetRateLimits returns the rate-limit mode and the limits declared in
+	// proto and config, per method. Overrides from Consul KV are applied by
+	// the limiter and not shown here.
 	GetRateLimits(context.Context, *GetRateLimitsRequest) (*GetRateLimitsResponse, error)
 	// GetBuildInfo says which binary is running and since when.
 	GetBuildInfo(context.Context, *GetBuildInfoRequest) (*GetBuildInfoResponse, error)

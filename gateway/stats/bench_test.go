@@ -1,0 +1,148 @@
+package stats_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/stats"
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+var benchRoute = stats.Route{FullMethod: healthpb.Health_Check_FullMethodName, Service: "grpc.health.v1.Health", Method: "Check", Backend: "health"}
+
+func benchStats(b *testing.B, opts ...stats.Option) *stats.Stats {
+	b.Helper()
+	s, err := stats.New(prometheus.NewRegistry(), []stats.Route{benchRoute}, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func discardLog() stats.Option {
+	return stats.WithAccessLog(slog.New(slog.NewJSONHandler(io.Discard, nil)))
+}
+
+// BenchmarkInterceptor is the stats policy's own cost per unary call, with
+// a handler that does nothing.
+func BenchmarkInterceptor(b *testing.B) {
+	c := benchCall(policy.REST)
+	c.HTTPRoute = "GET /v1/health"
+	ctx := policy.NewContext(context.Background(), c)
+	req, resp := wrapperspb.String("prd-000001"), wrapperspb.String("a product with a name")
+	handler := func(context.Context, any) (any, error) { return resp, nil }
+	info := &grpc.UnaryServerInfo{FullMethod: c.FullMethod}
+	for _, bc := range []struct {
+		name string
+		opts []stats.Option
+	}{
+		{"metrics", nil},
+		{"metrics+log", []stats.Option{discardLog()}},
+		{"metrics+log+trace", []stats.Option{discardLog(), stats.WithTracerProvider(sdktrace.NewTracerProvider())}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			in := benchStats(b, bc.opts...).UnaryServerInterceptor()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := in(ctx, req, info, handler); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkChainOverhead is what stats adds to a real unary call: an
+// in-process gRPC server (bufconn) whose chain sets the call facts as the
+// gateway does, with and without the stats interceptor (metrics, and the
+// JSON access log to io.Discard). The with/without ratio is the number to
+// watch.
+func BenchmarkChainOverhead(b *testing.B) {
+	facts := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return handler(policy.NewContext(ctx, benchCall(policy.GRPC)), req)
+	}
+	s := benchStats(b, discardLog())
+	with := inMemory(b, grpc.ChainUnaryInterceptor(facts, s.UnaryServerInterceptor()))()
+	without := inMemory(b, grpc.ChainUnaryInterceptor(facts))()
+	compare(b, context.Background(), with, without)
+}
+
+// BenchmarkBackendHandler is what the backend side adds to each call to a
+// backend: the stats handler on the client connection (latency and code
+// per instance), tracing off.
+func BenchmarkBackendHandler(b *testing.B) {
+	s := benchStats(b)
+	dial := inMemory(b)
+	ctx := policy.NewContext(context.Background(), benchCall(policy.GRPC))
+	compare(b, ctx, dial(grpc.WithStatsHandler(s.BackendHandler())), dial())
+}
+
+func benchCall(t policy.Transport) *policy.Call {
+	return &policy.Call{FullMethod: benchRoute.FullMethod, Service: benchRoute.Service, Method: benchRoute.Method,
+		Backend: benchRoute.Backend, Transport: t, ClientIP: "192.0.2.1"}
+}
+
+// compare calls with and without in turn, b.N times each, and reports
+// their mean latency and ratio. Taking turns going first spreads machine
+// noise, and the cost of waking the scheduler, over both.
+func compare(b *testing.B, ctx context.Context, with, without healthpb.HealthClient) {
+	req := &healthpb.HealthCheckRequest{}
+	call := func(c healthpb.HealthClient) time.Duration {
+		t0 := time.Now()
+		if _, err := c.Check(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	for range 100 { // warm up connections and pools
+		call(with)
+		call(without)
+	}
+	var tw, to time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		if i%2 == 0 {
+			tw += call(with)
+			to += call(without)
+		} else {
+			to += call(without)
+			tw += call(with)
+		}
+	}
+	b.ReportMetric(float64(tw.Nanoseconds())/float64(b.N), "with-ns/call")
+	b.ReportMetric(float64(to.Nanoseconds())/float64(b.N), "without-ns/call")
+	b.ReportMetric(float64(tw)/float64(to), "with/without")
+}
+
+// inMemory serves grpc.health.v1 over bufconn and returns a dialer for it.
+func inMemory(b *testing.B, opts ...grpc.ServerOption) func(...grpc.DialOption) healthpb.HealthClient {
+	b.Helper()
+	srv := grpc.NewServer(opts...)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = srv.Serve(lis) }()
+	b.Cleanup(srv.Stop)
+	return func(opts ...grpc.DialOption) healthpb.HealthClient {
+		conn, err := grpc.NewClient("passthrough:///bench", append([]grpc.DialOption{
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+		}, opts...)...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { conn.Close() })
+		return healthpb.NewHealthClient(conn)
+	}
+}
