@@ -104,8 +104,8 @@ test-unit:
 # cores once Consul is built; the harness installs nginx when it is missing.
 BENCH_PKGS := ./gateway/ratelimit/... ./gateway/stats/... ./gateway
 BENCH ?= .
-BENCH_COUNT ?= 3
-BENCH_TIME ?= 200ms
+BENCH_COUNT ?= 6
+BENCH_TIME ?= 150ms
 BENCH_FLAGS ?=
 
 bench: consul

@@ -1,0 +1,68 @@
+// Command porticobench is the side-by-side benchmark of issue 6: the same
+// requests to one backend directly, through Portico with its policy chain on
+// and off, through a bare grpc-gateway and vanguard (REST), and through
+// nginx's grpc_pass (native gRPC), all on loopback, all in one run.
+//
+//	porticobench [flags]              run everything, write bench/results
+//	porticobench serve ROLE [flags]   one server (the benchmark runs itself)
+//
+// Each server runs in a process of its own, so a proxy's CPU time,
+// allocations and memory are its own and not the load generator's.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/portico-gw/portico/bench/internal/servers"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if len(os.Args) > 2 && os.Args[1] == "serve" {
+		err = serve(ctx, os.Args[2], os.Args[3:])
+	} else {
+		err = run(ctx, os.Args[1:])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "porticobench:", err)
+		os.Exit(1)
+	}
+}
+
+// Server roles.
+const (
+	roleBackend     = "backend"
+	rolePortico     = "portico"
+	roleGRPCGateway = "grpc-gateway"
+	roleVanguard    = "vanguard"
+)
+
+func serve(ctx context.Context, role string, args []string) error {
+	fs := flag.NewFlagSet("serve "+role, flag.ContinueOnError)
+	ready := fs.String("ready", "", "file to write the listen addresses to")
+	consulAddr := fs.String("consul", "", "Consul HTTP address")
+	backend := fs.String("backend", "", "backend gRPC address")
+	chain := fs.Bool("chain", true, "portico: run the policy chain")
+	accessLog := fs.String("access-log", "", "portico: access log file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch role {
+	case roleBackend:
+		return servers.Backend(ctx, *consulAddr, *ready)
+	case rolePortico:
+		return servers.Portico(ctx, *consulAddr, *chain, *accessLog, *ready)
+	case roleGRPCGateway:
+		return servers.GRPCGateway(ctx, *backend, *ready)
+	case roleVanguard:
+		return servers.Vanguard(ctx, *backend, *ready)
+	}
+	return fmt.Errorf("unknown role %q", role)
+}

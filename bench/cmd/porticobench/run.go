@@ -1,0 +1,536 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portico-gw/portico/bench/internal/consul"
+	"github.com/portico-gw/portico/bench/internal/load"
+	"github.com/portico-gw/portico/bench/internal/procs"
+	"github.com/portico-gw/portico/bench/internal/report"
+	"github.com/portico-gw/portico/bench/internal/servers"
+)
+
+type settings struct {
+	out         string
+	closed      time.Duration
+	rounds      int
+	concurrency int
+	conns       int
+	open, warm  time.Duration
+	openWorkers int
+	profile     time.Duration
+	workloads   []load.Workload
+	keep        bool
+	render      string
+}
+
+func parseSettings(args []string) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("porticobench", flag.ContinueOnError)
+	fs.StringVar(&s.out, "out", "results", "directory for latest.json, latest.png, latest.md and the profiles")
+	fs.DurationVar(&s.closed, "closed", time.Second, "closed-loop time per path and round")
+	fs.IntVar(&s.rounds, "rounds", 2, "closed-loop rounds; each round runs every path once, in a rotated order")
+	fs.IntVar(&s.concurrency, "concurrency", 32, "closed-loop requests in flight")
+	fs.IntVar(&s.conns, "conns", 16, "gRPC connections in the many-connections mode")
+	fs.DurationVar(&s.open, "open", 1500*time.Millisecond, "open-loop time per path and rate")
+	fs.DurationVar(&s.warm, "warm", 300*time.Millisecond, "open-loop warm-up per path, not recorded")
+	fs.IntVar(&s.openWorkers, "open-workers", 128, "open-loop senders (the most requests in flight)")
+	fs.DurationVar(&s.profile, "profile", 4*time.Second, "pprof capture per profiled phase; 0 skips profiling")
+	names := fs.String("workloads", "get,list,create,stream", "workloads to run")
+	fs.BoolVar(&s.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
+	fs.StringVar(&s.render, "render", "", "measure nothing: rewrite the table and chart from this latest.json")
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	for _, n := range strings.Split(*names, ",") {
+		all := load.Workloads()
+		i := slices.IndexFunc(all, func(w load.Workload) bool { return w.Name == n })
+		if i < 0 {
+			return s, fmt.Errorf("unknown workload %q", n)
+		}
+		s.workloads = append(s.workloads, all[i])
+	}
+	return s, nil
+}
+
+// target is one path to the backend.
+type target struct {
+	name  string
+	proc  *procs.Process // nil for direct
+	debug string         // Go child's debug listener; "" for nginx and direct
+	rest  *load.RESTClient
+	grpc  map[string]*load.GRPCClient // by mode
+	rss   int64                       // peak seen
+}
+
+func (t *target) call(mode string, w load.Workload) load.Call {
+	if mode == report.REST {
+		return t.rest.Call(w)
+	}
+	return t.grpc[mode].Call(w)
+}
+
+// serves reports whether t takes w in mode.
+func (t *target) serves(mode string, w load.Workload) bool {
+	if mode == report.REST {
+		// Vanguard streams over REST only google.api.HttpBody.
+		return t.rest != nil && !(t.name == report.Vanguard && w.Name == "stream")
+	}
+	return t.grpc != nil
+}
+
+type bench struct {
+	s       settings
+	tmp     string
+	self    string
+	stop    []func()
+	targets []*target
+	run     report.Run
+}
+
+func run(ctx context.Context, args []string) error {
+	s, err := parseSettings(args)
+	if err != nil {
+		return err
+	}
+	b := &bench{s: s}
+	if s.render != "" {
+		data, err := os.ReadFile(s.render)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(data, &b.run); err != nil {
+			return fmt.Errorf("%s: %w", s.render, err)
+		}
+		return b.write()
+	}
+	defer b.close()
+	if err := b.start(ctx); err != nil {
+		return err
+	}
+	began := time.Now()
+	if err := b.measure(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "measured in %s\n", time.Since(began).Round(time.Second))
+	return b.write()
+}
+
+func (b *bench) close() {
+	for _, t := range b.targets {
+		if t.rest != nil {
+			t.rest.Close()
+		}
+		for _, c := range t.grpc {
+			c.Close()
+		}
+	}
+	for i := len(b.stop) - 1; i >= 0; i-- {
+		b.stop[i]()
+	}
+	if b.tmp != "" && !b.s.keep {
+		os.RemoveAll(b.tmp)
+	}
+}
+
+func (b *bench) start(ctx context.Context) error {
+	var err error
+	if b.self, err = os.Executable(); err != nil {
+		return err
+	}
+	if b.tmp, err = os.MkdirTemp("", "porticobench-"); err != nil {
+		return err
+	}
+	if b.s.keep {
+		fmt.Fprintln(os.Stderr, "logs and configs in", b.tmp)
+	}
+	wd, _ := os.Getwd()
+	bin, err := consul.Binary(wd)
+	if err != nil {
+		return err
+	}
+	cp, consulAddr, err := consul.Start(ctx, bin, b.tmp)
+	if err != nil {
+		return err
+	}
+	b.stop = append(b.stop, cp.Stop)
+
+	_, backend, err := b.child(ctx, roleBackend, "-consul", consulAddr)
+	if err != nil {
+		return err
+	}
+	b.addTarget(report.Direct, nil, procs.Ready{GRPC: backend.GRPC})
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{report.Portico, []string{rolePortico, "-consul", consulAddr, "-access-log", filepath.Join(b.tmp, "portico-access.log")}},
+		{report.PorticoOff, []string{rolePortico, "-consul", consulAddr, "-chain=false"}},
+		{report.GRPCGateway, []string{roleGRPCGateway, "-backend", backend.GRPC}},
+		{report.Vanguard, []string{roleVanguard, "-backend", backend.GRPC}},
+	} {
+		p, r, err := b.child(ctx, c.args[0], c.args[1:]...)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		b.addTarget(c.name, p, r)
+	}
+	b.run.Host = map[string]string{"machine": fmt.Sprintf("%d cores, %s/%s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH), "go": runtime.Version()}
+	dir := filepath.Join(b.tmp, "nginx")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	np, addr, version, err := servers.Nginx(ctx, dir, backend.GRPC)
+	if err != nil {
+		// The other paths are still worth measuring; the report says why nginx is missing.
+		b.run.Notes = append(b.run.Notes, "nginx was not measured: "+err.Error())
+		fmt.Fprintln(os.Stderr, "nginx:", err)
+	} else {
+		b.stop = append(b.stop, np.Stop)
+		b.addTarget(report.Nginx, np, procs.Ready{GRPC: addr})
+		b.run.Host["nginx"] = version
+	}
+	return b.waitServing(ctx)
+}
+
+// child starts `porticobench serve role` and waits until it serves.
+func (b *bench) child(ctx context.Context, role string, args ...string) (*procs.Process, procs.Ready, error) {
+	n := len(b.stop)
+	ready := filepath.Join(b.tmp, fmt.Sprintf("%s-%d.ready", role, n))
+	p, err := procs.Start(b.self, filepath.Join(b.tmp, fmt.Sprintf("%s-%d.log", role, n)),
+		append([]string{"serve", role, "-ready", ready}, args...)...)
+	if err != nil {
+		return nil, procs.Ready{}, err
+	}
+	b.stop = append(b.stop, p.Stop)
+	r, err := procs.WaitReady(ctx, p, ready)
+	if err != nil {
+		return nil, r, fmt.Errorf("%s: %w", role, err)
+	}
+	return p, r, nil
+}
+
+func (b *bench) addTarget(name string, p *procs.Process, r procs.Ready) {
+	t := &target{name: name, proc: p, debug: r.Debug}
+	if name == report.Direct {
+		t.debug = "" // the backend's costs are not a proxy's
+	}
+	if r.HTTP != "" {
+		t.rest = load.NewREST("http://"+r.HTTP, max(b.s.concurrency, b.s.openWorkers))
+	}
+	if r.GRPC != "" {
+		t.grpc = map[string]*load.GRPCClient{}
+		for mode, n := range map[string]int{report.GRPC: 1, report.GRPCConns: b.s.conns} {
+			c, err := load.DialGRPC(r.GRPC, n)
+			if err != nil {
+				panic(err) // NewClient fails only on a malformed target
+			}
+			t.grpc[mode] = c
+		}
+	}
+	b.targets = append(b.targets, t)
+}
+
+var modes = []string{report.GRPC, report.GRPCConns, report.REST}
+
+// waitServing waits until every path answers every workload: Portico once
+// Consul has listed the backend as passing.
+func (b *bench) waitServing(ctx context.Context) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for _, t := range b.targets {
+		for _, mode := range modes {
+			for _, w := range b.s.workloads {
+				if !t.serves(mode, w) {
+					continue
+				}
+				for {
+					err := t.call(mode, w)(ctx, 0)
+					if err == nil {
+						break
+					}
+					if time.Now().After(deadline) || ctx.Err() != nil {
+						return fmt.Errorf("%s %s %s never answered: %w", t.name, mode, w.Name, err)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (b *bench) measure(ctx context.Context) error {
+	s := b.s
+	b.run.Date = time.Now().UTC().Format(time.RFC3339)
+	b.run.Settings = map[string]string{
+		"closed_loop": fmt.Sprintf("%d in flight, %d rounds of %s per path", s.concurrency, s.rounds, s.closed),
+		"open_loop":   fmt.Sprintf("%s per path and rate after %s warm-up, up to %d in flight", s.open, s.warm, s.openWorkers),
+		"grpc_conns":  fmt.Sprintf("%d (grpc-nconn)", s.conns),
+	}
+	for _, w := range s.workloads {
+		if n := w.BodyBytes(); n > 0 {
+			b.run.Settings["body_"+w.Name] = fmt.Sprintf("%d bytes of JSON", n)
+		}
+	}
+	// Closed loop: rounds of every path, rotated, so drift hits all alike.
+	for round := range s.rounds {
+		for _, mode := range modes {
+			for _, w := range s.workloads {
+				ts := b.serving(mode, w)
+				for i := range ts {
+					t := ts[(i+round)%len(ts)]
+					if err := b.closed(ctx, t, mode, w, round == 0); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		fmt.Fprintf(os.Stderr, "closed loop: round %d of %d done\n", round+1, s.rounds)
+	}
+	// Open loop, at the issue's rate (half the reference's throughput) and
+	// at half the slowest path's, which every path sustains.
+	b.run.RESTReference = map[string]*report.Phase{}
+	direct := b.targets[0]
+	for _, mode := range modes {
+		for _, w := range s.workloads {
+			ref := b.run.Find(mode, w.Name, report.Reference(mode))
+			ts := b.serving(mode, w)
+			if ref == nil || ref.PerSecond == 0 || len(ts) == 0 {
+				continue
+			}
+			slowest := ref.PerSecond
+			for _, t := range ts {
+				slowest = min(slowest, b.run.Find(mode, w.Name, t.name).PerSecond)
+			}
+			var base *report.Phase
+			if mode == report.REST {
+				// What the transcoding proxies add is measured over the direct gRPC call.
+				base = &report.Phase{Mode: report.GRPC, Workload: w.Name, Path: report.Direct}
+				b.run.RESTReference[w.Name] = base
+			}
+			for _, at := range []struct {
+				rate float64
+				set  func(*report.Phase, *report.Latency)
+			}{
+				{ref.PerSecond / 2, func(p *report.Phase, l *report.Latency) { p.Half = l }},
+				{slowest / 2, func(p *report.Phase, l *report.Latency) { p.Common = l }},
+			} {
+				if base != nil {
+					at.set(base, b.open(ctx, direct.call(report.GRPC, w), at.rate, 0))
+				}
+				for _, t := range ts {
+					p := b.run.Find(mode, w.Name, t.name)
+					at.set(p, b.open(ctx, t.call(mode, w), at.rate, p.PerSecond))
+				}
+			}
+		}
+		fmt.Fprintf(os.Stderr, "open loop: %s done\n", mode)
+	}
+	for _, t := range b.targets {
+		if t.proc != nil {
+			if b.run.PeakRSS == nil {
+				b.run.PeakRSS = map[string]float64{}
+			}
+			b.run.PeakRSS[t.name] = float64(t.rss) / (1 << 20)
+		}
+	}
+	b.run.CheckTargets()
+	return b.profile(ctx)
+}
+
+func (b *bench) serving(mode string, w load.Workload) []*target {
+	var out []*target
+	for _, t := range b.targets {
+		if t.serves(mode, w) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// closed runs one closed-loop phase and adds it to the path's totals.
+func (b *bench) closed(ctx context.Context, t *target, mode string, w load.Workload, warm bool) error {
+	call := t.call(mode, w)
+	if warm {
+		load.Closed(ctx, call, b.s.concurrency, 300*time.Millisecond)
+	}
+	before, err := b.cost(ctx, t)
+	if err != nil {
+		return err
+	}
+	res := load.Closed(ctx, call, b.s.concurrency, b.s.closed)
+	after, err := b.cost(ctx, t)
+	if err != nil {
+		return err
+	}
+	p := b.run.Find(mode, w.Name, t.name)
+	if p == nil {
+		p = &report.Phase{Mode: mode, Workload: w.Name, Path: t.name}
+		b.run.Phases = append(b.run.Phases, p)
+	}
+	calls := float64(p.Requests)
+	total := calls + float64(res.Requests)
+	blend := func(old, add float64) float64 { return (old*calls + add) / total }
+	if total > 0 && t.proc != nil {
+		p.CPUMicrosPerCall = blend(p.CPUMicrosPerCall, float64((after.usage.CPU - before.usage.CPU).Microseconds()))
+		if t.debug != "" {
+			p.AllocsPerCall = blend(p.AllocsPerCall, float64(after.allocs.Objects-before.allocs.Objects))
+			p.AllocBytesPerCall = blend(p.AllocBytesPerCall, float64(after.allocs.Bytes-before.allocs.Bytes))
+		}
+	}
+	p.Requests += res.Requests
+	p.Errors += res.Errors
+	if p.FirstErr == "" {
+		p.FirstErr = res.FirstErr
+	}
+	p.Seconds += res.Elapsed.Seconds()
+	p.PerSecond = float64(p.Requests) / p.Seconds
+	t.rss = max(t.rss, after.usage.RSS)
+	if res.Errors > 0 {
+		fmt.Fprintf(os.Stderr, "%s %s %s: %d errors, first: %s\n", mode, w.Name, t.name, res.Errors, res.FirstErr)
+	}
+	return nil
+}
+
+type cost struct {
+	usage  procs.Usage
+	allocs procs.Allocs
+}
+
+func (b *bench) cost(ctx context.Context, t *target) (cost, error) {
+	var c cost
+	if t.proc == nil {
+		return c, nil
+	}
+	var err error
+	if c.usage, err = procs.ReadUsage(t.proc.Pid()); err != nil {
+		return c, fmt.Errorf("%s: %w", t.name, err)
+	}
+	if t.debug != "" {
+		if c.allocs, err = procs.ReadAllocs(ctx, t.debug); err != nil {
+			return c, fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	return c, nil
+}
+
+// open runs one open-loop phase; served is the path's closed-loop
+// throughput (0 when unknown), which tells whether rate saturates it.
+func (b *bench) open(ctx context.Context, call load.Call, rate, served float64) *report.Latency {
+	res, h := load.Open(ctx, call, rate, b.s.openWorkers, b.s.warm, b.s.open)
+	if res.Errors > 0 {
+		fmt.Fprintf(os.Stderr, "open loop at %.0f/s: %d errors, first: %s\n", rate, res.Errors, res.FirstErr)
+	}
+	return &report.Latency{
+		Rate: rate, Calls: res.Requests, Errors: res.Errors,
+		P50:       float64(h.ValueAtQuantile(50)),
+		P99:       float64(h.ValueAtQuantile(99)),
+		P999:      float64(h.ValueAtQuantile(99.9)),
+		Saturated: served > 0 && served < rate,
+	}
+}
+
+// profile captures Portico's CPU and allocation profiles under load, in
+// phases of their own so profiling does not skew the figures above.
+func (b *bench) profile(ctx context.Context) error {
+	if b.s.profile <= 0 {
+		return nil
+	}
+	t := b.targets[slices.IndexFunc(b.targets, func(t *target) bool { return t.name == report.Portico })]
+	dir := filepath.Join(b.s.out, "profiles")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	secs := int(b.s.profile.Seconds())
+	for _, c := range []struct{ mode, workload string }{{report.GRPC, "get"}, {report.REST, "create"}, {report.REST, "get"}} {
+		i := slices.IndexFunc(b.s.workloads, func(w load.Workload) bool { return w.Name == c.workload })
+		if i < 0 {
+			continue
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { load.Closed(lctx, t.call(c.mode, b.s.workloads[i]), b.s.concurrency, b.s.profile+time.Second) })
+		name := fmt.Sprintf("portico-%s-%s", c.mode, c.workload)
+		var errs [2]error
+		var pw sync.WaitGroup
+		pw.Go(func() {
+			errs[0] = fetch(ctx, t.debug, fmt.Sprintf("profile?seconds=%d", secs), filepath.Join(dir, name+".cpu.pprof"))
+		})
+		pw.Go(func() {
+			errs[1] = fetch(ctx, t.debug, fmt.Sprintf("allocs?seconds=%d", secs), filepath.Join(dir, name+".allocs.pprof"))
+		})
+		pw.Wait()
+		cancel()
+		wg.Wait()
+		if err := errors.Join(errs[:]...); err != nil {
+			return err
+		}
+		summarize(filepath.Join(dir, name+".cpu.pprof"), "")
+		summarize(filepath.Join(dir, name+".allocs.pprof"), "-sample_index=alloc_objects")
+	}
+	return nil
+}
+
+func fetch(ctx context.Context, debug, query, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+debug+"/debug/pprof/"+query, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof %s: %s", query, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
+}
+
+// summarize writes `go tool pprof -top` next to a profile, when go is on PATH.
+func summarize(profile, index string) {
+	args := []string{"tool", "pprof", "-top", "-nodecount=40"}
+	if index != "" {
+		args = append(args, index)
+	}
+	out, err := exec.Command("go", append(args, profile)...).Output()
+	if err == nil {
+		_ = os.WriteFile(strings.TrimSuffix(profile, ".pprof")+".top.txt", out, 0o644)
+	}
+}
+
+func (b *bench) write() error {
+	if err := os.MkdirAll(b.s.out, 0o755); err != nil {
+		return err
+	}
+	var md strings.Builder
+	b.run.Markdown(&md)
+	fmt.Println(md.String())
+	if err := os.WriteFile(filepath.Join(b.s.out, "latest.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	if err := b.run.WriteJSON(filepath.Join(b.s.out, "latest.json")); err != nil {
+		return err
+	}
+	return b.run.Chart(filepath.Join(b.s.out, "latest.png"))
+}

@@ -1,0 +1,343 @@
+// Package report turns a benchmark run into its three outputs: a Markdown
+// table, bench/results/latest.json and a PNG chart. Every figure that
+// compares paths is a ratio within the one run.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strings"
+)
+
+// Path names. Direct calls the backend without a proxy.
+const (
+	Direct      = "direct"
+	Portico     = "portico"
+	PorticoOff  = "portico-nochain"
+	GRPCGateway = "grpc-gateway"
+	Vanguard    = "vanguard"
+	Nginx       = "nginx"
+)
+
+// Modes: REST over HTTP/1.1 keep-alive; gRPC over one shared connection or
+// over many.
+const (
+	REST      = "rest"
+	GRPC      = "grpc-1conn"
+	GRPCConns = "grpc-nconn"
+)
+
+// Phase is one path under one workload in one mode: its closed-loop
+// throughput and cost, and its open-loop latency.
+type Phase struct {
+	Mode     string `json:"mode"`
+	Workload string `json:"workload"`
+	Path     string `json:"path"`
+
+	Requests  int64   `json:"requests"`
+	Errors    int64   `json:"errors"`
+	FirstErr  string  `json:"first_error,omitempty"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"per_second"`
+	// The proxy's own process (every process of nginx); zero for direct.
+	CPUMicrosPerCall  float64 `json:"cpu_us_per_call,omitempty"`
+	AllocsPerCall     float64 `json:"allocs_per_call,omitempty"`
+	AllocBytesPerCall float64 `json:"alloc_bytes_per_call,omitempty"`
+
+	// Open-loop latency at the issue's rate: half the reference's
+	// closed-loop throughput (direct for gRPC, grpc-gateway for REST).
+	Half *Latency `json:"at_half_reference,omitempty"`
+	// Open-loop latency at half the slowest path's throughput, a rate
+	// every path sustains, so that the latencies compare paths rather
+	// than queues.
+	Common *Latency `json:"at_common_rate,omitempty"`
+}
+
+// Latency is one open-loop phase, in microseconds from each request's
+// scheduled send time.
+type Latency struct {
+	Rate   float64 `json:"rate"`
+	Calls  int64   `json:"calls"`
+	Errors int64   `json:"errors"`
+	P50    float64 `json:"p50_us"`
+	P99    float64 `json:"p99_us"`
+	P999   float64 `json:"p999_us"`
+	// Saturated is set when the rate is above what the path served closed
+	// loop: its queue then grows for the whole phase, and its latency says
+	// more about the phase's length than about the path.
+	Saturated bool `json:"saturated"`
+}
+
+// Run is a whole benchmark run.
+type Run struct {
+	Date     string            `json:"date"`
+	Host     map[string]string `json:"host"`
+	Settings map[string]string `json:"settings"`
+	Phases   []*Phase          `json:"phases"`
+	// RESTReference is the direct gRPC path at each REST workload's rates:
+	// what a REST path's latency is compared with.
+	RESTReference map[string]*Phase `json:"rest_reference"`
+	// PeakRSS is each proxy's largest resident set seen, in MiB.
+	PeakRSS map[string]float64 `json:"peak_rss_mib"`
+	Targets []Target           `json:"targets"`
+	Notes   []string           `json:"notes,omitempty"`
+}
+
+// Target is one goal of issue 6, checked against this run.
+type Target struct {
+	Name string  `json:"name"`
+	Want string  `json:"want"`
+	Got  float64 `json:"got"`
+	Unit string  `json:"unit"`
+	Met  bool    `json:"met"`
+}
+
+// Find returns a phase, or nil.
+func (r *Run) Find(mode, workload, path string) *Phase {
+	for _, p := range r.Phases {
+		if p.Mode == mode && p.Workload == workload && p.Path == path {
+			return p
+		}
+	}
+	return nil
+}
+
+// Reference is the path a mode's throughput is compared with.
+func Reference(mode string) string {
+	if mode == REST {
+		return GRPCGateway
+	}
+	return Direct
+}
+
+// WriteJSON writes the run to path.
+func (r *Run) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// groups lists (mode, workload) pairs in the order they were run.
+func (r *Run) groups() [][2]string {
+	var out [][2]string
+	for _, p := range r.Phases {
+		g := [2]string{p.Mode, p.Workload}
+		if !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// CheckTargets evaluates the issue's targets, per workload and mode.
+func (r *Run) CheckTargets() {
+	r.Targets = nil
+	add := func(name, want string, got float64, unit string, met bool) {
+		if !math.IsNaN(got) && !math.IsInf(got, 0) {
+			r.Targets = append(r.Targets, Target{Name: name, Want: want, Got: got, Unit: unit, Met: met})
+		}
+	}
+	for _, g := range r.groups() {
+		mode, wl := g[0], g[1]
+		on, off := r.Find(mode, wl, Portico), r.Find(mode, wl, PorticoOff)
+		if on == nil {
+			continue
+		}
+		tag := mode + " " + wl
+		if off != nil {
+			lost := 1 - on.PerSecond/off.PerSecond
+			add(tag+": throughput lost to the chain", "<= 5%", 100*lost, "%", lost <= 0.05)
+		}
+		if mode == REST {
+			for _, peer := range []string{GRPCGateway, Vanguard} {
+				if p := r.Find(mode, wl, peer); p != nil {
+					x := on.PerSecond / p.PerSecond
+					add(tag+": throughput vs "+peer, ">= 1.0x", x, "x", x >= 1)
+				}
+			}
+			if ref := r.RESTReference[wl]; ref != nil && on.Half != nil && ref.Half != nil {
+				d := on.Half.P99 - ref.Half.P99
+				add(tag+": p99 added over direct gRPC", "<= +400 us", d, "us", d <= 400)
+			}
+			if wl == "create" {
+				add(tag+": gateway allocations per call", "<= 150", on.AllocsPerCall, "allocs", on.AllocsPerCall <= 150)
+			}
+			continue
+		}
+		if n := r.Find(mode, wl, Nginx); n != nil {
+			x := on.PerSecond / n.PerSecond
+			add(tag+": throughput vs nginx", ">= 1.0x", x, "x", x >= 1)
+		}
+		if d := r.Find(mode, wl, Direct); d != nil {
+			x := on.PerSecond / d.PerSecond
+			add(tag+": throughput vs direct", ">= 0.6x", x, "x", x >= 0.6)
+			if on.Half != nil && d.Half != nil {
+				added := on.Half.P99 - d.Half.P99
+				add(tag+": p99 added over direct", "<= +250 us", added, "us", added <= 250)
+			}
+		}
+		if wl == "get" {
+			add(tag+": gateway allocations per call", "<= 60", on.AllocsPerCall, "allocs", on.AllocsPerCall <= 60)
+		}
+	}
+}
+
+// Markdown writes the results tables and the targets.
+func (r *Run) Markdown(w io.Writer) {
+	fmt.Fprintf(w, "Run %s on %s (%s, nginx %s). Throughput: closed loop, %s; \"x ref\" is the ratio to the direct path (gRPC) or to bare grpc-gateway (REST) in this run. CPU and allocations are the proxy process's own, per call.\n\n",
+		r.Date, r.Host["machine"], r.Host["go"], r.Host["nginx"], r.Settings["closed_loop"])
+	r.Summary(w)
+	fmt.Fprintln(w, "\nEvery path:")
+	fmt.Fprintln(w)
+	header(w, 3, "mode", "workload", "path", "calls/s", "x ref", "CPU us/call", "allocs/call", "errors")
+	for _, g := range r.groups() {
+		mode, wl := g[0], g[1]
+		ref := r.Find(mode, wl, Reference(mode))
+		for _, p := range r.Phases {
+			if p.Mode != mode || p.Workload != wl {
+				continue
+			}
+			x := ""
+			if ref != nil && ref.PerSecond > 0 {
+				x = fmt.Sprintf("%.2f", p.PerSecond/ref.PerSecond)
+			}
+			errs := p.Errors
+			for _, l := range []*Latency{p.Half, p.Common} {
+				if l != nil {
+					errs += l.Errors
+				}
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %.0f | %s | %s | %s | %d |\n", mode, wl, p.Path, p.PerSecond, x,
+				optional(p.CPUMicrosPerCall, "%.0f"), optional(p.AllocsPerCall, "%.0f"), errs)
+		}
+	}
+	r.costs(w)
+	fmt.Fprintf(w, "\nLatency, open loop (%s), in ms from each request's scheduled send time; \"+p99\" is over the direct gRPC path at the same rate. \"Half ref\": the issue's rate, half the reference's throughput. \"Common\": half the slowest path's throughput, a rate every path sustains.\n\n", r.Settings["open_loop"])
+	header(w, 3, "mode", "workload", "path", "half ref: rate/s", "p50", "p99", "p99.9", "+p99 us", "common: rate/s", "p50", "p99", "p99.9", "+p99 us")
+	for _, g := range r.groups() {
+		mode, wl := g[0], g[1]
+		base := r.Find(mode, wl, Direct)
+		if mode == REST {
+			base = r.RESTReference[wl]
+			if base != nil {
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", mode, wl, "direct (gRPC)", latencyCells(base.Half, nil), latencyCells(base.Common, nil))
+			}
+		}
+		for _, p := range r.Phases {
+			if p.Mode != mode || p.Workload != wl {
+				continue
+			}
+			var hb, cb *Latency
+			if base != nil && p.Path != Direct {
+				hb, cb = base.Half, base.Common
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", mode, wl, p.Path, latencyCells(p.Half, hb), latencyCells(p.Common, cb))
+		}
+	}
+	fmt.Fprintln(w, "\n(sat.): the rate is above what the path served closed loop, so its queue grew for the whole phase and its latency measures the phase's length more than the path.")
+	if len(r.PeakRSS) > 0 {
+		var names []string
+		for n := range r.PeakRSS {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %.0f MiB", n, r.PeakRSS[n]))
+		}
+		fmt.Fprintf(w, "\nPeak RSS: %s.\n", strings.Join(parts, ", "))
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "\n%s\n", n)
+	}
+}
+
+// latencyCells formats one open-loop phase: rate, p50, p99, p99.9 and the
+// p99 added over base.
+func latencyCells(l, base *Latency) string {
+	if l == nil {
+		return " | | | | "
+	}
+	rate := fmt.Sprintf("%.0f", l.Rate)
+	if l.Saturated {
+		rate += " (sat.)"
+	}
+	added := ""
+	if base != nil {
+		added = fmt.Sprintf("%+.0f", l.P99-base.P99)
+	}
+	return fmt.Sprintf("%s | %.3f | %.3f | %.3f | %s", rate, l.P50/1e3, l.P99/1e3, l.P999/1e3, added)
+}
+
+func formatGot(t Target) string {
+	switch t.Unit {
+	case "x":
+		return fmt.Sprintf("%.2fx", t.Got)
+	case "%":
+		return fmt.Sprintf("%.1f%%", t.Got)
+	case "us":
+		return fmt.Sprintf("%+.0f us", t.Got)
+	}
+	return fmt.Sprintf("%.0f", t.Got)
+}
+
+func optional(v float64, format string) string {
+	if v == 0 {
+		return ""
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// costs writes where a Portico call's CPU and allocations go: the chain
+// (chain on minus chain off) and, for REST, the in-memory hop and the
+// typed proxy behind it (chain off minus bare grpc-gateway, which
+// transcodes the same way but calls the backend directly).
+func (r *Run) costs(w io.Writer) {
+	fmt.Fprintln(w, "\nWhere Portico's cost goes, per call (gateway process only):")
+	fmt.Fprintln(w)
+	header(w, 2, "mode", "workload", "chain: CPU us", "chain: allocs", "hop + proxy (REST): CPU us", "hop + proxy (REST): allocs")
+	for _, g := range r.groups() {
+		mode, wl := g[0], g[1]
+		on, off := r.porticoPair(mode, wl)
+		if on == nil {
+			continue
+		}
+		hopCPU, hopAllocs := "", ""
+		if gg := r.Find(mode, wl, GRPCGateway); mode == REST && gg != nil {
+			hopCPU = fmt.Sprintf("%+.0f", off.CPUMicrosPerCall-gg.CPUMicrosPerCall)
+			hopAllocs = fmt.Sprintf("%+.0f", off.AllocsPerCall-gg.AllocsPerCall)
+		}
+		fmt.Fprintf(w, "| %s | %s | %+.0f | %+.0f | %s | %s |\n", mode, wl,
+			on.CPUMicrosPerCall-off.CPUMicrosPerCall, on.AllocsPerCall-off.AllocsPerCall, hopCPU, hopAllocs)
+	}
+}
+
+// header writes a table's header row; the first left columns are text,
+// the rest numbers.
+func header(w io.Writer, left int, cols ...string) {
+	fmt.Fprintf(w, "| %s |\n", strings.Join(cols, " | "))
+	align := make([]string, len(cols))
+	for i := range align {
+		align[i] = "---:"
+		if i < left {
+			align[i] = "---"
+		}
+	}
+	fmt.Fprintf(w, "| %s |\n", strings.Join(align, " | "))
+}
+
+// porticoPair returns Portico with its chain on and off, or nils when
+// either is missing.
+func (r *Run) porticoPair(mode, workload string) (on, off *Phase) {
+	on, off = r.Find(mode, workload, Portico), r.Find(mode, workload, PorticoOff)
+	if on == nil || off == nil {
+		return nil, nil
+	}
+	return on, off
+}

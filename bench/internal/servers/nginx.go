@@ -1,0 +1,116 @@
+package servers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/portico-gw/portico/bench/internal/procs"
+)
+
+// nginxConf proxies gRPC to the backend the way a production nginx would:
+// one worker per core, keep-alive upstream connections, an access log.
+// Every path it writes is under Dir, so it needs no system directories.
+var nginxConf = template.Must(template.New("nginx").Parse(`
+daemon off;
+master_process on;
+worker_processes auto;
+{{if .Root}}user root root;{{end}}
+pid {{.Dir}}/nginx.pid;
+error_log {{.Dir}}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log {{.Dir}}/access.log;
+  client_body_temp_path {{.Dir}}/body;
+  proxy_temp_path {{.Dir}}/proxy;
+  fastcgi_temp_path {{.Dir}}/fastcgi;
+  uwsgi_temp_path {{.Dir}}/uwsgi;
+  scgi_temp_path {{.Dir}}/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  upstream backend {
+    server {{.Backend}};
+    keepalive 64;
+    keepalive_requests 100000000;
+  }
+  server {
+    listen {{.Listen}} http2;
+    http2_max_concurrent_streams 1024;
+    location / {
+      grpc_pass grpc://backend;
+    }
+  }
+}
+`))
+
+// Nginx is the native gRPC baseline: nginx from Debian's packages with
+// grpc_pass to the backend. It installs nginx with apt-get when there is
+// none. It returns the running nginx, its gRPC address and its version.
+func Nginx(ctx context.Context, dir, backendAddr string) (*procs.Process, string, string, error) {
+	bin, err := findNginx(ctx)
+	if err != nil {
+		return nil, "", "", err
+	}
+	out, _ := exec.CommandContext(ctx, bin, "-v").CombinedOutput()
+	version := strings.TrimPrefix(strings.TrimSpace(string(out)), "nginx version: ")
+	version = strings.TrimPrefix(version, "nginx/")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", "", err
+	}
+	listen := l.Addr().String()
+	l.Close()
+	var conf bytes.Buffer
+	if err := nginxConf.Execute(&conf, map[string]any{"Dir": dir, "Backend": backendAddr, "Listen": listen, "Root": os.Geteuid() == 0}); err != nil {
+		return nil, "", "", err
+	}
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, conf.Bytes(), 0o644); err != nil {
+		return nil, "", "", err
+	}
+	p, err := procs.Start(bin, filepath.Join(dir, "nginx.out"), "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"))
+	if err != nil {
+		return nil, "", "", err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", listen, time.Second); err == nil {
+			c.Close()
+			return p, listen, version, nil
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			p.Stop()
+			errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			return nil, "", "", fmt.Errorf("nginx did not start:\n%s%s", p.Output(), errLog)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func findNginx(ctx context.Context) (string, error) {
+	for _, p := range []string{"nginx", "/usr/sbin/nginx"} {
+		if bin, err := exec.LookPath(p); err == nil {
+			return bin, nil
+		}
+	}
+	if os.Geteuid() != 0 {
+		return "", errors.New("no nginx, and not root to install it: apt-get install nginx")
+	}
+	fmt.Fprintln(os.Stderr, "installing nginx: apt-get update && apt-get install -y nginx")
+	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "nginx"}} {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("apt-get %s: %w\n%s", args[0], err, out)
+		}
+	}
+	return exec.LookPath("/usr/sbin/nginx")
+}

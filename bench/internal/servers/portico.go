@@ -1,0 +1,81 @@
+package servers
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/portico-gw/portico/bench/internal/load"
+	"github.com/portico-gw/portico/bench/internal/procs"
+	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway"
+	"github.com/portico-gw/portico/gateway/auth"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/stats"
+	"github.com/portico-gw/portico/gen/registry"
+)
+
+// PorticoConfig is the gateway as the benchmark runs it: the default
+// policy chain (API-key auth, validation, rate limiting, metrics, access
+// log) with every limit too high to reject, and both example services
+// routed to the benchmark backend.
+func PorticoConfig(consulAddr string) gateway.Config {
+	high := &policy.RateLimit{Requests: 1 << 30, Period: time.Second, Burst: 1 << 30}
+	unlimited := gateway.PolicyConfig{RateLimit: high}
+	return gateway.Config{
+		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Consul: discovery.ConsulConfig{Address: consulAddr},
+		Auth: gateway.AuthConfig{APIKeys: []auth.APIKeyConfig{
+			{Consumer: "bench", SHA256: auth.HashAPIKey(load.APIKey), Scopes: []string{"catalog.write"}},
+		}},
+		Services: map[string]gateway.ServiceConfig{
+			"catalog.v1.CatalogService": {Backend: BackendName, PolicyConfig: unlimited, Methods: map[string]gateway.MethodConfig{
+				// CreateProduct declares its own limit, which beats the service's.
+				"CreateProduct": {PolicyConfig: unlimited},
+			}},
+			"orders.v1.OrderService": {Backend: BackendName, PolicyConfig: unlimited},
+		},
+	}
+}
+
+// NewPortico builds the benchmark's gateway, with the chain on (access log
+// lines to accessLog, JSON as configured by default) or off.
+func NewPortico(consulAddr string, chain bool, accessLog io.Writer) (*gateway.Gateway, error) {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts := []gateway.Option{gateway.WithLogger(logger)}
+	if chain {
+		opts = append(opts, gateway.WithStatsOptions(stats.WithAccessLog(slog.New(slog.NewJSONHandler(accessLog, nil)))))
+	} else {
+		opts = append(opts, gateway.WithoutPolicies())
+	}
+	return gateway.New(PorticoConfig(consulAddr), registry.Services(), opts...)
+}
+
+// Portico runs the gateway, with the chain on or off, and writes its
+// access log to the file accessLog.
+func Portico(ctx context.Context, consulAddr string, chain bool, accessLog, readyPath string) error {
+	var log io.Writer = io.Discard
+	if chain {
+		f, err := os.Create(accessLog)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		log = f
+	}
+	gw, err := NewPortico(consulAddr, chain, log)
+	if err != nil {
+		return err
+	}
+	if err := gw.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = gw.Shutdown(sctx)
+	}()
+	return ready(ctx, readyPath, procs.Ready{HTTP: gw.HTTPAddr(), GRPC: gw.GRPCAddr()})
+}
