@@ -189,7 +189,46 @@ func (w *world) startHost(name string, register func(*grpc.Server)) *host.Host {
 		h.Stop(ctx)
 	})
 	w.waitPassing(name, h.ID())
+	w.waitRouted(name, h.ID())
 	return h
+}
+
+// waitRouted waits until the gateway's resolver has the instance, as the
+// admin API reports it: Consul passing it is not enough, the gateway's watch
+// may not have answered yet, and a call in between fails fast with 503.
+// Gateways without stats (WithoutPolicies) report no instances; their
+// callers retry on their own.
+func (w *world) waitRouted(service, id string) {
+	w.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := httpClient.Get("http://" + w.gw.AdminAddr() + "/admin/v1/backends")
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		var body struct {
+			Backends []struct {
+				Name      string
+				Instances []struct{ ID string }
+			}
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound {
+			return
+		}
+		for _, b := range body.Backends {
+			for _, in := range b.Instances {
+				if b.Name == service && in.ID == id {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("the gateway never routed to %s of %s (err=%v)", id, service, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitPassing waits until Consul lists the instance as passing.

@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/gateway/auth"
+	"github.com/portico-gw/portico/gateway/policy"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/services/orders"
@@ -276,6 +277,12 @@ func policyWorld(t *testing.T) (*world, *jwksServer, map[string]signer, string) 
 	}
 	kvPrefix := "portico/apikeys/" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")) + "/"
 	w := newWorld(t, false, func(c *gateway.Config) {
+		// These tests are about auth and validation: lift CreateProduct's
+		// declared 10 a minute, which the cases of one consumer would reach.
+		sc := c.Services["catalog.v1.CatalogService"]
+		sc.Methods = map[string]gateway.MethodConfig{"CreateProduct": {PolicyConfig: gateway.PolicyConfig{
+			RateLimit: &policy.RateLimit{Requests: 1000, Period: time.Second, Burst: 1000}}}}
+		c.Services["catalog.v1.CatalogService"] = sc
 		c.Auth.Leeway = time.Second
 		c.Auth.APIKeysConsulPrefix = kvPrefix
 		c.Auth.JWT = []auth.IssuerConfig{
