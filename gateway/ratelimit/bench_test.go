@@ -1,6 +1,7 @@
 package ratelimit_test
 
 import (
+	"context"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/ratelimit"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 // A limit no benchmark exhausts, so each iteration is one full decision.
@@ -89,5 +92,65 @@ func BenchmarkMillionKeys(b *testing.B) {
 		}
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/key")
 		runtime.KeepAlive(l)
+	}
+}
+
+// headerStream is the server side of a call as grpc.SetHeader sees it: it
+// keeps the headers, as grpc-go's transport stream does until it writes them.
+type headerStream struct{ md metadata.MD }
+
+func (s *headerStream) Method() string { return "/bench.v1.Svc/Get" }
+func (s *headerStream) SetHeader(md metadata.MD) error {
+	s.md = metadata.Join(s.md, md)
+	return nil
+}
+func (s *headerStream) SendHeader(md metadata.MD) error { return s.SetHeader(md) }
+func (s *headerStream) SetTrailer(metadata.MD) error    { return nil }
+
+// BenchmarkUnaryInterceptorAdmitted is the unary interceptor on an admitted
+// call, headers included: the decision, the RateLimit-* metadata and
+// grpc.SetHeader on a server stream.
+func BenchmarkUnaryInterceptorAdmitted(b *testing.B) {
+	in := ratelimit.New().UnaryServerInterceptor()
+	info := &grpc.UnaryServerInfo{FullMethod: "/bench.v1.Svc/Get"}
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	ctx := policy.NewContext(context.Background(), benchCall("203.0.113.1"))
+	st := &headerStream{}
+	ctx = grpc.NewContextWithServerTransportStream(ctx, st)
+	b.ReportAllocs()
+	for b.Loop() {
+		st.md = nil
+		if _, err := in(ctx, nil, info, handler); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if got := st.md.Get(ratelimit.HeaderPolicy); len(got) != 1 {
+		b.Fatalf("policy header %q, want one", got)
+	}
+}
+
+// BenchmarkDecisionMetadata is the RateLimit-* metadata alone.
+func BenchmarkDecisionMetadata(b *testing.B) {
+	l := ratelimit.New()
+	c := benchCall("203.0.113.1")
+	for _, bc := range []struct {
+		name string
+		d    ratelimit.Decision
+	}{
+		{"admitted", l.Allow(c)},
+		{"rejected", func() ratelimit.Decision {
+			lim := policy.RateLimit{Requests: 1, Period: time.Minute, Burst: 1}
+			c := &policy.Call{FullMethod: "/bench.v1.Svc/Tight", Service: "bench.v1.Svc", Method: "Tight",
+				Policy: &policy.Policy{RateLimit: lim}, ClientIP: "203.0.113.1"}
+			l.Allow(c)
+			return l.Allow(c)
+		}()},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = bc.d.Metadata()
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"math"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +21,10 @@ type rate struct {
 	// tolerance is how far a bucket's theoretical arrival time may run
 	// ahead of now: burst intervals.
 	tolerance int64
+	// limitHeader and policyHeader are the RateLimit-Limit and
+	// RateLimit-Policy values, formatted once here rather than on every
+	// call.
+	limitHeader, policyHeader string
 }
 
 // newRate returns nil for a limit that admits everything.
@@ -35,7 +40,8 @@ func newRate(l policy.RateLimit) *rate {
 	if int64(l.Burst) < tolerance/interval {
 		tolerance = int64(l.Burst) * interval
 	}
-	return &rate{limit: l, interval: interval, tolerance: tolerance}
+	return &rate{limit: l, interval: interval, tolerance: tolerance,
+		limitHeader: strconv.FormatUint(uint64(l.Burst), 10), policyHeader: PolicyHeader(l)}
 }
 
 // bucket is a token bucket kept as one number, its theoretical arrival time
@@ -83,11 +89,13 @@ type Decision struct {
 	// RetryAfter is how long until the next call can pass; zero when
 	// Allowed.
 	RetryAfter time.Duration
+
+	rate *rate // the rate decided on, for its preformatted headers; may be nil
 }
 
 // decision turns the bucket's state into a Decision.
 func (r *rate) decision(ok bool, tat, now int64) Decision {
-	d := Decision{Allowed: ok, Limit: r.limit, Reset: time.Duration(max(tat-now, 0))}
+	d := Decision{Allowed: ok, Limit: r.limit, Reset: time.Duration(max(tat-now, 0)), rate: r}
 	if ok {
 		d.Remaining = uint32(min((r.tolerance-(tat-now))/r.interval, math.MaxUint32))
 	} else {

@@ -88,15 +88,43 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 // Metadata is the decision as response metadata: the limit (burst), what
 // remains, seconds until the bucket is full, the policy, and for a
 // rejection the seconds to wait.
+//
+// It runs on every limited call, so it is built in four allocations: the
+// limit and policy come preformatted with the rate, the numbers share one
+// string and the values one backing array.
 func (d Decision) Metadata() metadata.MD {
-	md := metadata.MD{
-		HeaderLimit:     {strconv.FormatUint(uint64(d.Limit.Burst), 10)},
-		HeaderRemaining: {strconv.FormatUint(uint64(d.Remaining), 10)},
-		HeaderReset:     {strconv.FormatInt(ceilSeconds(d.Reset), 10)},
-		HeaderPolicy:    {PolicyHeader(d.Limit)},
+	var limit, pol string
+	if r := d.rate; r != nil && r.limit == d.Limit {
+		limit, pol = r.limitHeader, r.policyHeader
+	} else {
+		limit, pol = strconv.FormatUint(uint64(d.Limit.Burst), 10), PolicyHeader(d.Limit)
 	}
+	// remaining, reset and retry-after as one string, cut into three.
+	var buf [3 * 20]byte
+	b := strconv.AppendUint(buf[:0], uint64(d.Remaining), 10)
+	i := len(b)
+	b = strconv.AppendInt(b, ceilSeconds(d.Reset), 10)
+	j := len(b)
 	if !d.Allowed {
-		md[HeaderRetryAfter] = []string{strconv.FormatInt(max(ceilSeconds(d.RetryAfter), 1), 10)}
+		b = strconv.AppendInt(b, max(ceilSeconds(d.RetryAfter), 1), 10)
+	}
+	nums := string(b)
+	n := 4
+	if !d.Allowed {
+		n = 5
+	}
+	// Full slice expressions keep an append to one value from writing into
+	// the next.
+	vals := make([]string, n)
+	vals[0], vals[1], vals[2], vals[3] = limit, nums[:i], nums[i:j], pol
+	md := make(metadata.MD, n)
+	md[HeaderLimit] = vals[0:1:1]
+	md[HeaderRemaining] = vals[1:2:2]
+	md[HeaderReset] = vals[2:3:3]
+	md[HeaderPolicy] = vals[3:4:4]
+	if !d.Allowed {
+		vals[4] = nums[j:]
+		md[HeaderRetryAfter] = vals[4:5:5]
 	}
 	return md
 }

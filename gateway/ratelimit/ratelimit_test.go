@@ -3,6 +3,8 @@ package ratelimit_test
 import (
 	"context"
 	"net"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -233,5 +235,38 @@ func TestCallsWithoutPolicyPass(t *testing.T) {
 		if len(header.Get("ratelimit-limit")) != 0 {
 			t.Fatalf("call %d carries rate-limit headers without a limit: %v", i, header)
 		}
+	}
+}
+
+// The headers of a decision from Allow, built from the rate's preformatted
+// values, are those of the same numbers formatted from scratch.
+func TestMetadataPreformattedMatches(t *testing.T) {
+	limits := []policy.RateLimit{
+		{Requests: 50, Period: time.Second, Burst: 100},
+		{Requests: 3, Period: 1500 * time.Millisecond},
+		{Requests: 1, Period: time.Minute, Burst: 1},
+		{Requests: 1 << 30, Period: time.Hour, Burst: 1 << 30},
+	}
+	l := ratelimit.New()
+	for i, lim := range limits {
+		c := &policy.Call{FullMethod: "/t.v1.Svc/M" + strconv.Itoa(i), Service: "t.v1.Svc", Method: "M" + strconv.Itoa(i),
+			Policy: &policy.Policy{RateLimit: lim}, ClientIP: "192.0.2.7"}
+		for range 3 {
+			d := l.Allow(c)
+			plain := ratelimit.Decision{Allowed: d.Allowed, Limit: d.Limit, Remaining: d.Remaining, Reset: d.Reset, RetryAfter: d.RetryAfter}
+			got, want := d.Metadata(), plain.Metadata()
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("limit %+v: metadata %v, want %v", lim, got, want)
+			}
+			if !d.Allowed && len(got[ratelimit.HeaderRetryAfter]) != 1 {
+				t.Errorf("limit %+v: rejection without retry-after: %v", lim, got)
+			}
+		}
+	}
+	d := ratelimit.Decision{Limit: policy.RateLimit{Requests: 50, Period: time.Second, Burst: 100}, Reset: 1500 * time.Millisecond, RetryAfter: 20 * time.Millisecond}
+	want := metadata.MD{"ratelimit-limit": {"100"}, "ratelimit-remaining": {"0"}, "ratelimit-reset": {"2"},
+		"ratelimit-policy": {"50;w=1;burst=100"}, "retry-after": {"1"}}
+	if got := d.Metadata(); !reflect.DeepEqual(got, want) {
+		t.Errorf("metadata %v, want %v", got, want)
 	}
 }

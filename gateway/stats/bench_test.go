@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -35,6 +37,18 @@ func discardLog() stats.Option {
 	return stats.WithAccessLog(slog.New(slog.NewJSONHandler(io.Discard, nil)))
 }
 
+// logFile is a file in the benchmark's temporary directory: the access log
+// as production writes it, one write(2) per line reaching the kernel.
+func logFile(b *testing.B) *os.File {
+	b.Helper()
+	f, err := os.Create(filepath.Join(b.TempDir(), "access.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return f
+}
+
 // BenchmarkInterceptor is the stats policy's own cost per unary call, with
 // a handler that does nothing.
 func BenchmarkInterceptor(b *testing.B) {
@@ -46,14 +60,24 @@ func BenchmarkInterceptor(b *testing.B) {
 	info := &grpc.UnaryServerInfo{FullMethod: c.FullMethod}
 	for _, bc := range []struct {
 		name string
-		opts []stats.Option
+		opts func(*testing.B) []stats.Option
 	}{
-		{"metrics", nil},
-		{"metrics+log", []stats.Option{discardLog()}},
-		{"metrics+log+trace", []stats.Option{discardLog(), stats.WithTracerProvider(sdktrace.NewTracerProvider())}},
+		{"metrics", func(*testing.B) []stats.Option { return nil }},
+		{"metrics+log", func(*testing.B) []stats.Option { return []stats.Option{discardLog()} }},
+		{"metrics+log+trace", func(*testing.B) []stats.Option {
+			return []stats.Option{discardLog(), stats.WithTracerProvider(sdktrace.NewTracerProvider())}
+		}},
+		// The access log to a real file, unbuffered: one write(2) per call.
+		{"metrics+log-file", func(b *testing.B) []stats.Option {
+			return []stats.Option{stats.WithAccessLog(slog.New(slog.NewJSONHandler(logFile(b), nil)))}
+		}},
+		// The same file behind the buffer: a write(2) per 64 KiB.
+		{"metrics+log-file-buffered", func(b *testing.B) []stats.Option {
+			return []stats.Option{stats.WithBufferedAccessLog(logFile(b), func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) })}
+		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			in := benchStats(b, bc.opts...).UnaryServerInterceptor()
+			in := benchStats(b, bc.opts(b)...).UnaryServerInterceptor()
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := in(ctx, req, info, handler); err != nil {

@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"io"
 	"log/slog"
 	"time"
 
@@ -12,6 +13,7 @@ type Option func(*options)
 
 type options struct {
 	accessLog    *slog.Logger // nil: no access log
+	logWriter    *logWriter   // the access log's buffer; nil: unbuffered
 	sample       float64      // share of successful calls logged
 	quiet        []string     // methods or services without access log
 	tracer       trace.TracerProvider
@@ -36,7 +38,22 @@ func defaultOptions() options {
 
 // WithAccessLog writes one line per call to l, at level Info with message
 // "call". Without it there is no access log.
-func WithAccessLog(l *slog.Logger) Option { return func(o *options) { o.accessLog = l } }
+func WithAccessLog(l *slog.Logger) Option {
+	return func(o *options) { o.accessLog, o.logWriter = l, nil }
+}
+
+// WithBufferedAccessLog writes one line per call, like WithAccessLog, to the
+// handler newHandler makes (slog.NewJSONHandler, say), but gives that
+// handler a buffer in front of out: lines reach out whole, in batches, when
+// the buffer is full and every 100ms between Start and Close, and Flush and
+// Close write out what is left. Use it when out is a file or standard
+// output, where one write per call costs more than the rest of the line.
+func WithBufferedAccessLog(out io.Writer, newHandler func(io.Writer) slog.Handler) Option {
+	return func(o *options) {
+		o.logWriter = newLogWriter(out)
+		o.accessLog = slog.New(newHandler(o.logWriter))
+	}
+}
 
 // WithAccessLogSample logs only this share (0 to 1) of the calls that end
 // with OK; failed calls are always logged. The default is 1.

@@ -2,6 +2,7 @@ package stats
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -55,7 +56,7 @@ type Stats struct {
 	snaps []snapshot // oldest first, one per tick
 
 	cancel context.CancelFunc
-	done   chan struct{}
+	wg     sync.WaitGroup // the goroutines Start started
 }
 
 // New registers the metrics of routes on reg and returns the policy. It does
@@ -116,8 +117,9 @@ func (s *Stats) silence(name string) bool {
 	return found
 }
 
-// Start starts the OTLP exporter, when configured, and the sampling of live
-// traffic numbers. Close stops both.
+// Start starts the OTLP exporter, when configured, the sampling of live
+// traffic numbers and, for a buffered access log, its periodic flush. Close
+// stops them.
 func (s *Stats) Start(ctx context.Context) error {
 	if s.opts.otlpEndpoint != "" {
 		tp, err := newOTLPProvider(ctx, s.opts.otlpEndpoint, s.opts.otlpRatio)
@@ -128,26 +130,41 @@ func (s *Stats) Start(ctx context.Context) error {
 		s.tracing.Store(newTracing(tp))
 	}
 	ctx, s.cancel = context.WithCancel(ctx)
-	s.done = make(chan struct{})
-	go s.sample(ctx)
+	s.wg.Go(func() { s.sample(ctx) })
+	if w := s.opts.logWriter; w != nil {
+		s.wg.Go(func() { w.flushEvery(ctx, logFlushEvery) })
+	}
 	return nil
 }
 
-// Close stops what Start started and flushes spans not yet exported.
+// Flush writes out the access log lines a buffered access log
+// (WithBufferedAccessLog) holds. Without one it does nothing.
+func (s *Stats) Flush() error {
+	if w := s.opts.logWriter; w != nil {
+		if err := w.Flush(); err != nil {
+			return fmt.Errorf("stats: access log: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close stops what Start started and flushes the access log and the spans
+// not yet exported.
 func (s *Stats) Close() error {
 	if s.cancel != nil {
 		s.cancel()
-		<-s.done
+		s.wg.Wait()
 	}
+	err := s.Flush()
 	if s.ownTP == nil {
-		return nil
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.ownTP.Shutdown(ctx); err != nil {
-		return fmt.Errorf("stats: flushing spans: %w", err)
+	if serr := s.ownTP.Shutdown(ctx); serr != nil {
+		return errors.Join(err, fmt.Errorf("stats: flushing spans: %w", serr))
 	}
-	return nil
+	return err
 }
 
 // Observer is what the Consul resolver reports to (discovery.WithObserver).

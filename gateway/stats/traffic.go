@@ -82,7 +82,6 @@ func (s *Stats) takeSnapshot() snapshot {
 
 // sample takes a snapshot every tick and keeps those the error window needs.
 func (s *Stats) sample(ctx context.Context) {
-	defer close(s.done)
 	t := time.NewTicker(s.opts.tick)
 	defer t.Stop()
 	keep := int(s.opts.errorWindow/s.opts.tick) + 2
