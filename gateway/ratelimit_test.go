@@ -237,6 +237,14 @@ func TestRateLimitFollowsConsulKV(t *testing.T) {
 	if got := limitOf("/v1/products/prd-000001"); got != "2" {
 		t.Errorf("after a bad value GetProduct's limit is %q, want the last good 2", got)
 	}
+	// The admin API shows what is in force now, and where it came from.
+	limits := adminRateLimits(t, w)
+	if got := limits["/"+catalogService+"/GetProduct"]; got.FromKv != true || got.RateLimit.Requests != 2 || got.Declared.Requests != 50 {
+		t.Errorf("admin rate-limits for GetProduct = %+v, want 2 from KV over the declared 50", got)
+	}
+	if got := limits["/"+catalogService+"/ListProducts"]; got.FromKv != true || got.RateLimit.Requests != 7 {
+		t.Errorf("admin rate-limits for ListProducts = %+v, want the service-wide 7 from KV", got)
+	}
 
 	if _, err := kv.DeleteTree(prefix, nil); err != nil {
 		t.Fatal(err)
@@ -244,6 +252,39 @@ func TestRateLimitFollowsConsulKV(t *testing.T) {
 	waitFor(t, "the declared limits back", func() bool {
 		return limitOf("/v1/products/prd-000001") == "100" && limitOf("/v1/products") == "100"
 	})
+	if got := adminRateLimits(t, w)["/"+catalogService+"/GetProduct"]; got.FromKv || got.RateLimit.Requests != 50 {
+		t.Errorf("admin rate-limits for GetProduct after the KV keys went = %+v, want the declared 50", got)
+	}
+}
+
+type adminLimit struct {
+	FromKv    bool
+	RateLimit struct{ Requests uint32 }
+	Declared  struct{ Requests uint32 }
+}
+
+// adminRateLimits reads GET /admin/v1/rate-limits by method.
+func adminRateLimits(t *testing.T, w *world) map[string]adminLimit {
+	t.Helper()
+	resp, err := httpClient.Get("http://" + w.gw.AdminAddr() + "/admin/v1/rate-limits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Methods []struct {
+			Method string
+			adminLimit
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]adminLimit{}
+	for _, m := range body.Methods {
+		out[m.Method] = m.adminLimit
+	}
+	return out
 }
 
 // Two replicas registered in one Consul split each limit in two; when one

@@ -91,7 +91,8 @@ func (g *Gateway) setupStats() error {
 		return fmt.Errorf("%s: %w", g.cfg.where(), err)
 	}
 	adm, err := admin.New(adminRoutes(g.routes), st,
-		admin.WithDefaultRateLimit(adminRateLimit(g.cfg.DefaultRateLimit)), admin.WithRateLimitMode(g.rateLimitMode))
+		admin.WithDefaultRateLimit(adminRateLimit(g.cfg.DefaultRateLimit)), admin.WithRateLimitMode(g.rateLimitMode),
+		admin.WithRateLimitOverride(g.rateLimitOverride))
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
@@ -159,6 +160,20 @@ func (g *Gateway) rateLimitMode() (string, uint32) {
 		return mode, uint32(max(l.Stats().Replicas, 1))
 	}
 	return mode, 1
+}
+
+// rateLimitOverride is the Consul KV limit in force for a method, for the
+// admin API; it runs at request time, like rateLimitMode.
+func (g *Gateway) rateLimitOverride(service, method string) (*adminv1.RateLimit, bool) {
+	l, ok := g.policies.ratelimit.(*ratelimit.Limiter)
+	if !ok {
+		return nil, false
+	}
+	o, ok := l.Override(service, method)
+	if !ok {
+		return nil, false
+	}
+	return adminRateLimit(o), true
 }
 
 // backendsUnready names the first backend without a healthy instance.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -38,7 +39,8 @@ type Server struct {
 	build    *adminv1.GetBuildInfoResponse
 	live     Live
 
-	rateLimitMode func() (string, uint32)
+	rateLimitMode     func() (string, uint32)
+	rateLimitOverride func(service, method string) (*adminv1.RateLimit, bool)
 
 	grpc *grpc.Server
 	rest *runtime.ServeMux
@@ -60,6 +62,12 @@ func WithRateLimitMode(fn func() (mode string, replicas uint32)) Option {
 	return func(s *Server) { s.rateLimitMode = fn }
 }
 
+// WithRateLimitOverride reports, on each request, the Consul KV limit in
+// force for a method, if any (nil with true: the limit is lifted).
+func WithRateLimitOverride(fn func(service, method string) (*adminv1.RateLimit, bool)) Option {
+	return func(s *Server) { s.rateLimitOverride = fn }
+}
+
 // New serves routes and the numbers of live. It does no I/O.
 func New(routes []*adminv1.Route, live Live, opts ...Option) (*Server, error) {
 	s := &Server{
@@ -69,12 +77,10 @@ func New(routes []*adminv1.Route, live Live, opts ...Option) (*Server, error) {
 		build:    buildInfo(time.Now()),
 		live:     live,
 
-		rateLimitMode: func() (string, uint32) { return "local", 1 },
+		rateLimitMode:     func() (string, uint32) { return "local", 1 },
+		rateLimitOverride: func(string, string) (*adminv1.RateLimit, bool) { return nil, false },
 	}
 	for _, r := range routes {
-		if rl := r.GetPolicy().GetRateLimit(); rl != nil {
-			s.limits.Methods = append(s.limits.Methods, &adminv1.MethodRateLimit{Method: r.GetMethod(), RateLimit: rl})
-		}
 		if !slices.Contains(s.services[r.GetBackend()], r.GetService()) {
 			s.services[r.GetBackend()] = append(s.services[r.GetBackend()], r.GetService())
 		}
@@ -138,6 +144,17 @@ func (s *Server) ListRoutes(context.Context, *adminv1.ListRoutesRequest) (*admin
 func (s *Server) GetRateLimits(context.Context, *adminv1.GetRateLimitsRequest) (*adminv1.GetRateLimitsResponse, error) {
 	out := proto.CloneOf(s.limits)
 	out.Mode, out.Replicas = s.rateLimitMode()
+	for _, r := range s.routes {
+		declared := r.GetPolicy().GetRateLimit()
+		m := &adminv1.MethodRateLimit{Method: r.GetMethod(), RateLimit: declared, Declared: declared}
+		name := r.GetMethod()[strings.LastIndexByte(r.GetMethod(), '/')+1:]
+		if o, ok := s.rateLimitOverride(r.GetService(), name); ok {
+			m.RateLimit, m.FromKv = o, true
+		}
+		if m.RateLimit != nil || m.Declared != nil {
+			out.Methods = append(out.Methods, m)
+		}
+	}
 	return out, nil
 }
 

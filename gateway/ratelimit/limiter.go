@@ -251,6 +251,18 @@ func (l *Limiter) SetOverrides(o map[string]policy.RateLimit) {
 	l.relimit()
 }
 
+// Override returns the Consul KV limit in force for a method (its own, else
+// its service's), if any: what operators changed without a restart.
+func (l *Limiter) Override(service, method string) (policy.RateLimit, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if o, ok := l.overrides[service+"/"+method]; ok {
+		return o, true
+	}
+	o, ok := l.overrides[service]
+	return o, ok
+}
+
 // Stats is what a metrics exporter wants from the limiter.
 type Stats struct {
 	// Keys is the number of callers tracked now; MaxKeys the cap.

@@ -657,7 +657,7 @@ type GetRateLimitsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Applies to methods that declare no limit; unset means none.
 	DefaultRateLimit *RateLimit `protobuf:"bytes,1,opt,name=default_rate_limit,json=defaultRateLimit,proto3" json:"default_rate_limit,omitempty"`
-	// Every method with a declared limit.
+	// Every method with a declared limit or a KV override.
 	Methods []*MethodRateLimit `protobuf:"bytes,2,rep,name=methods,proto3" json:"methods,omitempty"`
 	// "local", "cluster" (each replica enforces its share) or "off".
 	Mode string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
@@ -731,8 +731,13 @@ type MethodRateLimit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The gRPC method, /package.Service/Method.
 	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
-	// The limit, per caller.
-	RateLimit     *RateLimit `protobuf:"bytes,2,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// The limit in force now, per caller: a Consul KV override when there is
+	// one, else what proto and config declare. Unset means none.
+	RateLimit *RateLimit `protobuf:"bytes,2,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// Whether a Consul KV override sets rate_limit.
+	FromKv bool `protobuf:"varint,3,opt,name=from_kv,json=fromKv,proto3" json:"from_kv,omitempty"`
+	// What proto and config declare, whatever KV says. Unset means none.
+	Declared      *RateLimit `protobuf:"bytes,4,opt,name=declared,proto3" json:"declared,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -777,6 +782,20 @@ func (x *MethodRateLimit) GetMethod() string {
 func (x *MethodRateLimit) GetRateLimit() *RateLimit {
 	if x != nil {
 		return x.RateLimit
+	}
+	return nil
+}
+
+func (x *MethodRateLimit) GetFromKv() bool {
+	if x != nil {
+		return x.FromKv
+	}
+	return false
+}
+
+func (x *MethodRateLimit) GetDeclared() *RateLimit {
+	if x != nil {
+		return x.Declared
 	}
 	return nil
 }
@@ -1233,11 +1252,13 @@ const file_portico_admin_v1_admin_proto_rawDesc = "" +
 	"\x12default_rate_limit\x18\x01 \x01(\v2\x1b.portico.admin.v1.RateLimitR\x10defaultRateLimit\x12;\n" +
 	"\amethods\x18\x02 \x03(\v2!.portico.admin.v1.MethodRateLimitR\amethods\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\tR\x04mode\x12\x1a\n" +
-	"\breplicas\x18\x04 \x01(\rR\breplicas\"e\n" +
+	"\breplicas\x18\x04 \x01(\rR\breplicas\"\xb7\x01\n" +
 	"\x0fMethodRateLimit\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12:\n" +
 	"\n" +
-	"rate_limit\x18\x02 \x01(\v2\x1b.portico.admin.v1.RateLimitR\trateLimit\"\x15\n" +
+	"rate_limit\x18\x02 \x01(\v2\x1b.portico.admin.v1.RateLimitR\trateLimit\x12\x17\n" +
+	"\afrom_kv\x18\x03 \x01(\bR\x06fromKv\x127\n" +
+	"\bdeclared\x18\x04 \x01(\v2\x1b.portico.admin.v1.RateLimitR\bdeclared\"\x15\n" +
 	"\x13GetBuildInfoRequest\"\xda\x01\n" +
 	"\x14GetBuildInfoResponse\x12\x16\n" +
 	"\x06module\x18\x01 \x01(\tR\x06module\x12\x18\n" +
@@ -1325,27 +1346,28 @@ var file_portico_admin_v1_admin_proto_depIdxs = []int32{
 	4,  // 8: portico.admin.v1.GetRateLimitsResponse.default_rate_limit:type_name -> portico.admin.v1.RateLimit
 	11, // 9: portico.admin.v1.GetRateLimitsResponse.methods:type_name -> portico.admin.v1.MethodRateLimit
 	4,  // 10: portico.admin.v1.MethodRateLimit.rate_limit:type_name -> portico.admin.v1.RateLimit
-	19, // 11: portico.admin.v1.GetBuildInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	19, // 12: portico.admin.v1.GetTrafficResponse.time:type_name -> google.protobuf.Timestamp
-	18, // 13: portico.admin.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
-	18, // 14: portico.admin.v1.GetTrafficResponse.errors_window:type_name -> google.protobuf.Duration
-	16, // 15: portico.admin.v1.GetTrafficResponse.routes:type_name -> portico.admin.v1.RouteTraffic
-	17, // 16: portico.admin.v1.RouteTraffic.recent_errors:type_name -> portico.admin.v1.CodeCount
-	0,  // 17: portico.admin.v1.AdminService.ListRoutes:input_type -> portico.admin.v1.ListRoutesRequest
-	5,  // 18: portico.admin.v1.AdminService.ListBackends:input_type -> portico.admin.v1.ListBackendsRequest
-	9,  // 19: portico.admin.v1.AdminService.GetRateLimits:input_type -> portico.admin.v1.GetRateLimitsRequest
-	12, // 20: portico.admin.v1.AdminService.GetBuildInfo:input_type -> portico.admin.v1.GetBuildInfoRequest
-	14, // 21: portico.admin.v1.AdminService.GetTraffic:input_type -> portico.admin.v1.GetTrafficRequest
-	1,  // 22: portico.admin.v1.AdminService.ListRoutes:output_type -> portico.admin.v1.ListRoutesResponse
-	6,  // 23: portico.admin.v1.AdminService.ListBackends:output_type -> portico.admin.v1.ListBackendsResponse
-	10, // 24: portico.admin.v1.AdminService.GetRateLimits:output_type -> portico.admin.v1.GetRateLimitsResponse
-	13, // 25: portico.admin.v1.AdminService.GetBuildInfo:output_type -> portico.admin.v1.GetBuildInfoResponse
-	15, // 26: portico.admin.v1.AdminService.GetTraffic:output_type -> portico.admin.v1.GetTrafficResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	4,  // 11: portico.admin.v1.MethodRateLimit.declared:type_name -> portico.admin.v1.RateLimit
+	19, // 12: portico.admin.v1.GetBuildInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	19, // 13: portico.admin.v1.GetTrafficResponse.time:type_name -> google.protobuf.Timestamp
+	18, // 14: portico.admin.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
+	18, // 15: portico.admin.v1.GetTrafficResponse.errors_window:type_name -> google.protobuf.Duration
+	16, // 16: portico.admin.v1.GetTrafficResponse.routes:type_name -> portico.admin.v1.RouteTraffic
+	17, // 17: portico.admin.v1.RouteTraffic.recent_errors:type_name -> portico.admin.v1.CodeCount
+	0,  // 18: portico.admin.v1.AdminService.ListRoutes:input_type -> portico.admin.v1.ListRoutesRequest
+	5,  // 19: portico.admin.v1.AdminService.ListBackends:input_type -> portico.admin.v1.ListBackendsRequest
+	9,  // 20: portico.admin.v1.AdminService.GetRateLimits:input_type -> portico.admin.v1.GetRateLimitsRequest
+	12, // 21: portico.admin.v1.AdminService.GetBuildInfo:input_type -> portico.admin.v1.GetBuildInfoRequest
+	14, // 22: portico.admin.v1.AdminService.GetTraffic:input_type -> portico.admin.v1.GetTrafficRequest
+	1,  // 23: portico.admin.v1.AdminService.ListRoutes:output_type -> portico.admin.v1.ListRoutesResponse
+	6,  // 24: portico.admin.v1.AdminService.ListBackends:output_type -> portico.admin.v1.ListBackendsResponse
+	10, // 25: portico.admin.v1.AdminService.GetRateLimits:output_type -> portico.admin.v1.GetRateLimitsResponse
+	13, // 26: portico.admin.v1.AdminService.GetBuildInfo:output_type -> portico.admin.v1.GetBuildInfoResponse
+	15, // 27: portico.admin.v1.AdminService.GetTraffic:output_type -> portico.admin.v1.GetTrafficResponse
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_portico_admin_v1_admin_proto_init() }
