@@ -3,6 +3,7 @@ package micro_test
 import (
 	"context"
 	"fmt"
+	"github.com/portico-gw/portico/internal/testconsul"
 	"io"
 	"net"
 	"net/http"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/bench/internal/backend"
-	"github.com/portico-gw/portico/bench/internal/consul"
 	"github.com/portico-gw/portico/bench/internal/load"
 	"github.com/portico-gw/portico/bench/internal/servers"
 	"github.com/portico-gw/portico/discovery"
@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 func startPaths(b *testing.B) *paths {
 	shared.once.Do(func() { shared.paths, shared.err = newPaths() })
 	if shared.err != nil {
-		if os.Getenv("PORTICO_REQUIRE_CONSUL") != "1" {
+		if !testconsul.Required() {
 			b.Skip(shared.err)
 		}
 		b.Fatal(shared.err)
@@ -64,21 +64,16 @@ func newPaths() (*paths, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = append(p.stop, cancel)
-	wd, _ := os.Getwd()
-	bin, err := consul.Binary(wd)
+	bin, err := testconsul.Binary()
 	if err != nil {
 		return fail(err)
 	}
-	dir, err := os.MkdirTemp("", "portico-micro-")
-	if err != nil {
-		return fail(err)
-	}
-	p.stop = append(p.stop, func() { os.RemoveAll(dir) })
-	agent, addr, err := consul.Start(ctx, bin, dir)
+	agent, err := testconsul.Start(bin)
 	if err != nil {
 		return fail(err)
 	}
 	p.stop = append(p.stop, agent.Stop)
+	addr := agent.Addr
 	client, err := discovery.NewConsulClient(discovery.ConsulConfig{Address: addr})
 	if err != nil {
 		return fail(err)

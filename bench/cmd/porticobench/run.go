@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/portico-gw/portico/internal/testconsul"
 	"io"
 	"net/http"
 	"os"
@@ -17,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/portico-gw/portico/bench/internal/consul"
 	"github.com/portico-gw/portico/bench/internal/load"
 	"github.com/portico-gw/portico/bench/internal/procs"
 	"github.com/portico-gw/portico/bench/internal/report"
@@ -158,16 +158,16 @@ func (b *bench) start(ctx context.Context) error {
 	if b.s.keep {
 		fmt.Fprintln(os.Stderr, "logs and configs in", b.tmp)
 	}
-	wd, _ := os.Getwd()
-	bin, err := consul.Binary(wd)
+	bin, err := testconsul.Binary()
 	if err != nil {
 		return err
 	}
-	cp, consulAddr, err := consul.Start(ctx, bin, b.tmp)
+	agent, err := testconsul.Start(bin)
 	if err != nil {
 		return err
 	}
-	b.stop = append(b.stop, cp.Stop)
+	b.stop = append(b.stop, agent.Stop)
+	consulAddr := agent.Addr
 
 	_, backend, err := b.child(ctx, roleBackend, "-consul", consulAddr)
 	if err != nil {
