@@ -72,6 +72,9 @@ type Policy struct {
 	opts    options
 	issuers map[string]*issuer
 	keys    *apiKeys
+	// parser checks structure and signature; claims are each issuer's
+	// validator's job, once the issuer is known.
+	parser *jwt.Parser
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -95,7 +98,8 @@ func New(cfg Config, opts ...Option) (*Policy, error) {
 		// "portico/apikeys" must not also match "portico/apikeys-old/...".
 		cfg.APIKeysConsulPrefix = strings.TrimSuffix(pre, "/") + "/"
 	}
-	p := &Policy{cfg: cfg, opts: o, issuers: map[string]*issuer{}, keys: newAPIKeys(cfg.APIKeys)}
+	p := &Policy{cfg: cfg, opts: o, issuers: map[string]*issuer{}, keys: newAPIKeys(cfg.APIKeys),
+		parser: jwt.NewParser(jwt.WithoutClaimsValidation())}
 	for _, ic := range cfg.JWT {
 		is, err := newIssuer(ic, cfg.Leeway)
 		if err != nil {
@@ -227,23 +231,31 @@ func ParseBearer(values []string) (string, *failure) {
 	return token, nil
 }
 
-// verifyToken picks the issuer named in the token, then verifies the token
-// with that issuer's keys and algorithms only.
+// verifyToken verifies a token in one parse: the keyfunc picks the issuer
+// named in the token and refuses algorithms that issuer does not use, so
+// each token is checked with its own issuer's keys only; the issuer's
+// validator then checks the claims.
 func (p *Policy) verifyToken(ctx context.Context, raw string) (*policy.Identity, *failure) {
-	unverified, _, err := jwt.NewParser().ParseUnverified(raw, jwt.MapClaims{})
+	claims := jwt.MapClaims{}
+	var is *issuer
+	_, err := p.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		iss, _ := claims["iss"].(string)
+		var ok bool
+		if is, ok = p.issuers[iss]; !ok {
+			return nil, refuse(ReasonInvalidToken, "token issuer is not trusted")
+		}
+		if alg := t.Method.Alg(); !slices.Contains(is.cfg.Algorithms, alg) {
+			return nil, refuse(ReasonInvalidToken, fmt.Sprintf("token algorithm %q is not accepted for this issuer", printable(alg, 16)))
+		}
+		return is.key(ctx, t)
+	})
+	if err == nil {
+		err = is.validator.Validate(claims)
+	}
 	if err != nil {
-		return nil, &failure{reason: ReasonInvalidToken, desc: "token is malformed"}
+		return nil, tokenFailure(err, is != nil)
 	}
-	iss, _ := unverified.Claims.(jwt.MapClaims)["iss"].(string)
-	is, ok := p.issuers[iss]
-	if !ok {
-		return nil, &failure{reason: ReasonInvalidToken, desc: "token issuer is not trusted"}
-	}
-	alg, _ := unverified.Header["alg"].(string)
-	if !slices.Contains(is.cfg.Algorithms, alg) {
-		return nil, &failure{reason: ReasonInvalidToken, desc: fmt.Sprintf("token algorithm %q is not accepted for this issuer", printable(alg, 16))}
-	}
-	return is.verify(ctx, raw)
+	return is.identity(claims)
 }
 
 // UnaryServerInterceptor authorizes unary calls.

@@ -21,8 +21,8 @@ import (
 
 // issuer verifies the tokens of one trusted issuer.
 type issuer struct {
-	cfg    IssuerConfig
-	parser *jwt.Parser
+	cfg       IssuerConfig
+	validator *jwt.Validator // iss, aud, exp, nbf, iat, with the leeway
 	// keys resolves a token's verification key. For a JWKS URL it is set by
 	// start, since fetching is I/O; until then tokens fail as unverifiable.
 	keys atomic.Pointer[keyfunc.Keyfunc]
@@ -31,8 +31,7 @@ type issuer struct {
 func newIssuer(cfg IssuerConfig, leeway time.Duration) (*issuer, error) {
 	is := &issuer{
 		cfg: cfg,
-		parser: jwt.NewParser(
-			jwt.WithValidMethods(cfg.Algorithms),
+		validator: jwt.NewValidator(
 			jwt.WithIssuer(cfg.Issuer),
 			jwt.WithAudience(cfg.Audiences...),
 			jwt.WithLeeway(leeway),
@@ -87,23 +86,31 @@ func (is *issuer) start(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-// errUnknownKey marks a token whose kid the issuer's key set lacks, even
-// after the (rate-capped) refetch.
-var errUnknownKey = errors.New("unknown signing key")
+// refusal is why the keyfunc refused a token before any signature check:
+// an untrusted issuer, an algorithm the issuer does not use, a key it does
+// not have (even after the rate-capped refetch).
+type refusal struct{ f *failure }
 
-// knownKey looks the token's kid up first, so that "no such key" (including
-// "no refetch allowed right now") is told apart from every other failure.
-func knownKey(ctx context.Context, kf keyfunc.Keyfunc) jwt.Keyfunc {
-	inner := kf.KeyfuncCtx(ctx)
-	store := kf.Storage()
-	return func(t *jwt.Token) (any, error) {
-		if kid, ok := t.Header["kid"].(string); ok && store != nil {
+func (r *refusal) Error() string { return r.f.desc }
+
+func refuse(reason, desc string) error { return &refusal{&failure{reason: reason, desc: desc}} }
+
+// key returns the key that verifies t. The kid is looked up first, so that
+// "no such key" (including "no refetch allowed right now") is told apart
+// from every other failure.
+func (is *issuer) key(ctx context.Context, t *jwt.Token) (any, error) {
+	kf := is.keys.Load()
+	if kf == nil {
+		return nil, refuse(ReasonUnknownKey, "the issuer's signing keys are not loaded yet")
+	}
+	if kid, ok := t.Header["kid"].(string); ok {
+		if store := (*kf).Storage(); store != nil {
 			if _, err := store.KeyRead(ctx, kid); err != nil {
-				return nil, fmt.Errorf("%w: %w", errUnknownKey, err)
+				return nil, refuse(ReasonUnknownKey, fmt.Sprintf("token signing key %q is unknown", printable(kid, 64)))
 			}
 		}
-		return inner(t)
 	}
+	return (*kf).KeyfuncCtx(ctx)(t)
 }
 
 // hmacKey is the keyfunc of an HS256 issuer: it hands out the secret only
@@ -122,17 +129,8 @@ func (k hmacKey) VerificationKeySet(context.Context) (jwt.VerificationKeySet, er
 	return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{[]byte(k)}}, nil
 }
 
-// verify checks a token of this issuer and returns the caller's identity.
-func (is *issuer) verify(ctx context.Context, raw string) (*policy.Identity, *failure) {
-	kf := is.keys.Load()
-	if kf == nil {
-		return nil, &failure{reason: ReasonUnknownKey, desc: "the issuer's signing keys are not loaded yet"}
-	}
-	claims := jwt.MapClaims{}
-	_, err := is.parser.ParseWithClaims(raw, claims, knownKey(ctx, *kf))
-	if err != nil {
-		return nil, tokenFailure(err, raw)
-	}
+// identity is the caller a verified token of this issuer names.
+func (is *issuer) identity(claims jwt.MapClaims) (*policy.Identity, *failure) {
 	sub, _ := claims["sub"].(string)
 	consumer, _ := claims[is.cfg.ConsumerClaim].(string)
 	if consumer == "" {
@@ -163,11 +161,16 @@ func scopesOf(claims jwt.MapClaims) []string {
 	return slices.Compact(out)
 }
 
-// tokenFailure says precisely what is wrong with a token, without the token.
-func tokenFailure(err error, raw string) *failure {
+// tokenFailure says precisely what is wrong with a token, without the
+// token. parsed says whether the token got as far as the keyfunc.
+func tokenFailure(err error, parsed bool) *failure {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.f
+	}
 	f := &failure{reason: ReasonInvalidToken}
 	switch {
-	case errors.Is(err, jwt.ErrTokenMalformed):
+	case !parsed, errors.Is(err, jwt.ErrTokenMalformed):
 		f.desc = "token is malformed"
 	case errors.Is(err, jwt.ErrTokenExpired):
 		f.reason, f.desc = ReasonExpired, "token has expired"
@@ -181,8 +184,6 @@ func tokenFailure(err error, raw string) *failure {
 		f.desc = "token issuer is not trusted"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		f.desc = "token lacks a required claim (exp)"
-	case errors.Is(err, errUnknownKey):
-		f.reason, f.desc = ReasonUnknownKey, fmt.Sprintf("token signing key %q is unknown", headerKID(raw))
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		f.desc = "token cannot be verified with the issuer's keys"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
@@ -191,17 +192,6 @@ func tokenFailure(err error, raw string) *failure {
 		f.desc = "token is invalid"
 	}
 	return f
-}
-
-// headerKID returns the kid of a token's header, shortened and made safe
-// to show, or "".
-func headerKID(raw string) string {
-	t, _, err := jwt.NewParser().ParseUnverified(raw, jwt.MapClaims{})
-	if err != nil {
-		return ""
-	}
-	kid, _ := t.Header["kid"].(string)
-	return printable(kid, 64)
 }
 
 // printable keeps a client-supplied string safe for messages and logs.
