@@ -35,14 +35,10 @@ const (
 	ReasonInternal         = "INTERNAL"
 )
 
-// Error returns a gateway-made status error with an ErrorInfo detail.
-// Policies use it so their errors read the same as the gateway's own.
+// Error returns a gateway-made status error with an ErrorInfo detail
+// (policy.Error; policies use policy.Reject, which also names the policy).
 func Error(code codes.Code, reason, msg string, meta map[string]string) error {
-	st := status.New(code, msg)
-	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta}); err == nil {
-		st = withInfo
-	}
-	return st.Err()
+	return policy.Error(code, reason, msg, meta)
 }
 
 // backendError marks an error that a backend sent, so the chain does not

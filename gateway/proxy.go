@@ -55,7 +55,9 @@ type methodProxy struct {
 func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	in := p.route.input.New().Interface()
 	if err := dec(in); err != nil {
-		return nil, recvError(err)
+		// grpc-go has already sent its own status (INTERNAL) for a payload
+		// that does not decode; nothing returned here reaches the client.
+		return nil, err
 	}
 	if interceptor == nil {
 		return p.invoke(ctx, in)
@@ -100,7 +102,7 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 	if !p.route.ClientStreams {
 		first = p.route.input.New().Interface()
 		if err := ss.RecvMsg(first); err != nil {
-			return recvError(err)
+			return err
 		}
 	}
 	var pr peer.Peer
@@ -125,7 +127,6 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 					if errors.Is(err, io.EOF) {
 						_ = cs.CloseSend()
 					} else {
-						err = recvError(err)
 						recvErr.Store(&err)
 						cancel()
 					}
@@ -210,14 +211,4 @@ const deadlineSlack = 20 * time.Millisecond
 func deadlineReached(ctx context.Context) bool {
 	dl, ok := ctx.Deadline()
 	return ok && time.Until(dl) < deadlineSlack
-}
-
-// recvError turns a failure to read the client's message into a status: a
-// payload that does not decode is the client's INVALID_ARGUMENT, not the
-// codec's INTERNAL; status errors (a policy's verdict) pass unchanged.
-func recvError(err error) error {
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Internal && strings.Contains(st.Message(), "unmarshal") {
-		return Error(codes.InvalidArgument, ReasonBadRequest, "request message could not be decoded", nil)
-	}
-	return err
 }

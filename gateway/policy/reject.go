@@ -24,8 +24,14 @@ func Reject(code codes.Code, policyName, reason, msg string, meta map[string]str
 	for k, v := range meta {
 		m[k] = v
 	}
+	return Error(code, reason, msg, m, details...)
+}
+
+// Error returns a gateway-made status error: the code, the message, an
+// ErrorInfo in ErrorDomain with the reason and metadata, then details.
+func Error(code codes.Code, reason, msg string, meta map[string]string, details ...protoadapt.MessageV1) error {
 	st := status.New(code, msg)
-	all := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: m}}, details...)
+	all := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta}}, details...)
 	if withDetails, err := st.WithDetails(all...); err == nil {
 		st = withDetails
 	}
