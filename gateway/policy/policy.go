@@ -118,15 +118,6 @@ type Call struct {
 	Identity *Identity
 }
 
-// Key is the caller's identity for per-caller policies: the consumer when
-// authenticated, else "ip:" and the client address.
-func (c *Call) Key() string {
-	if c.Identity != nil && c.Identity.Consumer != "" {
-		return "consumer:" + c.Identity.Consumer
-	}
-	return "ip:" + c.ClientIP
-}
-
 type callKey struct{}
 
 // NewContext returns ctx carrying c.
