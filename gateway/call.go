@@ -16,8 +16,9 @@ import (
 )
 
 // Metadata the REST front door attaches for the chain. It is believed only
-// on the in-memory connection, which nothing outside the process can dial,
-// and it never reaches a backend.
+// on calls from the REST door (in-process, or over the in-memory connection,
+// which nothing outside the process can dial), and it never reaches a
+// backend.
 const (
 	internalPrefix    = "x-portico-internal-"
 	mdRoute           = internalPrefix + "route"
@@ -26,7 +27,7 @@ const (
 	mdConsumer        = "x-portico-consumer"
 	mdSubject         = "x-portico-subject"
 	mdScopes          = "x-portico-scopes"
-	internalNetwork   = "bufconn"
+	bufconnNetwork    = "bufconn"
 	forwardedForKey   = "x-forwarded-for"
 	forwardedForHTTP  = "X-Forwarded-For"
 	unknownClientAddr = "unknown"
@@ -148,7 +149,7 @@ func (g *Gateway) newCall(ctx context.Context, fullMethod string) *policy.Call {
 	// key and value of the call, and this runs once per call.
 	p, _ := peer.FromContext(ctx)
 	switch {
-	case p != nil && p.Addr != nil && p.Addr.Network() == internalNetwork:
+	case p != nil && fromRESTDoor(p.Addr):
 		c.Transport = policy.REST
 		c.HTTPRoute = first(metadata.ValueFromIncomingContext(ctx, mdRoute))
 		c.ClientIP = first(metadata.ValueFromIncomingContext(ctx, mdClientIP))
@@ -161,6 +162,15 @@ func (g *Gateway) newCall(ctx context.Context, fullMethod string) *policy.Call {
 		}
 	}
 	return c
+}
+
+// fromRESTDoor reports a call from grpc-gateway: a unary call made in
+// process, or a stream over the in-memory connection.
+func fromRESTDoor(a net.Addr) bool {
+	if _, ok := a.(restAddr); ok {
+		return true
+	}
+	return a != nil && a.Network() == bufconnNetwork
 }
 
 func first(v []string) string {

@@ -68,3 +68,16 @@ type adminRoute struct {
 
 // readinessCheck reports why the gateway is not ready, or "" when it is.
 type readinessCheck func() string
+
+// chainUnary runs interceptors in order around a handler. The gRPC server
+// and the REST door (rest.go) share the result, so both run one chain.
+func chainUnary(interceptors []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		next := handler
+		for i := len(interceptors) - 1; i > 0; i-- {
+			interceptor, inner := interceptors[i], next
+			next = func(ctx context.Context, req any) (any, error) { return interceptor(ctx, req, info, inner) }
+		}
+		return interceptors[0](ctx, req, info, next)
+	}
+}

@@ -74,7 +74,7 @@ type Gateway struct {
 	health     *health.Server
 	backends   map[string]*grpc.ClientConn // by target
 	internal   *bufconn.Listener
-	restConn   *grpc.ClientConn
+	restConn   *grpc.ClientConn // the REST door's streams; unary calls are in process (rest.go)
 	mux        *runtime.ServeMux
 
 	httpServer  *http.Server
@@ -145,6 +145,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 			grpc.WithResolvers(builder),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newCodec())),
 		}, g.backendOpts...)
 		conn, err := grpc.NewClient(r.target(), dialOpts...)
 		if err != nil {
@@ -163,7 +164,13 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	}
 	unary = append(unary, o.unary...)
 	stream = append(stream, o.stream...)
-	g.grpcServer = grpc.NewServer(grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
+	// Requests are decoded only for policies that read their fields.
+	decodeUnary := g.policies.validate != nil || len(o.unary) > 0
+	decodeStream := g.policies.validate != nil || len(o.stream) > 0
+	proxies := newMethodProxies(routes, g.backends, decodeUnary, decodeStream)
+	chain := chainUnary(unary)
+	g.grpcServer = grpc.NewServer(grpc.UnaryInterceptor(chain), grpc.ChainStreamInterceptor(stream...),
+		grpc.ForceServerCodecV2(newCodec()))
 	g.health = health.NewServer()
 	healthpb.RegisterHealthServer(g.grpcServer, g.health)
 	seen := map[string]bool{}
@@ -172,13 +179,14 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 			continue
 		}
 		seen[r.Service] = true
-		g.grpcServer.RegisterService(proxyDesc(r.Service, routes, g.backends), struct{}{})
+		g.grpcServer.RegisterService(proxyDesc(r.Service, routes, proxies), struct{}{})
 		g.health.SetServingStatus(r.Service, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	reflection.Register(g.grpcServer)
 
-	// REST reaches the same grpc.Server over an in-memory connection.
+	// REST reaches the same chain: unary calls in process, streams over an
+	// in-memory connection to the same grpc.Server.
 	g.internal = bufconn.Listen(1 << 20)
 	g.restConn, err = grpc.NewClient("passthrough:///portico-internal",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return g.internal.DialContext(ctx) }),
@@ -203,8 +211,9 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 			},
 		}),
 	)
+	rest := &restConn{proxies: proxies, chain: chain, streams: g.restConn}
 	for _, svc := range services {
-		if err := svc.RegisterHTTP(context.Background(), g.mux, g.restConn); err != nil {
+		if err := svc.RegisterHTTP(context.Background(), g.mux, rest); err != nil {
 			g.closeConns()
 			return nil, fmt.Errorf("gateway: REST routes of %s: %w", svc.Descriptor.FullName(), err)
 		}

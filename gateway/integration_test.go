@@ -461,6 +461,30 @@ func TestErrorBodies(t *testing.T) {
 		})
 	}
 
+	t.Run("grpc payload that is not protobuf", func(t *testing.T) {
+		// Field 1 (sku) claims 5 bytes and carries 1: no CreateProductRequest.
+		var trailer metadata.MD
+		var reply []byte
+		err := w.conn.Invoke(context.Background(), "/catalog.v1.CatalogService/CreateProduct", []byte{0x0a, 0x05, 'A'}, &reply,
+			grpc.ForceCodec(bytesCodec{}), grpc.Trailer(&trailer))
+		st := status.Convert(err)
+		if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "catalog.v1.CreateProductRequest") {
+			t.Fatalf("got %v, want INVALID_ARGUMENT naming the request type", err)
+		}
+		if got := trailer.Get(gateway.ErrorSourceKey); len(got) != 1 || got[0] != "gateway" {
+			t.Errorf("%s = %v, want gateway", gateway.ErrorSourceKey, got)
+		}
+		var reason string
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				reason = info.Reason
+			}
+		}
+		if reason != gateway.ReasonBadRequest {
+			t.Errorf("ErrorInfo reason = %q, want %q", reason, gateway.ReasonBadRequest)
+		}
+	})
+
 	t.Run("unknown grpc method", func(t *testing.T) {
 		err := w.conn.Invoke(context.Background(), "/catalog.v1.CatalogService/Explode", &catalogv1.GetProductRequest{}, &catalogv1.GetProductResponse{})
 		if status.Code(err) != codes.Unimplemented {
@@ -591,4 +615,17 @@ func TestGracefulShutdownFinishesInFlightStreams(t *testing.T) {
 	if _, err := http.Get(w.base + "/v1/products"); err == nil {
 		t.Error("REST listener still accepts after Shutdown")
 	}
+}
+
+// bytesCodec sends and receives messages as the bytes given: a client that
+// speaks gRPC but not protobuf.
+type bytesCodec struct{}
+
+func (bytesCodec) Name() string { return "proto" }
+
+func (bytesCodec) Marshal(v any) ([]byte, error) { return v.([]byte), nil }
+
+func (bytesCodec) Unmarshal(data []byte, v any) error {
+	*v.(*[]byte) = append([]byte(nil), data...)
+	return nil
 }

@@ -17,10 +17,27 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// newMethodProxies builds the proxy of every route. decodeUnary and
+// decodeStream say whether a policy on the chain reads request fields, in
+// which case requests are decoded for it (and still forwarded as received).
+func newMethodProxies(routes []*Route, conns map[string]*grpc.ClientConn, decodeUnary, decodeStream bool) map[string]*methodProxy {
+	out := make(map[string]*methodProxy, len(routes))
+	for _, r := range routes {
+		p := &methodProxy{route: r, conn: conns[r.target()], decode: decodeUnary,
+			info: &grpc.UnaryServerInfo{FullMethod: r.FullMethod}}
+		if r.ClientStreams || r.ServerStreams {
+			p.decode = decodeStream
+			p.desc = &grpc.StreamDesc{ServerStreams: r.ServerStreams, ClientStreams: r.ClientStreams}
+		}
+		out[r.FullMethod] = p
+	}
+	return out
+}
+
 // proxyDesc builds a grpc.ServiceDesc whose handlers forward each method of
 // one proto service to its backend. The interceptor chain runs around these
 // handlers like around any generated service.
-func proxyDesc(service string, routes []*Route, conns map[string]*grpc.ClientConn) *grpc.ServiceDesc {
+func proxyDesc(service string, routes []*Route, proxies map[string]*methodProxy) *grpc.ServiceDesc {
 	desc := &grpc.ServiceDesc{
 		ServiceName: service,
 		HandlerType: (*any)(nil),
@@ -29,9 +46,8 @@ func proxyDesc(service string, routes []*Route, conns map[string]*grpc.ClientCon
 		if r.Service != service {
 			continue
 		}
-		p := &methodProxy{route: r, conn: conns[r.target()],
-			desc: &grpc.StreamDesc{ServerStreams: r.ServerStreams, ClientStreams: r.ClientStreams}}
-		if !r.ClientStreams && !r.ServerStreams {
+		p := proxies[r.FullMethod]
+		if p.desc == nil {
 			desc.Methods = append(desc.Methods, grpc.MethodDesc{MethodName: r.Method, Handler: p.unary})
 			continue
 		}
@@ -47,31 +63,52 @@ func proxyDesc(service string, routes []*Route, conns map[string]*grpc.ClientCon
 
 // methodProxy forwards one method.
 type methodProxy struct {
-	route *Route
-	conn  *grpc.ClientConn
-	desc  *grpc.StreamDesc // the backend stream's shape, for streaming methods
+	route  *Route
+	conn   *grpc.ClientConn
+	decode bool                  // decode requests for the policies
+	info   *grpc.UnaryServerInfo // for the chain, built once
+	desc   *grpc.StreamDesc      // the backend stream's shape; nil for unary methods
 }
 
 func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	in := p.route.input.New().Interface()
-	if err := dec(in); err != nil {
-		// grpc-go has already sent its own status (INTERNAL) for a payload
-		// that does not decode; nothing returned here reaches the client.
+	raw := &rawMessage{}
+	if err := dec(raw); err != nil {
 		return nil, err
 	}
-	if interceptor == nil {
-		return p.invoke(ctx, in)
+	var req any = raw
+	if p.decode {
+		m, err := p.decodeRequest(raw.b)
+		if err != nil {
+			return nil, markError(ctx, nil, err)
+		}
+		req = m
 	}
-	return interceptor(ctx, in, &grpc.UnaryServerInfo{FullMethod: p.route.FullMethod}, p.invoke)
+	if interceptor == nil {
+		return p.invoke(ctx, req)
+	}
+	return interceptor(ctx, req, p.info, p.invoke)
 }
 
+// decodeRequest decodes a request for the policies. Bytes that are not a
+// message of the method's input type are the caller's mistake.
+func (p *methodProxy) decodeRequest(b []byte) (*decodedMessage, error) {
+	m := p.route.input.New().Interface()
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, Error(codes.InvalidArgument, ReasonBadRequest,
+			fmt.Sprintf("request is not a valid %s: %v", p.route.input.Descriptor().FullName(), err), nil)
+	}
+	return &decodedMessage{Message: m, b: b}, nil
+}
+
+// invoke calls the backend with req, as received or as grpc-gateway built
+// it, and returns the backend's response undecoded (a *rawMessage).
 func (p *methodProxy) invoke(ctx context.Context, req any) (any, error) {
 	if _, ok := ctx.Deadline(); !ok && p.route.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.route.Timeout)
 		defer cancel()
 	}
-	out := p.route.output.New().Interface()
+	out := &rawMessage{}
 	var header, trailer metadata.MD
 	var pr peer.Peer
 	err := p.conn.Invoke(outgoingContext(ctx), p.route.FullMethod, req, out,
@@ -88,6 +125,14 @@ func (p *methodProxy) invoke(ctx context.Context, req any) (any, error) {
 	return out, nil
 }
 
+// newRequest is what a client's next stream message is received into.
+func (p *methodProxy) newRequest() any {
+	if p.decode {
+		return &decodedMessage{Message: p.route.input.New().Interface()}
+	}
+	return &rawMessage{}
+}
+
 func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
@@ -98,9 +143,9 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 	// A server stream has exactly one request: receive it (the chain
 	// validates it on the way) before any backend is involved, so a bad
 	// request fails with its own error.
-	var first proto.Message
+	var first any
 	if !p.route.ClientStreams {
-		first = p.route.input.New().Interface()
+		first = p.newRequest()
 		if err := ss.RecvMsg(first); err != nil {
 			return err
 		}
@@ -122,7 +167,7 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 	} else {
 		go func() {
 			for {
-				m := p.route.input.New().Interface()
+				m := p.newRequest()
 				if err := ss.RecvMsg(m); err != nil {
 					if errors.Is(err, io.EOF) {
 						_ = cs.CloseSend()
@@ -139,14 +184,15 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 		}()
 	}
 
-	// Backend to client.
+	// Backend to client, as bytes. One rawMessage serves every message:
+	// each receive gives it a new slice, and SendMsg keeps the old one.
 	if md, err := cs.Header(); err == nil && len(md) > 0 {
 		if err := ss.SetHeader(filterResponseMD(md)); err != nil {
 			return err
 		}
 	}
+	m := &rawMessage{}
 	for {
-		m := p.route.output.New().Interface()
 		if err := cs.RecvMsg(m); err != nil {
 			if md := cs.Trailer(); len(md) > 0 {
 				ss.SetTrailer(filterResponseMD(md))

@@ -14,7 +14,7 @@ import (
 type Service struct {
 	// Descriptor describes the service and carries its Portico options.
 	Descriptor protoreflect.ServiceDescriptor
-	// RegisterHTTP registers the service's REST routes (the generated
-	// grpc-gateway Register<Service>Handler).
-	RegisterHTTP func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error
+	// RegisterHTTP registers the service's REST routes: the generated
+	// grpc-gateway Register<Service>HandlerClient, calling through conn.
+	RegisterHTTP func(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error
 }

@@ -21,7 +21,12 @@ import (
 	"google.golang.org/protobuf/types/pluginpb"
 )
 
-const gatewayPkg = protogen.GoImportPath("github.com/portico-gw/portico/gateway")
+const (
+	gatewayPkg = protogen.GoImportPath("github.com/portico-gw/portico/gateway")
+	contextPkg = protogen.GoImportPath("context")
+	runtimePkg = protogen.GoImportPath("github.com/grpc-ecosystem/grpc-gateway/v2/runtime")
+	grpcPkg    = protogen.GoImportPath("google.golang.org/grpc")
+)
 
 // ownPackagePrefix marks Portico's own proto packages, which are not proxied.
 const ownPackagePrefix = "portico."
@@ -51,7 +56,9 @@ func main() {
 				n++
 				g.P("{")
 				g.P("Descriptor: ", f.GoDescriptorIdent, ".Services().ByName(", fmt.Sprintf("%q", s.Desc.Name()), "),")
-				g.P("RegisterHTTP: ", f.GoImportPath.Ident("Register"+s.GoName+"Handler"), ",")
+				g.P("RegisterHTTP: func(ctx ", contextPkg.Ident("Context"), ", mux *", runtimePkg.Ident("ServeMux"), ", conn ", grpcPkg.Ident("ClientConnInterface"), ") error {")
+				g.P("return ", f.GoImportPath.Ident("Register"+s.GoName+"HandlerClient"), "(ctx, mux, ", f.GoImportPath.Ident("New"+s.GoName+"Client"), "(conn))")
+				g.P("},")
 				g.P("},")
 			}
 		}

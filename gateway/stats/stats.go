@@ -234,11 +234,15 @@ type call struct {
 
 // countBytes adds a message's protobuf-encoded size to c and returns it.
 func countBytes(c prometheus.Counter, m any) int64 {
-	pm, ok := m.(proto.Message)
-	if !ok {
+	var n int
+	switch m := m.(type) {
+	case policy.Encoded:
+		n = len(m.WireBytes())
+	case proto.Message:
+		n = proto.Size(m)
+	default:
 		return 0
 	}
-	n := proto.Size(pm)
 	c.Add(float64(n))
 	return int64(n)
 }

@@ -4,9 +4,12 @@
 package registry
 
 import (
+	context "context"
+	runtime "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	gateway "github.com/portico-gw/portico/gateway"
 	v1 "github.com/portico-gw/portico/gen/catalog/v1"
 	v11 "github.com/portico-gw/portico/gen/orders/v1"
+	grpc "google.golang.org/grpc"
 )
 
 // Services returns every service compiled from proto/, in file order,
@@ -14,12 +17,16 @@ import (
 func Services() []gateway.Service {
 	return []gateway.Service{
 		{
-			Descriptor:   v1.File_catalog_v1_catalog_proto.Services().ByName("CatalogService"),
-			RegisterHTTP: v1.RegisterCatalogServiceHandler,
+			Descriptor: v1.File_catalog_v1_catalog_proto.Services().ByName("CatalogService"),
+			RegisterHTTP: func(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+				return v1.RegisterCatalogServiceHandlerClient(ctx, mux, v1.NewCatalogServiceClient(conn))
+			},
 		},
 		{
-			Descriptor:   v11.File_orders_v1_orders_proto.Services().ByName("OrderService"),
-			RegisterHTTP: v11.RegisterOrderServiceHandler,
+			Descriptor: v11.File_orders_v1_orders_proto.Services().ByName("OrderService"),
+			RegisterHTTP: func(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+				return v11.RegisterOrderServiceHandlerClient(ctx, mux, v11.NewOrderServiceClient(conn))
+			},
 		},
 	}
 }

@@ -1,0 +1,16 @@
+package policy
+
+// Encoded is implemented by the messages the gateway hands to policies when
+// it already holds their wire bytes: the proxy forwards those bytes instead
+// of encoding the message again, and a policy that needs a message's size
+// reads it here instead of computing it.
+//
+// A request is also a proto.Message of the method's input type whenever a
+// policy on the chain needs its fields (validation, or an interceptor added
+// with gateway.WithUnaryInterceptors); otherwise, and for every response
+// from a backend, it is only its bytes.
+type Encoded interface {
+	// WireBytes returns the message's protobuf encoding. It must not be
+	// modified.
+	WireBytes() []byte
+}
