@@ -115,19 +115,20 @@ func (g *Gateway) setupStats() error {
 func (sc StatsConfig) options(out io.Writer) ([]stats.Option, error) {
 	var opts []stats.Option
 	al := sc.AccessLog
-	var newHandler func(io.Writer) slog.Handler
+	// Buffered either way: one write(2) per call cost about 8% of the
+	// gateway's CPU. Lines go out whole, at least every 100ms, and on
+	// shutdown. JSON lines have an encoder of their own, cheaper than slog's.
+	var logOpt stats.Option
 	switch al.Format {
 	case "", "json":
-		newHandler = func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) }
+		logOpt = stats.WithJSONAccessLog(out)
 	case "text":
-		newHandler = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, nil) }
+		logOpt = stats.WithBufferedAccessLog(out, func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, nil) })
 	default:
 		return nil, fmt.Errorf("access_log.format %q: want json or text", al.Format)
 	}
 	if al.Enabled == nil || *al.Enabled {
-		// Buffered: one write(2) per call cost about 8% of the gateway's
-		// CPU. Lines go out whole, at least every 100ms, and on shutdown.
-		opts = append(opts, stats.WithBufferedAccessLog(out, newHandler))
+		opts = append(opts, logOpt)
 	}
 	if p := al.Sample; p != nil {
 		if *p < 0 || *p > 1 {

@@ -140,9 +140,22 @@ func TestMetricsAfterRESTAndGRPCTraffic(t *testing.T) {
 
 // TestAccessLogLines checks one line per call with the promised fields, and
 // that no credential reaches the log.
+// TestAccessLogLines checks the access log's lines, written by slog's JSON
+// handler (stats.WithAccessLog) and by the JSON access log's own encoder
+// (stats.WithJSONAccessLog, what the config's json format uses).
 func TestAccessLogLines(t *testing.T) {
-	var buf lockedBuffer
-	w := newWorldWith(t, false, []gateway.Option{gateway.WithStatsOptions(stats.WithAccessLog(slog.New(slog.NewJSONHandler(&buf, nil))))})
+	t.Run("slog", func(t *testing.T) {
+		var buf lockedBuffer
+		testAccessLogLines(t, &buf, stats.WithAccessLog(slog.New(slog.NewJSONHandler(&buf, nil))))
+	})
+	t.Run("own encoder", func(t *testing.T) {
+		var buf lockedBuffer
+		testAccessLogLines(t, &buf, stats.WithJSONAccessLog(&buf))
+	})
+}
+
+func testAccessLogLines(t *testing.T, buf *lockedBuffer, logOpt stats.Option) {
+	w := newWorldWith(t, false, []gateway.Option{gateway.WithStatsOptions(logOpt)})
 	inst := w.startCatalog()
 	const (
 		traceID = "0af7651916cd43dd8448eb211c80319c"
@@ -159,6 +172,10 @@ func TestAccessLogLines(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A buffered log writes its lines out at least every 100ms.
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(buf.String(), "\n") < 3 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	var lines []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
 		var m map[string]any

@@ -75,6 +75,11 @@ func BenchmarkInterceptor(b *testing.B) {
 		{"metrics+log-file-buffered", func(b *testing.B) []stats.Option {
 			return []stats.Option{stats.WithBufferedAccessLog(logFile(b), func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) })}
 		}},
+		// The same file, buffered, with the JSON access log's own encoder:
+		// what the gateway's config uses.
+		{"metrics+log-file-json", func(b *testing.B) []stats.Option {
+			return []stats.Option{stats.WithJSONAccessLog(logFile(b))}
+		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			in := benchStats(b, bc.opts(b)...).UnaryServerInterceptor()

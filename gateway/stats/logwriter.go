@@ -20,9 +20,10 @@ const (
 // handlers write one line per Write, so a line never straddles two writes
 // to out: a line that does not fit flushes the buffer first.
 type logWriter struct {
-	mu  sync.Mutex
-	out io.Writer
-	buf *bufio.Writer
+	mu      sync.Mutex
+	out     io.Writer
+	buf     *bufio.Writer
+	scratch []byte // writeLine's, reused under mu
 }
 
 func newLogWriter(out io.Writer) *logWriter {
@@ -40,6 +41,20 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		w.buf.Reset(w.out)
 	}
 	return n, err
+}
+
+// writeLine writes the line that appendLine appends to an empty slice,
+// encoded in a buffer that every line reuses.
+func (w *logWriter) writeLine(appendLine func([]byte) []byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.scratch = appendLine(w.scratch[:0])
+	if len(w.scratch) > w.buf.Available() && w.buf.Buffered() > 0 {
+		w.flushLocked()
+	}
+	if _, err := w.buf.Write(w.scratch); err != nil {
+		w.buf.Reset(w.out)
+	}
 }
 
 // Flush writes out the buffered lines.

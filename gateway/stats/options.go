@@ -12,7 +12,8 @@ import (
 type Option func(*options)
 
 type options struct {
-	accessLog    *slog.Logger // nil: no access log
+	accessLog    *slog.Logger // the access log through slog; nil: none, or jsonLog
+	jsonLog      bool         // the access log is JSON lines written to logWriter (WithJSONAccessLog)
 	logWriter    *logWriter   // the access log's buffer; nil: unbuffered
 	sample       float64      // share of successful calls logged
 	quiet        []string     // methods or services without access log
@@ -24,6 +25,9 @@ type options struct {
 	tick         time.Duration // snapshot interval
 	now          func() time.Time
 }
+
+// logging reports whether there is an access log.
+func (o *options) logging() bool { return o.accessLog != nil || o.jsonLog }
 
 func defaultOptions() options {
 	return options{
@@ -39,7 +43,15 @@ func defaultOptions() options {
 // WithAccessLog writes one line per call to l, at level Info with message
 // "call". Without it there is no access log.
 func WithAccessLog(l *slog.Logger) Option {
-	return func(o *options) { o.accessLog, o.logWriter = l, nil }
+	return func(o *options) { o.accessLog, o.jsonLog, o.logWriter = l, false, nil }
+}
+
+// WithJSONAccessLog writes one JSON line per call to out, buffered as by
+// WithBufferedAccessLog. The lines are those slog.NewJSONHandler would
+// write (message "call", level INFO), made by an encoder of the access
+// log's own at a fraction of slog's cost.
+func WithJSONAccessLog(out io.Writer) Option {
+	return func(o *options) { o.accessLog, o.jsonLog, o.logWriter = nil, true, newLogWriter(out) }
 }
 
 // WithBufferedAccessLog writes one line per call, like WithAccessLog, to the
@@ -50,7 +62,7 @@ func WithAccessLog(l *slog.Logger) Option {
 // output, where one write per call costs more than the rest of the line.
 func WithBufferedAccessLog(out io.Writer, newHandler func(io.Writer) slog.Handler) Option {
 	return func(o *options) {
-		o.logWriter = newLogWriter(out)
+		o.logWriter, o.jsonLog = newLogWriter(out), false
 		o.accessLog = slog.New(newHandler(o.logWriter))
 	}
 }

@@ -138,7 +138,7 @@ func (s *Stats) Start(ctx context.Context) error {
 }
 
 // Flush writes out the access log lines a buffered access log
-// (WithBufferedAccessLog) holds. Without one it does nothing.
+// (WithBufferedAccessLog, WithJSONAccessLog) holds. Without one it does nothing.
 func (s *Stats) Flush() error {
 	if w := s.opts.logWriter; w != nil {
 		if err := w.Flush(); err != nil {
@@ -256,7 +256,7 @@ func (s *Stats) begin(ctx context.Context, c *policy.Call, r *route) (context.Co
 	if t := s.tracing.Load(); t != nil {
 		ctx, cl.span = t.serverSpan(ctx, c, r.spanName)
 	}
-	if s.opts.accessLog != nil && !r.quiet {
+	if s.opts.logging() && !r.quiet {
 		cl.rec = &record{}
 		ctx = context.WithValue(ctx, recordKey{}, cl.rec)
 	}
