@@ -83,6 +83,7 @@ type Gateway struct {
 
 	// Filled by the policies' setup functions (chain.go).
 	policies    policies
+	stats       *stats.Stats  // measures backend calls; nil when stats is off
 	self        *registration // the gateway's own Consul entry; nil when off
 	backendOpts []grpc.DialOption
 	adminRoutes []adminRoute
@@ -167,7 +168,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	// Requests are decoded only for policies that read their fields.
 	decodeUnary := g.policies.validate != nil || len(o.unary) > 0
 	decodeStream := g.policies.validate != nil || len(o.stream) > 0
-	proxies := newMethodProxies(routes, g.backends, decodeUnary, decodeStream)
+	proxies := newMethodProxies(routes, g.backends, g.stats, decodeUnary, decodeStream)
 	chain := chainUnary(unary)
 	g.grpcServer = grpc.NewServer(grpc.UnaryInterceptor(chain), grpc.ChainStreamInterceptor(stream...),
 		grpc.ForceServerCodecV2(newCodec()))

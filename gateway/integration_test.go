@@ -201,7 +201,7 @@ func TestOrdersOverBothTransports(t *testing.T) {
 func TestServerStreamOverBothTransports(t *testing.T) {
 	w := newWorld(t, false)
 	w.startCatalog()
-	w.startOrders(orders.WithStatusStep(100 * time.Millisecond))
+	ordersInst := w.startOrders(orders.WithStatusStep(100 * time.Millisecond))
 	want := []string{"ORDER_STATUS_PENDING", "ORDER_STATUS_CONFIRMED", "ORDER_STATUS_SHIPPED"}
 
 	// gRPC: the stream passes through.
@@ -266,6 +266,14 @@ func TestServerStreamOverBothTransports(t *testing.T) {
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("rest watch statuses = %v, want %v", got, want)
+	}
+
+	// Both streams were measured as calls to the instance that served them
+	// (and so were the two unary CreateOrder calls).
+	m, _ := scrape(t, w)
+	series := `portico_backend_requests_total{backend="` + w.orders + `",code="OK",instance="` + ordersInst.ID() + `"}`
+	if m[series] != 4 {
+		t.Errorf("%s = %v, want 4 (two CreateOrder, two WatchOrder)", series, m[series])
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portico-gw/portico/gateway/stats"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -20,10 +21,10 @@ import (
 // newMethodProxies builds the proxy of every route. decodeUnary and
 // decodeStream say whether a policy on the chain reads request fields, in
 // which case requests are decoded for it (and still forwarded as received).
-func newMethodProxies(routes []*Route, conns map[string]*grpc.ClientConn, decodeUnary, decodeStream bool) map[string]*methodProxy {
+func newMethodProxies(routes []*Route, conns map[string]*grpc.ClientConn, st *stats.Stats, decodeUnary, decodeStream bool) map[string]*methodProxy {
 	out := make(map[string]*methodProxy, len(routes))
 	for _, r := range routes {
-		p := &methodProxy{route: r, conn: conns[r.target()], decode: decodeUnary,
+		p := &methodProxy{route: r, conn: conns[r.target()], stats: st, decode: decodeUnary,
 			info: &grpc.UnaryServerInfo{FullMethod: r.FullMethod}}
 		if r.ClientStreams || r.ServerStreams {
 			p.decode = decodeStream
@@ -65,6 +66,7 @@ func proxyDesc(service string, routes []*Route, proxies map[string]*methodProxy)
 type methodProxy struct {
 	route  *Route
 	conn   *grpc.ClientConn
+	stats  *stats.Stats          // measures backend calls; nil when stats is off
 	decode bool                  // decode requests for the policies
 	info   *grpc.UnaryServerInfo // for the chain, built once
 	desc   *grpc.StreamDesc      // the backend stream's shape; nil for unary methods
@@ -111,8 +113,11 @@ func (p *methodProxy) invoke(ctx context.Context, req any) (any, error) {
 	out := &rawMessage{}
 	var header, trailer metadata.MD
 	var pr peer.Peer
-	err := p.conn.Invoke(outgoingContext(ctx), p.route.FullMethod, req, out,
+	octx, measure := p.startBackendCall(ctx)
+	err := p.conn.Invoke(octx, p.route.FullMethod, req, out,
 		grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&pr))
+	measure.Reached(pr.Addr)
+	measure.End(err)
 	if len(header) > 0 {
 		_ = grpc.SetHeader(ctx, filterResponseMD(header))
 	}
@@ -133,7 +138,17 @@ func (p *methodProxy) newRequest() any {
 	return &rawMessage{}
 }
 
-func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
+// startBackendCall makes the outgoing context of a backend call and starts
+// measuring the call.
+func (p *methodProxy) startBackendCall(ctx context.Context) (context.Context, stats.BackendCall) {
+	octx := outgoingContext(ctx)
+	if p.stats == nil {
+		return octx, stats.BackendCall{}
+	}
+	return p.stats.StartBackendCall(octx, p.route.FullMethod)
+}
+
+func (p *methodProxy) stream(_ any, ss grpc.ServerStream) (err error) {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	if _, ok := ctx.Deadline(); !ok && p.route.Timeout > 0 {
@@ -151,7 +166,9 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 		}
 	}
 	var pr peer.Peer
-	cs, err := p.conn.NewStream(outgoingContext(ctx), p.desc, p.route.FullMethod, grpc.Peer(&pr))
+	octx, measure := p.startBackendCall(ctx)
+	defer func() { measure.End(err) }()
+	cs, err := p.conn.NewStream(octx, p.desc, p.route.FullMethod, grpc.Peer(&pr))
 	if err != nil {
 		return p.callError(ctx, err, false)
 	}
@@ -186,7 +203,12 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 
 	// Backend to client, as bytes. One rawMessage serves every message:
 	// each receive gives it a new slice, and SendMsg keeps the old one.
-	if md, err := cs.Header(); err == nil && len(md) > 0 {
+	md, _ := cs.Header() // its error, if any, comes again from RecvMsg
+	// Header has settled the attempt: its context knows the instance.
+	if bp, ok := peer.FromContext(cs.Context()); ok {
+		measure.Reached(bp.Addr)
+	}
+	if len(md) > 0 {
 		if err := ss.SetHeader(filterResponseMD(md)); err != nil {
 			return err
 		}

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -99,7 +98,7 @@ func (g *Gateway) setupStats() error {
 
 	g.policies.stats = st
 	g.opts.resolverOpts = append(g.opts.resolverOpts, discovery.WithObserver(st.Observer()))
-	g.backendOpts = append(g.backendOpts, grpc.WithStatsHandler(st.BackendHandler()))
+	g.stats = st // the proxy measures its backend calls with it
 	g.closers = append(g.closers, adm)
 	g.adminRoutes = append(g.adminRoutes, adminRoute{"GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})})
 	for _, e := range adm.Endpoints() {

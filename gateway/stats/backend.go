@@ -2,6 +2,7 @@ package stats
 
 import (
 	"context"
+	"net"
 	"slices"
 	"sort"
 	"strings"
@@ -218,35 +219,98 @@ func (w *watchAge) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// backendHandler is the client side: one attempt per TagRPC.
+// BackendCall measures one call from the gateway to a backend: latency
+// and code per instance, the instance for the access log, and the client
+// span that carries the trace to the backend. The zero BackendCall measures
+// nothing. The gateway's proxy makes one per backend call; BackendHandler
+// makes one per attempt for connections the gateway does not proxy.
+type BackendCall struct{ a *attempt }
+
+// attempt is one try of a backend call.
+type attempt struct {
+	s        *Stats
+	backend  *backend
+	rec      *record
+	span     trace.Span
+	start    time.Time
+	instance atomic.Pointer[string]
+}
+
+// StartBackendCall starts measuring a call of the call in ctx (its
+// policy.Call) to its backend. ctx is the outgoing context of the backend
+// call; the one returned carries the client span's traceparent when
+// tracing is on. Calls without a policy.Call are not measured.
+func (s *Stats) StartBackendCall(ctx context.Context, fullMethod string) (context.Context, BackendCall) {
+	c, ok := policy.FromContext(ctx)
+	if !ok {
+		return ctx, BackendCall{}
+	}
+	be := s.backends.by[c.Backend]
+	if be == nil {
+		return ctx, BackendCall{}
+	}
+	a := &attempt{s: s, backend: be, rec: recordFrom(ctx), start: time.Now()}
+	if t := s.tracing.Load(); t != nil {
+		ctx, a.span = t.clientSpan(ctx, fullMethod, c.Backend)
+	}
+	return ctx, BackendCall{a}
+}
+
+// Reached records the instance at addr, the backend's peer address, as the
+// one that answers.
+func (c BackendCall) Reached(addr net.Addr) {
+	if c.a == nil || addr == nil {
+		return
+	}
+	c.a.reached(addr.String())
+}
+
+func (a *attempt) reached(addr string) {
+	inst := a.backend.instance(addr)
+	a.instance.Store(&inst)
+	if a.rec != nil {
+		a.rec.instance.Store(&inst)
+	}
+	if a.span != nil {
+		a.span.SetAttributes(attribute.String("server.address", addr), attribute.String("portico.instance", inst))
+	}
+}
+
+// End records the call's outcome; err is the backend call's error.
+func (c BackendCall) End(err error) {
+	if c.a != nil {
+		c.a.end(time.Since(c.a.start), err)
+	}
+}
+
+func (a *attempt) end(d time.Duration, err error) {
+	inst := noInstance
+	if p := a.instance.Load(); p != nil {
+		inst = *p
+	}
+	code := status.Code(err)
+	is := a.backend.seriesOf(a.s.m, inst)
+	is.duration.Observe(d.Seconds())
+	is.codes.get(code).Inc()
+	if a.span != nil {
+		endSpan(a.span, code, false)
+	}
+}
+
+// backendHandler is BackendCall as a grpc stats.Handler: one BackendCall
+// per attempt (TagRPC).
 type backendHandler struct{ s *Stats }
 
 var _ grpcstats.Handler = (*backendHandler)(nil)
 
-// attempt is one try of a backend call.
-type attempt struct {
-	backend  *backend
-	rec      *record
-	span     trace.Span
-	instance atomic.Pointer[string]
-}
-
 type attemptKey struct{}
 
 func (h *backendHandler) TagRPC(ctx context.Context, info *grpcstats.RPCTagInfo) context.Context {
-	c, ok := policy.FromContext(ctx)
-	if !ok {
+	ctx, bc := h.s.StartBackendCall(ctx, info.FullMethodName)
+	if bc.a == nil {
 		return ctx
 	}
-	be := h.s.backends.by[c.Backend]
-	if be == nil {
-		return ctx
-	}
-	a := &attempt{backend: be, rec: recordFrom(ctx)}
-	if t := h.s.tracing.Load(); t != nil {
-		ctx, a.span = t.clientSpan(ctx, info.FullMethodName, c.Backend)
-	}
-	return context.WithValue(ctx, attemptKey{}, a)
+	return context.WithValue(ctx, attemptKey{}, bc.a)
 }
 
 func (h *backendHandler) HandleRPC(ctx context.Context, rs grpcstats.RPCStats) {
@@ -256,30 +320,11 @@ func (h *backendHandler) HandleRPC(ctx context.Context, rs grpcstats.RPCStats) {
 	}
 	switch rs := rs.(type) {
 	case *grpcstats.OutHeader:
-		if rs.RemoteAddr == nil {
-			return
-		}
-		addr := rs.RemoteAddr.String()
-		inst := a.backend.instance(addr)
-		a.instance.Store(&inst)
-		if a.rec != nil {
-			a.rec.instance.Store(&inst)
-		}
-		if a.span != nil {
-			a.span.SetAttributes(attribute.String("server.address", addr), attribute.String("portico.instance", inst))
+		if rs.RemoteAddr != nil {
+			a.reached(rs.RemoteAddr.String())
 		}
 	case *grpcstats.End:
-		inst := noInstance
-		if p := a.instance.Load(); p != nil {
-			inst = *p
-		}
-		code := status.Code(rs.Error)
-		is := a.backend.seriesOf(h.s.m, inst)
-		is.duration.Observe(rs.EndTime.Sub(rs.BeginTime).Seconds())
-		is.codes.get(code).Inc()
-		if a.span != nil {
-			endSpan(a.span, code, false)
-		}
+		a.end(rs.EndTime.Sub(rs.BeginTime), rs.Error)
 	}
 }
 

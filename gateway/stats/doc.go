@@ -7,8 +7,9 @@
 // rejection made with policy.Reject is counted by policy and reason. The
 // backend side comes from two hooks outside the chain: Observer, which the
 // Consul resolver tells about instances and watch errors, and
-// BackendHandler, a grpc stats.Handler on the backend connections that
-// measures each attempt per instance and carries the trace to the backend.
+// StartBackendCall, which the proxy calls around each backend call to
+// measure it per instance and carry the trace to the backend
+// (BackendHandler does the same as a grpc stats.Handler).
 //
 // Label values come only from the route table (New's routes), the gRPC code
 // list, Consul service IDs of listed instances and the gateway's own policy

@@ -170,10 +170,11 @@ func (s *Stats) Close() error {
 // Observer is what the Consul resolver reports to (discovery.WithObserver).
 func (s *Stats) Observer() discovery.Observer { return s.backends }
 
-// BackendHandler measures every attempt of a backend call: latency and code
-// per instance, the instance for the access log, and the client span that
-// carries the trace to the backend. Give it to the backend connections with
-// grpc.WithStatsHandler.
+// BackendHandler measures every attempt of a backend call as a grpc
+// stats.Handler, for backend connections that a proxy of your own uses (give
+// it to them with grpc.WithStatsHandler). The gateway's proxy does not: it
+// measures each call with StartBackendCall, which spares grpc-go the stats
+// events it would build for a handler on every call.
 func (s *Stats) BackendHandler() grpcstats.Handler { return &backendHandler{s: s} }
 
 // UnaryServerInterceptor counts, logs and traces unary calls.
