@@ -142,14 +142,16 @@ func (p *Policy) Close() error {
 
 // Authorize authenticates the call in ctx and checks its scopes. On success
 // it stores the identity in the call. setHeader sends response headers
-// (the WWW-Authenticate challenge).
+// (the WWW-Authenticate challenge); nil means grpc.SetHeader on ctx.
 func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) error) error {
 	call, ok := policy.FromContext(ctx)
 	if !ok {
 		return nil // the gateway's own services
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	id, f := p.authenticate(ctx, md)
+	if setHeader == nil {
+		setHeader = func(md metadata.MD) error { return grpc.SetHeader(ctx, md) }
+	}
+	id, f := p.authenticate(ctx)
 	switch {
 	case f != nil:
 		kind := "invalid_token"
@@ -186,15 +188,16 @@ func (p *Policy) reject(setHeader func(metadata.MD) error, code codes.Code, f *f
 
 // authenticate returns the caller's identity, nil without credentials, or
 // why the credentials were refused. A bearer token wins over an API key.
-func (p *Policy) authenticate(ctx context.Context, md metadata.MD) (*policy.Identity, *failure) {
-	if authz := md.Get(authorizationKey); len(authz) > 0 {
+// It reads the two keys it needs, not a copy of all the call's metadata.
+func (p *Policy) authenticate(ctx context.Context) (*policy.Identity, *failure) {
+	if authz := metadata.ValueFromIncomingContext(ctx, authorizationKey); len(authz) > 0 {
 		raw, f := ParseBearer(authz)
 		if f != nil {
 			return nil, f
 		}
 		return p.verifyToken(ctx, raw)
 	}
-	if keys := md.Get(APIKeyHeader); len(keys) > 0 {
+	if keys := metadata.ValueFromIncomingContext(ctx, APIKeyHeader); len(keys) > 0 {
 		if len(keys) > 1 || keys[0] == "" {
 			return nil, &failure{reason: ReasonMalformed, desc: "send exactly one " + APIKeyHeader}
 		}
@@ -261,7 +264,7 @@ func (p *Policy) verifyToken(ctx context.Context, raw string) (*policy.Identity,
 // UnaryServerInterceptor authorizes unary calls.
 func (p *Policy) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if err := p.Authorize(ctx, func(md metadata.MD) error { return grpc.SetHeader(ctx, md) }); err != nil {
+		if err := p.Authorize(ctx, nil); err != nil {
 			return nil, err
 		}
 		return handler(ctx, req)

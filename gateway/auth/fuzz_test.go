@@ -69,7 +69,7 @@ func FuzzAuthenticate(f *testing.F) {
 		if key != "" {
 			md.Set(APIKeyHeader, key)
 		}
-		id, fail := p.authenticate(context.Background(), md)
+		id, fail := p.authenticate(metadata.NewIncomingContext(context.Background(), md))
 		if id != nil && fail != nil {
 			t.Fatal("both an identity and a failure")
 		}
