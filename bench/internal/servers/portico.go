@@ -40,13 +40,14 @@ func PorticoConfig(consulAddr string) gateway.Config {
 	}
 }
 
-// NewPortico builds the benchmark's gateway, with the chain on (access log
-// lines to accessLog, JSON as configured by default) or off.
+// NewPortico builds the benchmark's gateway, with the chain on or off. With
+// the chain on, access log lines go to accessLog as the gateway's default
+// config writes them to standard output: JSON, buffered.
 func NewPortico(consulAddr string, chain bool, accessLog io.Writer) (*gateway.Gateway, error) {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts := []gateway.Option{gateway.WithLogger(logger)}
 	if chain {
-		opts = append(opts, gateway.WithStatsOptions(stats.WithAccessLog(slog.New(slog.NewJSONHandler(accessLog, nil)))))
+		opts = append(opts, gateway.WithStatsOptions(stats.WithJSONAccessLog(accessLog)))
 	} else {
 		opts = append(opts, gateway.WithoutPolicies())
 	}
