@@ -69,15 +69,24 @@ type adminRoute struct {
 // readinessCheck reports why the gateway is not ready, or "" when it is.
 type readinessCheck func() string
 
-// chainUnary runs interceptors in order around a handler. The gRPC server
-// and the REST door (rest.go) share the result, so both run one chain.
+// chainUnary runs interceptors in order around a handler, building the
+// nesting on each call: the gRPC server's interceptor, which only the
+// gateway's own services (health, reflection) go through. Routed methods
+// have theirs built once (bindUnary).
 func chainUnary(interceptors []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		next := handler
-		for i := len(interceptors) - 1; i > 0; i-- {
-			interceptor, inner := interceptors[i], next
-			next = func(ctx context.Context, req any) (any, error) { return interceptor(ctx, req, info, inner) }
-		}
-		return interceptors[0](ctx, req, info, next)
+		return bindUnary(interceptors, info, handler)(ctx, req)
 	}
+}
+
+// bindUnary nests interceptors, in order, around one method's handler. Each
+// routed method's chain is bound once at start, so a call runs it without
+// allocating its nesting; the native gRPC door and the REST door call the
+// same bound chain.
+func bindUnary(interceptors []grpc.UnaryServerInterceptor, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) grpc.UnaryHandler {
+	for i := len(interceptors) - 1; i >= 0; i-- {
+		interceptor, next := interceptors[i], handler
+		handler = func(ctx context.Context, req any) (any, error) { return interceptor(ctx, req, info, next) }
+	}
+	return handler
 }

@@ -176,9 +176,8 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	// Requests are decoded only for policies that read their fields.
 	decodeUnary := g.policies.validate != nil || len(o.unary) > 0
 	decodeStream := g.policies.validate != nil || len(o.stream) > 0
-	proxies := newMethodProxies(routes, g.backends, g.stats, decodeUnary, decodeStream)
-	chain := chainUnary(unary)
-	g.grpcServer = grpc.NewServer(grpc.UnaryInterceptor(chain), grpc.ChainStreamInterceptor(stream...),
+	proxies := newMethodProxies(routes, g.backends, g.stats, unary, decodeUnary, decodeStream)
+	g.grpcServer = grpc.NewServer(grpc.UnaryInterceptor(chainUnary(unary)), grpc.ChainStreamInterceptor(stream...),
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.InitialWindowSize(windowSize), grpc.InitialConnWindowSize(windowSize))
 	g.health = health.NewServer()
@@ -221,7 +220,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 			},
 		}),
 	)
-	rest := &restConn{proxies: proxies, chain: chain, streams: g.restConn}
+	rest := &restConn{proxies: proxies, streams: g.restConn}
 	for _, svc := range services {
 		if err := svc.RegisterHTTP(context.Background(), g.mux, rest); err != nil {
 			g.closeConns()

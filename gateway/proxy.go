@@ -18,17 +18,19 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// newMethodProxies builds the proxy of every route. decodeUnary and
-// decodeStream say whether a policy on the chain reads request fields, in
-// which case requests are decoded for it (and still forwarded as received).
-func newMethodProxies(routes []*Route, conns map[string]*grpc.ClientConn, st *stats.Stats, decodeUnary, decodeStream bool) map[string]*methodProxy {
+// newMethodProxies builds the proxy of every route, with the unary chain
+// bound around each unary method. decodeUnary and decodeStream say whether
+// a policy on the chain reads request fields, in which case requests are
+// decoded for it (and still forwarded as received).
+func newMethodProxies(routes []*Route, conns map[string]*grpc.ClientConn, st *stats.Stats, unary []grpc.UnaryServerInterceptor, decodeUnary, decodeStream bool) map[string]*methodProxy {
 	out := make(map[string]*methodProxy, len(routes))
 	for _, r := range routes {
-		p := &methodProxy{route: r, conn: conns[r.target()], stats: st, decode: decodeUnary,
-			info: &grpc.UnaryServerInfo{FullMethod: r.FullMethod}}
+		p := &methodProxy{route: r, conn: conns[r.target()], stats: st, decode: decodeUnary}
 		if r.ClientStreams || r.ServerStreams {
 			p.decode = decodeStream
 			p.desc = &grpc.StreamDesc{ServerStreams: r.ServerStreams, ClientStreams: r.ClientStreams}
+		} else {
+			p.call = bindUnary(unary, &grpc.UnaryServerInfo{FullMethod: r.FullMethod}, p.invoke)
 		}
 		out[r.FullMethod] = p
 	}
@@ -66,13 +68,16 @@ func proxyDesc(service string, routes []*Route, proxies map[string]*methodProxy)
 type methodProxy struct {
 	route  *Route
 	conn   *grpc.ClientConn
-	stats  *stats.Stats          // measures backend calls; nil when stats is off
-	decode bool                  // decode requests for the policies
-	info   *grpc.UnaryServerInfo // for the chain, built once
-	desc   *grpc.StreamDesc      // the backend stream's shape; nil for unary methods
+	stats  *stats.Stats      // measures backend calls; nil when stats is off
+	decode bool              // decode requests for the policies
+	call   grpc.UnaryHandler // unary methods: the chain bound around invoke
+	desc   *grpc.StreamDesc  // the backend stream's shape; nil for unary methods
 }
 
-func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+// unary is the gRPC server's handler of a unary method. It runs the bound
+// chain (p.call), not the interceptor the server passes, which is the same
+// chain nested anew on every call.
+func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
 	raw := &rawMessage{}
 	if err := dec(raw); err != nil {
 		return nil, err
@@ -85,10 +90,7 @@ func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, int
 		}
 		req = m
 	}
-	if interceptor == nil {
-		return p.invoke(ctx, req)
-	}
-	return interceptor(ctx, req, p.info, p.invoke)
+	return p.call(ctx, req)
 }
 
 // decodeRequest decodes a request for the policies. Bytes that are not a

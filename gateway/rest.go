@@ -19,7 +19,6 @@ import (
 // the in-memory gRPC connection to the gateway's own server.
 type restConn struct {
 	proxies map[string]*methodProxy
-	chain   grpc.UnaryServerInterceptor
 	streams *grpc.ClientConn
 }
 
@@ -45,7 +44,7 @@ func (c *restConn) Invoke(ctx context.Context, method string, args, reply any, o
 	sts := &restTransportStream{method: method}
 	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(metadata.NewIncomingContext(ctx, md), restPeer), sts)
 
-	resp, err := c.chain(ctx, args, p.info, p.invoke)
+	resp, err := p.call(ctx, args)
 	if err == nil {
 		err = decodeReply(resp, reply)
 	}
