@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/encoding"
@@ -12,20 +13,33 @@ import (
 // The proxy moves messages as bytes. A backend's response is never decoded
 // on the native gRPC path, and a request only when a policy reads its
 // fields; what was received is what is sent on, so nothing is encoded twice.
+//
+// Nor is anything copied: a received message keeps a reference to grpc-go's
+// pooled receive buffers, and sending it hands that reference to grpc-go,
+// which frees it once the bytes are written. A message the proxy drops (a
+// call refused by a policy) leaves its buffers to the garbage collector
+// instead of the pool.
 
 // rawMessage is a message the proxy holds only as its wire bytes.
-type rawMessage struct{ b []byte }
+type rawMessage struct {
+	data mem.BufferSlice // nil once sent
+	size int
+}
 
-func (m *rawMessage) WireBytes() []byte { return m.b }
+func (m *rawMessage) WireSize() int { return m.size }
 
 // decodedMessage is a request that a policy reads: the decoded message, for
 // the policies, and the bytes it was decoded from, for the backend.
 type decodedMessage struct {
 	protobuf.Message
-	b []byte
+	data mem.BufferSlice // nil once sent
+	size int
 }
 
-func (m *decodedMessage) WireBytes() []byte { return m.b }
+func (m *decodedMessage) WireSize() int { return m.size }
+
+// errSentTwice would mean a proxy bug: a message's bytes go out once.
+var errSentTwice = errors.New("gateway: a proxied message was sent twice")
 
 // codec is the "proto" codec of the gateway's gRPC server and of its
 // connections to backends. rawMessage and decodedMessage travel as the bytes
@@ -37,27 +51,52 @@ func newCodec() codec { return codec{proto: encoding.GetCodecV2(proto.Name)} }
 
 func (codec) Name() string { return proto.Name }
 
+// Marshal hands over the message's buffers: grpc-go frees what Marshal
+// returns once it is written.
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *rawMessage:
-		return mem.BufferSlice{mem.SliceBuffer(m.b)}, nil
+		if m.data == nil && m.size > 0 {
+			return nil, errSentTwice
+		}
+		data := m.data
+		m.data = nil
+		return data, nil
 	case *decodedMessage:
-		return mem.BufferSlice{mem.SliceBuffer(m.b)}, nil
+		if m.data == nil && m.size > 0 {
+			return nil, errSentTwice
+		}
+		data := m.data
+		m.data = nil
+		return data, nil
 	}
 	return c.proto.Marshal(v)
 }
 
+// Unmarshal keeps a reference to the received buffers (grpc-go frees its
+// own after Unmarshal returns).
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *rawMessage:
-		m.b = data.Materialize()
+		data.Ref()
+		m.data, m.size = data, data.Len()
 		return nil
 	case *decodedMessage:
-		m.b = data.Materialize()
-		if err := protobuf.Unmarshal(m.b, m.Message); err != nil {
+		if err := protobuf.Unmarshal(contiguous(data), m.Message); err != nil {
 			return fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().FullName(), err)
 		}
+		data.Ref()
+		m.data, m.size = data, data.Len()
 		return nil
 	}
 	return c.proto.Unmarshal(data, v)
+}
+
+// contiguous returns data's bytes in one slice, copying only when they span
+// several buffers (grpc-go reads a message into one buffer when it can).
+func contiguous(data mem.BufferSlice) []byte {
+	if len(data) == 1 {
+		return data[0].ReadOnlyData()
+	}
+	return data.Materialize()
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/gateway"
+	"github.com/portico-gw/portico/gateway/policy"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/services/orders"
@@ -636,4 +637,89 @@ func (bytesCodec) Marshal(v any) ([]byte, error) { return v.([]byte), nil }
 func (bytesCodec) Unmarshal(data []byte, v any) error {
 	*v.(*[]byte) = append([]byte(nil), data...)
 	return nil
+}
+
+// TestProxiedBytesUnderConcurrency checks that messages keep their own
+// bytes while the proxy hands grpc-go's pooled buffers along instead of
+// copying them: concurrent calls over both doors, with large messages that
+// say what they should contain, with requests decoded for validation and
+// with validation off (requests forwarded undecoded). A buffer freed too
+// early would show up as a message carrying another's bytes.
+func TestProxiedBytesUnderConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		validate bool
+	}{{"requests decoded for validation", true}, {"requests undecoded", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, false, func(c *gateway.Config) {
+				c.Validation.Disabled = !tc.validate
+				// The catalog's limits (CreateProduct has its own) are too
+				// low for this.
+				high := &policy.RateLimit{Requests: 1 << 20, Period: time.Second, Burst: 1 << 20}
+				sc := c.Services["catalog.v1.CatalogService"]
+				sc.RateLimit = high
+				sc.Methods = map[string]gateway.MethodConfig{"CreateProduct": {PolicyConfig: gateway.PolicyConfig{RateLimit: high}}}
+				c.Services["catalog.v1.CatalogService"] = sc
+			})
+			w.startCatalog()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			c := w.catalogClient()
+			// A product's description repeats its name: any product read
+			// back can be checked on its own.
+			consistent := func(p *catalogv1.Product) bool {
+				return p.GetDescription() == strings.Repeat(p.GetName()+" ", 3000/(len(p.GetName())+1))
+			}
+			const workers, calls = 6, 25
+			errs := make(chan error, workers)
+			var wg sync.WaitGroup
+			for g := range workers {
+				wg.Go(func() {
+					for i := range calls {
+						name := fmt.Sprintf("product %d of worker %d", i, g)
+						created, err := c.CreateProduct(ctx, &catalogv1.CreateProductRequest{Product: &catalogv1.Product{
+							Sku: fmt.Sprintf("SKU-%d-%d", g, i), Name: name, Currency: "EUR", Price: int64(i),
+							Description: strings.Repeat(name+" ", 3000/(len(name)+1)),
+						}})
+						if err != nil {
+							errs <- fmt.Errorf("create %q: %w", name, err)
+							return
+						}
+						if p := created.GetProduct(); p.GetName() != name || !consistent(p) {
+							errs <- fmt.Errorf("create %q answered %q", name, p.GetName())
+							return
+						}
+						id := created.GetProduct().GetId()
+						got, err := c.GetProduct(ctx, &catalogv1.GetProductRequest{Id: id})
+						if err != nil || got.GetProduct().GetName() != name || !consistent(got.GetProduct()) {
+							errs <- fmt.Errorf("grpc get %s: %q, %v", id, got.GetProduct().GetName(), err)
+							return
+						}
+						r := w.rest("GET", "/v1/products/"+id, nil)
+						if r.Status != 200 || field(r.Body, "product", "name") != name ||
+							field(r.Body, "product", "description") != got.GetProduct().GetDescription() {
+							errs <- fmt.Errorf("rest get %s: %d %.200s", id, r.Status, r.Raw)
+							return
+						}
+						list, err := c.ListProducts(ctx, &catalogv1.ListProductsRequest{PageSize: 100})
+						if err != nil {
+							errs <- fmt.Errorf("list: %w", err)
+							return
+						}
+						for _, p := range list.GetProducts() {
+							if strings.HasPrefix(p.GetName(), "product ") && !consistent(p) { // the seeded products say nothing
+								errs <- fmt.Errorf("list: product %s (%q) carries another's description", p.GetId(), p.GetName())
+								return
+							}
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
 }

@@ -84,7 +84,7 @@ func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, _ g
 	}
 	var req any = raw
 	if p.decode {
-		m, err := p.decodeRequest(raw.b)
+		m, err := p.decodeRequest(raw)
 		if err != nil {
 			return nil, markError(ctx, nil, err)
 		}
@@ -93,15 +93,16 @@ func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, _ g
 	return p.call(ctx, req)
 }
 
-// decodeRequest decodes a request for the policies. Bytes that are not a
-// message of the method's input type are the caller's mistake.
-func (p *methodProxy) decodeRequest(b []byte) (*decodedMessage, error) {
+// decodeRequest decodes a request for the policies; the decoded message
+// takes over raw's buffers, to send them on. Bytes that are not a message
+// of the method's input type are the caller's mistake.
+func (p *methodProxy) decodeRequest(raw *rawMessage) (*decodedMessage, error) {
 	m := p.route.input.New().Interface()
-	if err := proto.Unmarshal(b, m); err != nil {
+	if err := proto.Unmarshal(contiguous(raw.data), m); err != nil {
 		return nil, Error(codes.InvalidArgument, ReasonBadRequest,
 			fmt.Sprintf("request is not a valid %s: %v", p.route.input.Descriptor().FullName(), err), nil)
 	}
-	return &decodedMessage{Message: m, b: b}, nil
+	return &decodedMessage{Message: m, data: raw.data, size: raw.size}, nil
 }
 
 // invoke calls the backend with req, as received or as grpc-gateway built
@@ -204,7 +205,7 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) (err error) {
 	}
 
 	// Backend to client, as bytes. One rawMessage serves every message:
-	// each receive gives it a new slice, and SendMsg keeps the old one.
+	// each receive gives it new buffers, and SendMsg hands them over.
 	md, _ := cs.Header() // its error, if any, comes again from RecvMsg
 	// Header has settled the attempt: its context knows the instance.
 	if bp, ok := peer.FromContext(cs.Context()); ok {

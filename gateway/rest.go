@@ -77,7 +77,10 @@ func decodeReply(resp, reply any) error {
 	}
 	switch r := resp.(type) {
 	case *rawMessage:
-		if err := proto.Unmarshal(r.b, out); err != nil {
+		err := proto.Unmarshal(contiguous(r.data), out) // copies what it keeps
+		r.data.Free()
+		r.data = nil
+		if err != nil {
 			return Error(codes.Internal, ReasonInternal,
 				"backend response is not a valid "+string(out.ProtoReflect().Descriptor().FullName())+": "+err.Error(), nil)
 		}

@@ -1,8 +1,8 @@
 package policy
 
 // Encoded is implemented by the messages the gateway hands to policies when
-// it already holds their wire bytes: the proxy forwards those bytes instead
-// of encoding the message again, and a policy that needs a message's size
+// it holds their wire bytes: the proxy forwards those bytes instead of
+// encoding the message again, and a policy that needs a message's size
 // reads it here instead of computing it.
 //
 // A request is also a proto.Message of the method's input type whenever a
@@ -10,7 +10,7 @@ package policy
 // with gateway.WithUnaryInterceptors); otherwise, and for every response
 // from a backend, it is only its bytes.
 type Encoded interface {
-	// WireBytes returns the message's protobuf encoding. It must not be
-	// modified.
-	WireBytes() []byte
+	// WireSize is the length of the message's protobuf encoding. It stays
+	// valid after the message is sent, when its bytes are gone.
+	WireSize() int
 }

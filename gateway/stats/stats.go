@@ -238,7 +238,7 @@ func countBytes(c prometheus.Counter, m any) int64 {
 	var n int
 	switch m := m.(type) {
 	case policy.Encoded:
-		n = len(m.WireBytes())
+		n = m.WireSize()
 	case proto.Message:
 		n = proto.Size(m)
 	default:
