@@ -205,15 +205,25 @@ func outgoingContext(ctx context.Context) context.Context {
 		}
 	}
 	if c, ok := policy.FromContext(ctx); ok && c.Identity != nil {
-		scopes := make([]string, len(c.Identity.Scopes))
-		for i, s := range c.Identity.Scopes {
-			scopes[i] = headerSafe(s)
-		}
-		out[mdConsumer] = []string{headerSafe(c.Identity.Consumer)}
-		out[mdSubject] = []string{headerSafe(c.Identity.Subject)}
-		out[mdScopes] = []string{strings.Join(scopes, " ")}
+		// One backing array for the three values; full slice expressions
+		// keep an append to one from writing into the next.
+		vals := [...]string{headerSafe(c.Identity.Consumer), headerSafe(c.Identity.Subject), scopesHeader(c.Identity.Scopes)}
+		v := vals[:]
+		out[mdConsumer], out[mdSubject], out[mdScopes] = v[0:1:1], v[1:2:2], v[2:3:3]
 	}
 	return metadata.NewOutgoingContext(ctx, out)
+}
+
+// scopesHeader is the scopes, space-separated, each made header-safe.
+func scopesHeader(scopes []string) string {
+	var b strings.Builder
+	for i, s := range scopes {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(headerSafe(s))
+	}
+	return b.String()
 }
 
 // credentialKey reports the credentials the gateway consumes. They stop

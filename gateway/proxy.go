@@ -121,11 +121,13 @@ func (p *methodProxy) invoke(ctx context.Context, req any) (any, error) {
 		grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&pr))
 	measure.Reached(pr.Addr)
 	measure.End(err)
+	// The Header and Trailer call options, like a client stream's Header
+	// and Trailer, give the proxy copies of its own: filtered in place.
 	if len(header) > 0 {
-		_ = grpc.SetHeader(ctx, filterResponseMD(header))
+		_ = grpc.SetHeader(ctx, dropHopMD(header))
 	}
 	if len(trailer) > 0 {
-		_ = grpc.SetTrailer(ctx, filterResponseMD(trailer))
+		_ = grpc.SetTrailer(ctx, dropHopMD(trailer))
 	}
 	if err != nil {
 		return nil, p.callError(ctx, err, pr.Addr != nil)
@@ -212,7 +214,7 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) (err error) {
 		measure.Reached(bp.Addr)
 	}
 	if len(md) > 0 {
-		if err := ss.SetHeader(filterResponseMD(md)); err != nil {
+		if err := ss.SetHeader(dropHopMD(md)); err != nil {
 			return err
 		}
 	}
@@ -220,7 +222,7 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) (err error) {
 	for {
 		if err := cs.RecvMsg(m); err != nil {
 			if md := cs.Trailer(); len(md) > 0 {
-				ss.SetTrailer(filterResponseMD(md))
+				ss.SetTrailer(dropHopMD(md))
 			}
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -261,16 +263,15 @@ func hopRequestKey(k string) bool {
 	return strings.HasPrefix(k, "grpc-")
 }
 
-// filterResponseMD drops response metadata that grpc-go manages itself.
-func filterResponseMD(md metadata.MD) metadata.MD {
-	out := make(metadata.MD, len(md))
-	for k, v := range md {
+// dropHopMD removes from md, in place, the response metadata that grpc-go
+// manages itself and the gateway's error source, and returns md.
+func dropHopMD(md metadata.MD) metadata.MD {
+	for k := range md {
 		if k == "content-type" || k == ErrorSourceKey || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") {
-			continue
+			delete(md, k)
 		}
-		out[k] = v
 	}
-	return out
+	return md
 }
 
 // deadlineSlack is how close to the call's deadline a DEADLINE_EXCEEDED
