@@ -25,6 +25,11 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
+// MaxRequestBytes is the largest request message the gateway takes: a REST
+// body, or a gRPC message (grpc-go's default limit, which the gateway's
+// server keeps).
+const MaxRequestBytes = 4 << 20
+
 // windowSize is the HTTP/2 flow-control window of every stream and
 // connection, to clients and to backends. Fixed windows turn off grpc-go's
 // bandwidth-delay estimation, whose PING frames cost a write and a read on
@@ -227,7 +232,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: REST routes of %s: %w", svc.Descriptor.FullName(), err)
 		}
 	}
-	g.httpServer = &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second}
+	g.httpServer = &http.Server{Handler: limitBody(g.mux), ReadHeaderTimeout: 10 * time.Second}
 	g.adminServer = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
 	// HTTP/1.1 for browsers and curl; h2c (prior knowledge) for the admin gRPC API.
 	g.adminServer.Protocols.SetHTTP1(true)

@@ -436,6 +436,8 @@ func TestErrorBodies(t *testing.T) {
 		{"unknown field", "POST", "/v1/products", `{"skew": "ABC-1", "name": "x", "currency": "EUR"}`, 400, codes.InvalidArgument, "gateway", gateway.ReasonBadRequest, "skew"},
 		{"unknown enum value", "GET", "/v1/orders?status=ORDER_STATUS_LOST", "", 400, codes.InvalidArgument, "gateway", gateway.ReasonBadRequest, "ORDER_STATUS_LOST"},
 		{"backend not found", "GET", "/v1/products/prd-404", "", 404, codes.NotFound, "backend", "", "prd-404"},
+		{"body over the limit", "POST", "/v1/products", `{"sku": "` + strings.Repeat("A", gateway.MaxRequestBytes) + `"}`,
+			413, codes.ResourceExhausted, "gateway", gateway.ReasonBadRequest, "over the limit"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -469,6 +471,28 @@ func TestErrorBodies(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("body over the limit, length unknown", func(t *testing.T) {
+		// Chunked: the limit is found while grpc-gateway reads the body.
+		body := io.MultiReader(strings.NewReader(`{"sku": "`), io.LimitReader(repeatReader('A'), gateway.MaxRequestBytes))
+		req, _ := http.NewRequest("POST", w.base+"/v1/products", body)
+		req.Header.Set("X-Api-Key", w.key)
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Code    codes.Code
+			Message string
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 400 || st.Code != codes.InvalidArgument || !strings.Contains(st.Message, "too large") {
+			t.Errorf("got %d %+v, want 400 INVALID_ARGUMENT saying the body is too large", resp.StatusCode, st)
+		}
+	})
 
 	t.Run("grpc payload that is not protobuf", func(t *testing.T) {
 		// Field 1 (sku) claims 5 bytes and carries 1: no CreateProductRequest.
@@ -722,4 +746,14 @@ func TestProxiedBytesUnderConcurrency(t *testing.T) {
 			}
 		})
 	}
+}
+
+// repeatReader reads the same byte forever.
+type repeatReader byte
+
+func (r repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r)
+	}
+	return len(p), nil
 }

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -69,6 +71,25 @@ func (c *restConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method 
 	return c.streams.NewStream(ctx, desc, method, opts...)
 }
 
+// limitBody refuses REST bodies over MaxRequestBytes: at once, with 413,
+// when the request says its length, and otherwise when reading passes the
+// limit (grpc-gateway then answers 400 with the reader's error). Without
+// it a client could make the gateway hold any amount of JSON in memory.
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > MaxRequestBytes {
+			err := Error(codes.ResourceExhausted, ReasonBadRequest,
+				fmt.Sprintf("request body of %d bytes is over the limit of %d", r.ContentLength, MaxRequestBytes), nil)
+			writeStatus(w, status.Convert(err), http.StatusRequestEntityTooLarge, "gateway")
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // decodeReply fills grpc-gateway's reply from the backend's response.
 func decodeReply(resp, reply any) error {
 	out, ok := reply.(proto.Message)
@@ -86,6 +107,10 @@ func decodeReply(resp, reply any) error {
 		}
 	case proto.Message:
 		// An interceptor answered with a message of its own.
+		if r.ProtoReflect().Descriptor() != out.ProtoReflect().Descriptor() {
+			return status.Errorf(codes.Internal, "response is a %s, not a %s",
+				r.ProtoReflect().Descriptor().FullName(), out.ProtoReflect().Descriptor().FullName())
+		}
 		proto.Merge(out, r)
 	default:
 		return status.Errorf(codes.Internal, "response of type %T is not a protobuf message", resp)
