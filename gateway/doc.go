@@ -4,21 +4,26 @@
 //
 // # Call path
 //
-// Both front doors end in one grpc.Server. Native gRPC clients reach it over
-// TCP. REST requests are transcoded by grpc-gateway and sent to the same
-// server over an in-memory connection (bufconn), so the interceptor chain
-// (auth, rate limiting, validation, stats) sees every call exactly once, as a
-// gRPC call, whichever door it came through; server streams included. The
-// handlers behind the chain are built at start from the proto descriptors and
-// forward typed messages to the backend's grpc.ClientConn, whose resolver
-// watches Consul (package discovery).
+// Both front doors run one interceptor chain (auth, rate limiting,
+// validation, stats), bound once per method around its proxy handler, so
+// every call meets it exactly once whichever door it came through. Native
+// gRPC clients reach it through the grpc.Server. grpc-gateway's transcoders
+// call restConn (rest.go): a unary REST call is a function call into the
+// same bound chain, with the request headers as incoming metadata and a
+// grpc.ServerTransportStream that collects response metadata; REST streams
+// go over an in-memory connection (bufconn) to the same server. The
+// handlers behind the chain are built at start from the proto descriptors
+// and forward to the backend's grpc.ClientConn, whose resolver watches
+// Consul (package discovery).
 //
 // The chain's order is fixed (chain.go): error source, call facts
 // (policy.Call), stats, auth, rate limit, validation, then the proxy.
 //
-// The in-memory hop costs one extra protobuf encode/decode and HTTP/2 framing
-// per REST call, in exchange for one chain, one set of semantics (metadata,
-// deadlines, status codes, streams) and no transport-specific policy code.
+// Messages travel as bytes (codec.go): the server and the backend
+// connections share a codec under which the proxy holds a message as
+// grpc-go's pooled receive buffers and sends those same buffers on. A
+// request is decoded only when a policy reads it (validation), and a
+// response only by the REST door, to write JSON.
 //
 // # Admin listener
 //
