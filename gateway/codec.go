@@ -28,6 +28,16 @@ type rawMessage struct {
 
 func (m *rawMessage) WireSize() int { return m.size }
 
+// release gives the buffers back to grpc-go's pool, for a message that
+// will not be sent.
+func (m *rawMessage) release() {
+	m.data.Free()
+	m.data = nil
+}
+
+// gone reports a message whose bytes were sent or released.
+func (m *rawMessage) gone() bool { return m.data == nil && m.size > 0 }
+
 // decodedMessage is a request that a policy reads: the decoded message, for
 // the policies, and the bytes it was decoded from, for the backend.
 type decodedMessage struct {
@@ -56,15 +66,17 @@ func (codec) Name() string { return proto.Name }
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *rawMessage:
-		if m.data == nil && m.size > 0 {
+		if m.gone() {
 			return nil, errSentTwice
 		}
 		data := m.data
 		m.data = nil
 		return data, nil
 	case *decodedMessage:
-		if m.data == nil && m.size > 0 {
-			return nil, errSentTwice
+		if m.data == nil {
+			// Its bytes are gone (or there never were any): encode the
+			// message itself.
+			return c.proto.Marshal(m.Message)
 		}
 		data := m.data
 		m.data = nil

@@ -22,8 +22,10 @@
 // Messages travel as bytes (codec.go): the server and the backend
 // connections share a codec under which the proxy holds a message as
 // grpc-go's pooled receive buffers and sends those same buffers on. A
-// request is decoded only when a policy reads it (validation), and a
-// response only by the REST door, to write JSON.
+// request is decoded only when a policy reads it (validation, after auth and
+// rate limiting), and a response only by the REST door, to write JSON.
+// Interceptors of the embedder's get the generated Go types instead
+// (messageMode in proxy.go).
 //
 // # Admin listener
 //

@@ -169,19 +169,36 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		g.backends[r.target()] = conn
 	}
 
-	// The chain's order is fixed: see doc.go.
+	// The chain's order is fixed: see doc.go. A routed unary method's chain
+	// also decodes its request, when anything reads it, right before
+	// validation (proxy.go, decodeStep).
 	unary := []grpc.UnaryServerInterceptor{errorSourceUnary, g.callUnary}
 	stream := []grpc.StreamServerInterceptor{errorSourceStream, g.callStream}
+	decodeAt := 0
 	for _, p := range g.chainPolicies() {
+		if p == g.policies.validate {
+			decodeAt = len(unary)
+		}
 		unary = append(unary, p.UnaryServerInterceptor())
 		stream = append(stream, p.StreamServerInterceptor())
 	}
+	if g.policies.validate == nil {
+		decodeAt = len(unary)
+	}
 	unary = append(unary, o.unary...)
 	stream = append(stream, o.stream...)
-	// Requests are decoded only for policies that read their fields.
-	decodeUnary := g.policies.validate != nil || len(o.unary) > 0
-	decodeStream := g.policies.validate != nil || len(o.stream) > 0
-	proxies := newMethodProxies(routes, g.backends, g.stats, unary, decodeUnary, decodeStream)
+	// Messages are decoded only for what reads them (codec.go).
+	modeOf := func(extra int) messageMode {
+		switch {
+		case extra > 0:
+			return typed
+		case g.policies.validate != nil:
+			return forPolicies
+		}
+		return asBytes
+	}
+	proxies := newMethodProxies(routes, g.backends, g.stats, chainPlan{unary: unary, decodeAt: decodeAt},
+		modeOf(len(o.unary)), modeOf(len(o.stream)))
 	g.grpcServer = grpc.NewServer(grpc.UnaryInterceptor(chainUnary(unary)), grpc.ChainStreamInterceptor(stream...),
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.InitialWindowSize(windowSize), grpc.InitialConnWindowSize(windowSize))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,20 +19,49 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// messageMode is how the proxy holds the messages of a method.
+type messageMode int
+
+const (
+	// asBytes: no policy reads messages. Requests and responses are the
+	// bytes received, sent on as they are.
+	asBytes messageMode = iota
+	// forPolicies: the gateway's own policies (validation) read requests.
+	// Each request is decoded for them and its bytes are still what the
+	// backend gets; responses stay bytes.
+	forPolicies
+	// typed: interceptors of the embedder's (WithUnaryInterceptors,
+	// WithStreamInterceptors) are on the chain. They get requests and
+	// responses as the generated Go types, as from any gRPC server, and
+	// what they leave is what is encoded and sent.
+	typed
+)
+
+// chainPlan is the interceptor chain of unary methods, bound around each
+// method's proxy with the method's decode step at decodeAt: after auth and
+// rate limiting, before validation and the embedder's interceptors.
+type chainPlan struct {
+	unary    []grpc.UnaryServerInterceptor
+	decodeAt int
+}
+
 // newMethodProxies builds the proxy of every route, with the unary chain
-// bound around each unary method. decodeUnary and decodeStream say whether
-// a policy on the chain reads request fields, in which case requests are
-// decoded for it (and still forwarded as received).
-func newMethodProxies(routes []*Route, conns map[string]*grpc.ClientConn, st *stats.Stats, unary []grpc.UnaryServerInterceptor, decodeUnary, decodeStream bool) map[string]*methodProxy {
+// bound around each unary method.
+func newMethodProxies(routes []*Route, conns map[string]*grpc.ClientConn, st *stats.Stats, plan chainPlan, unaryMode, streamMode messageMode) map[string]*methodProxy {
 	out := make(map[string]*methodProxy, len(routes))
 	for _, r := range routes {
-		p := &methodProxy{route: r, conn: conns[r.target()], stats: st, decode: decodeUnary}
+		p := &methodProxy{route: r, conn: conns[r.target()], stats: st, mode: unaryMode}
 		if r.ClientStreams || r.ServerStreams {
-			p.decode = decodeStream
+			p.mode = streamMode
 			p.desc = &grpc.StreamDesc{ServerStreams: r.ServerStreams, ClientStreams: r.ClientStreams}
-		} else {
-			p.call = bindUnary(unary, &grpc.UnaryServerInfo{FullMethod: r.FullMethod}, p.invoke)
+			out[r.FullMethod] = p
+			continue
 		}
+		chain := plan.unary
+		if p.mode != asBytes {
+			chain = slices.Insert(slices.Clone(plan.unary), plan.decodeAt, grpc.UnaryServerInterceptor(p.decodeStep))
+		}
+		p.call = bindUnary(chain, &grpc.UnaryServerInfo{FullMethod: r.FullMethod}, p.invoke)
 		out[r.FullMethod] = p
 	}
 	return out
@@ -66,12 +96,12 @@ func proxyDesc(service string, routes []*Route, proxies map[string]*methodProxy)
 
 // methodProxy forwards one method.
 type methodProxy struct {
-	route  *Route
-	conn   *grpc.ClientConn
-	stats  *stats.Stats      // measures backend calls; nil when stats is off
-	decode bool              // decode requests for the policies
-	call   grpc.UnaryHandler // unary methods: the chain bound around invoke
-	desc   *grpc.StreamDesc  // the backend stream's shape; nil for unary methods
+	route *Route
+	conn  *grpc.ClientConn
+	stats *stats.Stats      // measures backend calls; nil when stats is off
+	mode  messageMode       // how requests and responses are held
+	call  grpc.UnaryHandler // unary methods: the chain bound around invoke
+	desc  *grpc.StreamDesc  // the backend stream's shape; nil for unary methods
 }
 
 // unary is the gRPC server's handler of a unary method. It runs the bound
@@ -82,38 +112,43 @@ func (p *methodProxy) unary(_ any, ctx context.Context, dec func(any) error, _ g
 	if err := dec(raw); err != nil {
 		return nil, err
 	}
-	var req any = raw
-	if p.decode {
-		m, err := p.decodeRequest(raw)
-		if err != nil {
-			return nil, markError(ctx, nil, err)
-		}
-		req = m
-	}
-	return p.call(ctx, req)
+	return p.call(ctx, raw)
 }
 
-// decodeRequest decodes a request for the policies; the decoded message
-// takes over raw's buffers, to send them on. Bytes that are not a message
-// of the method's input type are the caller's mistake.
-func (p *methodProxy) decodeRequest(raw *rawMessage) (*decodedMessage, error) {
+// decodeStep is the chain's step that decodes a native gRPC request, bound
+// after auth and rate limiting: an anonymous caller learns nothing about a
+// protected method's input, and a request that does not decode is a call
+// like any other for stats. Bytes that are not a message of the method's
+// input type are the caller's mistake. REST requests arrive decoded.
+func (p *methodProxy) decodeStep(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	raw, ok := req.(*rawMessage)
+	if !ok {
+		return handler(ctx, req)
+	}
 	m := p.route.input.New().Interface()
 	if err := proto.Unmarshal(contiguous(raw.data), m); err != nil {
 		return nil, Error(codes.InvalidArgument, ReasonBadRequest,
 			fmt.Sprintf("request is not a valid %s: %v", p.route.input.Descriptor().FullName(), err), nil)
 	}
-	return &decodedMessage{Message: m, data: raw.data, size: raw.size}, nil
+	if p.mode == typed {
+		// Encoded again from what the interceptors leave.
+		raw.release()
+		return handler(ctx, m)
+	}
+	// The decoded message takes over raw's buffers, to send them on.
+	return handler(ctx, &decodedMessage{Message: m, data: raw.data, size: raw.size})
 }
 
-// invoke calls the backend with req, as received or as grpc-gateway built
-// it, and returns the backend's response undecoded (a *rawMessage).
+// invoke calls the backend with req, as received, decoded for the policies
+// or as grpc-gateway built it, and returns the backend's response: a
+// *rawMessage, or in typed mode the generated Go type.
 func (p *methodProxy) invoke(ctx context.Context, req any) (any, error) {
 	if _, ok := ctx.Deadline(); !ok && p.route.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.route.Timeout)
 		defer cancel()
 	}
-	out := &rawMessage{}
+	out := p.newResponse()
 	var header, trailer metadata.MD
 	var pr peer.Peer
 	octx, measure := p.startBackendCall(ctx)
@@ -137,8 +172,19 @@ func (p *methodProxy) invoke(ctx context.Context, req any) (any, error) {
 
 // newRequest is what a client's next stream message is received into.
 func (p *methodProxy) newRequest() any {
-	if p.decode {
+	switch p.mode {
+	case forPolicies:
 		return &decodedMessage{Message: p.route.input.New().Interface()}
+	case typed:
+		return p.route.input.New().Interface()
+	}
+	return &rawMessage{}
+}
+
+// newResponse is what a backend's next response is received into.
+func (p *methodProxy) newResponse() any {
+	if p.mode == typed {
+		return p.route.output.New().Interface()
 	}
 	return &rawMessage{}
 }
@@ -153,7 +199,11 @@ func (p *methodProxy) startBackendCall(ctx context.Context) (context.Context, st
 	return p.stats.StartBackendCall(octx, p.route.FullMethod)
 }
 
-func (p *methodProxy) stream(_ any, ss grpc.ServerStream) (err error) {
+// errBackendStreamCanceled is what a backend stream that the proxy gave up
+// on (the client went away, or sent an invalid message) counts as.
+var errBackendStreamCanceled = status.Error(codes.Canceled, "the client's side of the stream ended first")
+
+func (p *methodProxy) stream(_ any, ss grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	if _, ok := ctx.Deadline(); !ok && p.route.Timeout > 0 {
@@ -172,9 +222,13 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) (err error) {
 	}
 	var pr peer.Peer
 	octx, measure := p.startBackendCall(ctx)
-	defer func() { measure.End(err) }()
+	// The backend's side is measured by how the backend stream ended, not
+	// by what the client is told.
+	backendErr := errBackendStreamCanceled
+	defer func() { measure.End(backendErr) }()
 	cs, err := p.conn.NewStream(octx, p.desc, p.route.FullMethod, grpc.Peer(&pr))
 	if err != nil {
+		backendErr = err
 		return p.callError(ctx, err, false)
 	}
 
@@ -206,7 +260,7 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) (err error) {
 		}()
 	}
 
-	// Backend to client, as bytes. One rawMessage serves every message:
+	// Backend to client. As bytes, one rawMessage serves every message:
 	// each receive gives it new buffers, and SendMsg hands them over.
 	md, _ := cs.Header() // its error, if any, comes again from RecvMsg
 	// Header has settled the attempt: its context knows the instance.
@@ -218,18 +272,20 @@ func (p *methodProxy) stream(_ any, ss grpc.ServerStream) (err error) {
 			return err
 		}
 	}
-	m := &rawMessage{}
+	m := p.newResponse()
 	for {
 		if err := cs.RecvMsg(m); err != nil {
 			if md := cs.Trailer(); len(md) > 0 {
 				ss.SetTrailer(dropHopMD(md))
 			}
 			if errors.Is(err, io.EOF) {
+				backendErr = nil
 				return nil
 			}
 			if e := recvErr.Load(); e != nil {
 				return *e
 			}
+			backendErr = err
 			return p.callError(ctx, err, pr.Addr != nil)
 		}
 		if err := ss.SendMsg(m); err != nil {

@@ -41,10 +41,13 @@ func (c *restConn) Invoke(ctx context.Context, method string, args, reply any, o
 		return c.streams.Invoke(ctx, method, args, reply, opts...)
 	}
 	// What a gRPC server would give the handler: the request metadata as
-	// incoming, the peer, and a stream to set response metadata on.
+	// incoming and none as outgoing (so a call the chain makes cannot
+	// forward the client's credentials), the peer, and a stream to set
+	// response metadata on.
 	md, _ := metadata.FromOutgoingContext(ctx)
 	sts := &restTransportStream{method: method}
-	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(metadata.NewIncomingContext(ctx, md), restPeer), sts)
+	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
+	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer), sts)
 
 	resp, err := p.call(ctx, args)
 	if err == nil {
@@ -97,7 +100,13 @@ func decodeReply(resp, reply any) error {
 		return status.Errorf(codes.Internal, "reply of type %T is not a protobuf message", reply)
 	}
 	switch r := resp.(type) {
+	case nil:
+		// An interceptor answered OK with no message: the empty message, as
+		// a gRPC server would send.
 	case *rawMessage:
+		if r.gone() {
+			return status.Error(codes.Internal, "the backend's response was already sent")
+		}
 		err := proto.Unmarshal(contiguous(r.data), out) // copies what it keeps
 		r.data.Free()
 		r.data = nil

@@ -33,10 +33,16 @@ func TestDecodeReply(t *testing.T) {
 		t.Errorf("an interceptor's message: %v, %v", got, err)
 	}
 
+	got = &catalogv1.GetProductResponse{}
+	if err := decodeReply(nil, got); err != nil || !proto.Equal(got, &catalogv1.GetProductResponse{}) {
+		t.Errorf("OK with no message: %v, %v; want the empty message, as a gRPC server sends", got, err)
+	}
+
 	for name, resp := range map[string]any{
 		"a message of another type": &catalogv1.ListProductsResponse{},
 		"not a message":             "hello",
 		"bytes that do not decode":  &rawMessage{data: mem.BufferSlice{mem.SliceBuffer([]byte{0x0a, 0x05, 'A'})}, size: 3},
+		"bytes already sent":        raw, // released above: must not read as an empty message
 	} {
 		if err := decodeReply(resp, &catalogv1.GetProductResponse{}); status.Code(err) != codes.Internal {
 			t.Errorf("%s: got %v, want INTERNAL", name, err)

@@ -222,8 +222,10 @@ func (w *watchAge) Collect(ch chan<- prometheus.Metric) {
 // BackendCall measures one call from the gateway to a backend: latency
 // and code per instance, the instance for the access log, and the client
 // span that carries the trace to the backend. The zero BackendCall measures
-// nothing. The gateway's proxy makes one per backend call; BackendHandler
-// makes one per attempt for connections the gateway does not proxy.
+// nothing. The gateway's proxy makes one per backend call (a transparent
+// retry inside grpc-go counts once, with the instance that answered);
+// BackendHandler makes one per attempt for connections the gateway does not
+// proxy.
 type BackendCall struct{ a *attempt }
 
 // attempt is one try of a backend call.
