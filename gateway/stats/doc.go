@@ -8,8 +8,7 @@
 // backend side comes from two hooks outside the chain: Observer, which the
 // Consul resolver tells about instances and watch errors, and
 // StartBackendCall, which the proxy calls around each backend call to
-// measure it per instance and carry the trace to the backend
-// (BackendHandler does the same as a grpc stats.Handler).
+// measure it per instance and carry the trace to the backend.
 //
 // Label values come only from the route table (New's routes), the gRPC code
 // list, Consul service IDs of listed instances and the gateway's own policy

@@ -15,8 +15,8 @@ import (
 
 // The gateway builds Stats from its route table, puts the interceptors on
 // its chain right after the call facts, gives Observer to the Consul
-// resolver and BackendHandler to the backend connections, and serves reg at
-// /metrics.
+// resolver, measures each backend call with StartBackendCall, and serves
+// reg at /metrics.
 func ExampleNew() {
 	reg := prometheus.NewRegistry()
 	// Drop what changes from run to run, to show the line's shape.

@@ -16,7 +16,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	grpcstats "google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -169,13 +168,6 @@ func (s *Stats) Close() error {
 
 // Observer is what the Consul resolver reports to (discovery.WithObserver).
 func (s *Stats) Observer() discovery.Observer { return s.backends }
-
-// BackendHandler measures every attempt of a backend call as a grpc
-// stats.Handler, for backend connections that a proxy of your own uses (give
-// it to them with grpc.WithStatsHandler). The gateway's proxy does not: it
-// measures each call with StartBackendCall, which spares grpc-go the stats
-// events it would build for a handler on every call.
-func (s *Stats) BackendHandler() grpcstats.Handler { return &backendHandler{s: s} }
 
 // UnaryServerInterceptor counts, logs and traces unary calls.
 func (s *Stats) UnaryServerInterceptor() grpc.UnaryServerInterceptor {

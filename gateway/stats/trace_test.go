@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway/stats"
@@ -14,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	grpcstats "google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -31,21 +29,18 @@ func TestSpansFollowTheCall(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	f := newFixture(t, stats.WithTracerProvider(tp))
 	f.s.Observer().Instances("catalog", []discovery.Instance{{ID: "catalog-a", Addr: "10.0.0.1:7001"}})
-	h := f.s.BackendHandler()
-
 	c := restCall("GetProduct")
 	callerParent := "00-" + callerTrace + "-" + callerSpan + "-01"
 	var sent string
 	err := f.unary(t, incoming(c, "traceparent", callerParent), c, func(ctx context.Context, req any) (any, error) {
-		// What the proxy does: forward the caller's metadata and make one
-		// attempt on the backend connection.
+		// What the proxy does: forward the caller's metadata and measure
+		// the backend call it makes with it.
 		md, _ := metadata.FromIncomingContext(ctx)
-		actx := h.TagRPC(metadata.NewOutgoingContext(ctx, md.Copy()), &grpcstats.RPCTagInfo{FullMethodName: c.FullMethod})
+		actx, call := f.s.StartBackendCall(metadata.NewOutgoingContext(ctx, md.Copy()), c.FullMethod)
 		out, _ := metadata.FromOutgoingContext(actx)
 		sent = out.Get("traceparent")[0]
-		begin := time.Now()
-		h.HandleRPC(actx, &grpcstats.OutHeader{Client: true, RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 7001}})
-		h.HandleRPC(actx, &grpcstats.End{Client: true, BeginTime: begin, EndTime: begin.Add(3 * time.Millisecond)})
+		call.Reached(&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 7001})
+		call.End(nil)
 		return ok(ctx, req)
 	})
 	if err != nil {
@@ -94,16 +89,14 @@ func TestSpansFollowTheCall(t *testing.T) {
 
 func TestBackendAttemptsPerInstance(t *testing.T) {
 	f := newFixture(t)
-	o, h := f.s.Observer(), f.s.BackendHandler()
+	o := f.s.Observer()
 	o.Instances("catalog", []discovery.Instance{{ID: "catalog-a", Addr: "10.0.0.1:7001"}})
 	c := restCall("GetProduct")
 	ctx := incoming(c)
 	attempt := func(addr net.Addr, err error) {
-		actx := h.TagRPC(ctx, &grpcstats.RPCTagInfo{FullMethodName: c.FullMethod})
-		if addr != nil {
-			h.HandleRPC(actx, &grpcstats.OutHeader{Client: true, RemoteAddr: addr})
-		}
-		h.HandleRPC(actx, &grpcstats.End{Client: true, BeginTime: time.Now(), EndTime: time.Now(), Error: err})
+		_, call := f.s.StartBackendCall(ctx, c.FullMethod)
+		call.Reached(addr) // nil: no instance was reached
+		call.End(err)
 	}
 	attempt(&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 7001}, status.Error(codes.NotFound, "no such product"))
 	attempt(nil, status.Error(codes.Unavailable, "no healthy instance"))
@@ -133,7 +126,7 @@ func TestTracingOffAddsNothing(t *testing.T) {
 	f := newFixture(t)
 	c := restCall("GetProduct")
 	md := metadata.Pairs("traceparent", "00-"+callerTrace+"-"+callerSpan+"-01")
-	actx := f.s.BackendHandler().TagRPC(metadata.NewOutgoingContext(incoming(c), md), &grpcstats.RPCTagInfo{FullMethodName: c.FullMethod})
+	actx, _ := f.s.StartBackendCall(metadata.NewOutgoingContext(incoming(c), md), c.FullMethod)
 	out, _ := metadata.FromOutgoingContext(actx)
 	if got := out.Get("traceparent"); len(got) != 1 || got[0] != md.Get("traceparent")[0] {
 		t.Errorf("with tracing off the caller's traceparent passes unchanged; got %v", got)
@@ -156,7 +149,7 @@ func TestOTLPExporterLivesBetweenStartAndClose(t *testing.T) {
 	}
 	c := restCall("GetProduct")
 	traced := func() bool {
-		ctx := s.BackendHandler().TagRPC(incoming(c), &grpcstats.RPCTagInfo{FullMethodName: c.FullMethod})
+		ctx, _ := s.StartBackendCall(incoming(c), c.FullMethod)
 		return trace.SpanFromContext(ctx).SpanContext().IsValid()
 	}
 	if traced() {
