@@ -28,6 +28,23 @@ type rawMessage struct {
 
 func (m *rawMessage) WireSize() int { return m.size }
 
+// hold keeps a reference to received buffers (grpc-go frees its own after
+// Unmarshal returns).
+func (m *rawMessage) hold(data mem.BufferSlice) {
+	data.Ref()
+	m.data, m.size = data, data.Len()
+}
+
+// take hands the buffers over to be sent; grpc-go frees them once written.
+func (m *rawMessage) take() (mem.BufferSlice, error) {
+	if m.gone() {
+		return nil, errSentTwice
+	}
+	data := m.data
+	m.data = nil
+	return data, nil
+}
+
 // release gives the buffers back to grpc-go's pool, for a message that
 // will not be sent.
 func (m *rawMessage) release() {
@@ -42,11 +59,8 @@ func (m *rawMessage) gone() bool { return m.data == nil && m.size > 0 }
 // the policies, and the bytes it was decoded from, for the backend.
 type decodedMessage struct {
 	protobuf.Message
-	data mem.BufferSlice // nil once sent
-	size int
+	rawMessage
 }
-
-func (m *decodedMessage) WireSize() int { return m.size }
 
 // errSentTwice would mean a proxy bug: a message's bytes go out once.
 var errSentTwice = errors.New("gateway: a proxied message was sent twice")
@@ -61,44 +75,31 @@ func newCodec() codec { return codec{proto: encoding.GetCodecV2(proto.Name)} }
 
 func (codec) Name() string { return proto.Name }
 
-// Marshal hands over the message's buffers: grpc-go frees what Marshal
-// returns once it is written.
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *rawMessage:
-		if m.gone() {
-			return nil, errSentTwice
-		}
-		data := m.data
-		m.data = nil
-		return data, nil
+		return m.take()
 	case *decodedMessage:
 		if m.data == nil {
 			// Its bytes are gone (or there never were any): encode the
 			// message itself.
 			return c.proto.Marshal(m.Message)
 		}
-		data := m.data
-		m.data = nil
-		return data, nil
+		return m.take()
 	}
 	return c.proto.Marshal(v)
 }
 
-// Unmarshal keeps a reference to the received buffers (grpc-go frees its
-// own after Unmarshal returns).
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *rawMessage:
-		data.Ref()
-		m.data, m.size = data, data.Len()
+		m.hold(data)
 		return nil
 	case *decodedMessage:
 		if err := protobuf.Unmarshal(contiguous(data), m.Message); err != nil {
 			return fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().FullName(), err)
 		}
-		data.Ref()
-		m.data, m.size = data, data.Len()
+		m.hold(data)
 		return nil
 	}
 	return c.proto.Unmarshal(data, v)

@@ -136,7 +136,7 @@ func (p *methodProxy) decodeStep(ctx context.Context, req any, _ *grpc.UnaryServ
 		return handler(ctx, m)
 	}
 	// The decoded message takes over raw's buffers, to send them on.
-	return handler(ctx, &decodedMessage{Message: m, data: raw.data, size: raw.size})
+	return handler(ctx, &decodedMessage{Message: m, rawMessage: *raw})
 }
 
 // invoke calls the backend with req, as received, decoded for the policies

@@ -108,8 +108,7 @@ func decodeReply(resp, reply any) error {
 			return status.Error(codes.Internal, "the backend's response was already sent")
 		}
 		err := proto.Unmarshal(contiguous(r.data), out) // copies what it keeps
-		r.data.Free()
-		r.data = nil
+		r.release()
 		if err != nil {
 			return Error(codes.Internal, ReasonInternal,
 				"backend response is not a valid "+string(out.ProtoReflect().Descriptor().FullName())+": "+err.Error(), nil)

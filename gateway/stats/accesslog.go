@@ -56,6 +56,11 @@ type entry struct {
 	rejectedBy, reason, traceID string
 }
 
+// trailing is the line's last fields, each written only when not empty.
+func (e *entry) trailing() [4]struct{ k, v string } {
+	return [4]struct{ k, v string }{{"instance", e.instance}, {"rejected_by", e.rejectedBy}, {"reason", e.reason}, {"trace_id", e.traceID}}
+}
+
 func (e *entry) attrs(attrs []slog.Attr) []slog.Attr {
 	attrs = append(attrs, slog.String("transport", e.transport))
 	if e.route != "" {
@@ -76,7 +81,7 @@ func (e *entry) attrs(attrs []slog.Attr) []slog.Attr {
 		attrs = append(attrs, slog.String("consumer", e.consumer))
 	}
 	attrs = append(attrs, slog.Int64("bytes_in", e.in), slog.Int64("bytes_out", e.out), slog.String("backend", e.backend))
-	for _, a := range [...]struct{ k, v string }{{"instance", e.instance}, {"rejected_by", e.rejectedBy}, {"reason", e.reason}, {"trace_id", e.traceID}} {
+	for _, a := range e.trailing() {
 		if a.v != "" {
 			attrs = append(attrs, slog.String(a.k, a.v))
 		}
@@ -112,7 +117,7 @@ func (e *entry) appendJSON(b []byte, now time.Time) []byte {
 	b = append(b, `,"bytes_out":`...)
 	b = strconv.AppendInt(b, e.out, 10)
 	b = appendJSONField(b, "backend", e.backend)
-	for _, a := range [...]struct{ k, v string }{{"instance", e.instance}, {"rejected_by", e.rejectedBy}, {"reason", e.reason}, {"trace_id", e.traceID}} {
+	for _, a := range e.trailing() {
 		if a.v != "" {
 			b = appendJSONField(b, a.k, a.v)
 		}
