@@ -26,6 +26,13 @@ type issuer struct {
 	// keys resolves a token's verification key. For a JWKS URL it is set by
 	// start, since fetching is I/O; until then tokens fail as unverifiable.
 	keys atomic.Pointer[keyfunc.Keyfunc]
+	// cached reads the keys already loaded, without I/O; nil for HS256.
+	cached atomic.Pointer[jwkset.Storage]
+	// refetch is the budget of refetches caused by unknown kids. The
+	// issuer keeps it rather than jwkset, which bounds the wait for its
+	// budget and the refetch with one deadline: a wait capped at a
+	// millisecond would cap the fetch at a millisecond too.
+	refetch *rate.Limiter
 }
 
 func newIssuer(cfg IssuerConfig, leeway time.Duration) (*issuer, error) {
@@ -38,6 +45,7 @@ func newIssuer(cfg IssuerConfig, leeway time.Duration) (*issuer, error) {
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
 		),
+		refetch: rate.NewLimiter(rate.Every(cfg.UnknownKIDInterval), 1),
 	}
 	switch {
 	case cfg.JWKSFile != "":
@@ -50,6 +58,8 @@ func newIssuer(cfg IssuerConfig, leeway time.Duration) (*issuer, error) {
 			return nil, fmt.Errorf("auth: issuer %s: jwks_file %s: %w", cfg.Issuer, cfg.JWKSFile, err)
 		}
 		is.keys.Store(&kf)
+		store := kf.Storage()
+		is.cached.Store(&store)
 	case cfg.HS256Secret != "":
 		secret := []byte(cfg.HS256Secret)
 		var kf keyfunc.Keyfunc = hmacKey(secret)
@@ -63,25 +73,35 @@ func (is *issuer) start(ctx context.Context, log *slog.Logger) error {
 	if is.cfg.JWKSURL == "" {
 		return nil
 	}
-	noErrFirst := true // a JWKS that is down at start must not stop the gateway
-	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{is.cfg.JWKSURL}, keyfunc.Override{
+	// A JWKS that is down at start must not stop the gateway: tokens fail
+	// as unverifiable until a refresh succeeds.
+	store, err := jwkset.NewStorageFromHTTP(is.cfg.JWKSURL, jwkset.HTTPClientStorageOptions{
 		Client:                    &http.Client{Timeout: 5 * time.Second},
+		Ctx:                       ctx,
 		HTTPTimeout:               5 * time.Second,
-		NoErrorReturnFirstHTTPReq: &noErrFirst,
+		NoErrorReturnFirstHTTPReq: true,
 		RefreshInterval:           is.cfg.RefreshInterval,
-		RefreshUnknownKID:         rate.NewLimiter(rate.Every(is.cfg.UnknownKIDInterval), 1),
-		// Never make a call wait for the refetch budget: an unknown kid
-		// either triggers a refetch now or fails now.
-		RateLimitWaitMax: time.Millisecond,
-		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
-			return func(_ context.Context, err error) {
-				log.Warn("JWKS refresh failed", "issuer", is.cfg.Issuer, "url", u, "error", err)
-			}
+		RefreshErrorHandler: func(_ context.Context, err error) {
+			log.Warn("JWKS refresh failed", "issuer", is.cfg.Issuer, "url", is.cfg.JWKSURL, "error", err)
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("auth: issuer %s: jwks_url: %w", is.cfg.Issuer, err)
 	}
+	// The client refetches on every unknown kid it is asked for; key asks
+	// only when is.refetch allows, so the refetch gets the HTTP timeout.
+	client, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
+		HTTPURLs:          map[string]jwkset.Storage{is.cfg.JWKSURL: store},
+		RefreshUnknownKID: rate.NewLimiter(rate.Inf, 1),
+	})
+	if err != nil {
+		return fmt.Errorf("auth: issuer %s: jwks_url: %w", is.cfg.Issuer, err)
+	}
+	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: client})
+	if err != nil {
+		return fmt.Errorf("auth: issuer %s: jwks_url: %w", is.cfg.Issuer, err)
+	}
+	is.cached.Store(&store)
 	is.keys.Store(&kf)
 	return nil
 }
@@ -104,13 +124,24 @@ func (is *issuer) key(ctx context.Context, t *jwt.Token) (any, error) {
 		return nil, refuse(ReasonUnknownKey, "the issuer's signing keys are not loaded yet")
 	}
 	if kid, ok := t.Header["kid"].(string); ok {
-		if store := (*kf).Storage(); store != nil {
-			if _, err := store.KeyRead(ctx, kid); err != nil {
-				return nil, refuse(ReasonUnknownKey, fmt.Sprintf("token signing key %q is unknown", printable(kid, 64)))
+		if cached := is.cached.Load(); cached != nil {
+			if _, err := (*cached).KeyRead(ctx, kid); err != nil {
+				// Never make a call wait for the refetch budget: an unknown
+				// kid either triggers a refetch now or fails now.
+				if !is.refetch.Allow() {
+					return nil, unknownKID(kid)
+				}
+				if _, err := (*kf).Storage().KeyRead(ctx, kid); err != nil {
+					return nil, unknownKID(kid)
+				}
 			}
 		}
 	}
 	return (*kf).KeyfuncCtx(ctx)(t)
+}
+
+func unknownKID(kid string) error {
+	return refuse(ReasonUnknownKey, fmt.Sprintf("token signing key %q is unknown", printable(kid, 64)))
 }
 
 // hmacKey is the keyfunc of an HS256 issuer: it hands out the secret only
