@@ -9,12 +9,18 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/auth"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/ratelimit"
+	"github.com/portico-gw/portico/gateway/route"
+	"github.com/portico-gw/portico/gateway/stats"
+	"github.com/portico-gw/portico/gateway/validate"
 	"go.yaml.in/yaml/v3"
 )
 
 // Config is the gateway's configuration, read from a YAML file. The zero
-// value works against a local Consul agent.
+// value works against a local Consul agent. Each policy's part is that
+// policy package's own Config.
 type Config struct {
 	// HTTPAddr is where REST/JSON is served. Default 127.0.0.1:8080.
 	HTTPAddr string `yaml:"http_addr"`
@@ -47,10 +53,10 @@ type Config struct {
 	Services map[string]ServiceConfig `yaml:"services"`
 
 	// Policies.
-	Auth       AuthConfig       `yaml:"auth"`
-	RateLimit  RateLimitConfig  `yaml:"rate_limit"`
-	Validation ValidationConfig `yaml:"validation"`
-	Stats      StatsConfig      `yaml:"stats"`
+	Auth       auth.Config      `yaml:"auth"`
+	RateLimit  ratelimit.Config `yaml:"rate_limit"`
+	Validation validate.Config  `yaml:"validation"`
+	Stats      stats.Config     `yaml:"stats"`
 
 	// Register puts the gateway itself into Consul (register.go).
 	Register RegisterConfig `yaml:"register"`
@@ -59,42 +65,12 @@ type Config struct {
 	source string
 }
 
-// ServiceConfig overrides what a service's proto options declare.
-type ServiceConfig struct {
-	// Backend is the Consul service name.
-	Backend string `yaml:"backend"`
-	// Tag keeps only instances that carry this Consul tag.
-	Tag string `yaml:"tag"`
-	// Datacenter queries another Consul datacenter.
-	Datacenter string `yaml:"datacenter"`
-	// Timeout is the default deadline of unary calls.
-	Timeout time.Duration `yaml:"timeout"`
-	// StreamTimeout is the default deadline of streaming calls; 0 means none
-	// (a stream lives until the client or the backend ends it).
-	StreamTimeout time.Duration `yaml:"stream_timeout"`
-
-	// Access, Scopes and RateLimit override the service's proto options.
-	PolicyConfig `yaml:",inline"`
-	// Methods overrides single methods, keyed by method name (GetProduct).
-	Methods map[string]MethodConfig `yaml:"methods"`
-}
-
-// PolicyConfig overrides declared policy; unset fields keep the proto's.
-type PolicyConfig struct {
-	// Access is "public" or "authenticated".
-	Access string `yaml:"access"`
-	// Scopes replaces the declared scopes when present (even if empty).
-	Scopes []string `yaml:"scopes"`
-	// RateLimit replaces the declared rate limit.
-	RateLimit *policy.RateLimit `yaml:"rate_limit"`
-}
-
-// MethodConfig overrides what one method declares.
-type MethodConfig struct {
-	PolicyConfig `yaml:",inline"`
-	// Timeout is the default deadline of the method.
-	Timeout time.Duration `yaml:"timeout"`
-}
+// The route table's part of the config: overrides of what proto declares.
+type (
+	ServiceConfig = route.ServiceConfig
+	MethodConfig  = route.MethodConfig
+	PolicyConfig  = route.PolicyConfig
+)
 
 // LoadConfig reads a YAML config file. Unknown keys are errors, so a typo
 // cannot silently fall back to a default.
@@ -151,4 +127,9 @@ func (c Config) where() string {
 		return "config"
 	}
 	return c.source
+}
+
+func (c Config) routes() route.Config {
+	return route.Config{DefaultTimeout: c.DefaultTimeout, DefaultAccess: c.DefaultAccess,
+		DefaultRateLimit: c.DefaultRateLimit, Services: c.Services, Source: c.where()}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/gateway"
+	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gen/registry"
 )
 
@@ -83,7 +84,7 @@ func TestPrintRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	if err := gateway.PrintRoutes(&b, gw.Routes()); err != nil {
+	if err := route.Print(&b, gw.Routes()); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{

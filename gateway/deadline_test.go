@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/gateway"
+	"github.com/portico-gw/portico/gateway/policy"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -46,8 +47,8 @@ func TestDeadlines(t *testing.T) {
 		if r.Status != http.StatusGatewayTimeout || r.Header.Get("X-Portico-Error-Source") != "gateway" {
 			t.Fatalf("got %d (%s) %s, want 504 from the gateway", r.Status, r.Header.Get("X-Portico-Error-Source"), r.Raw)
 		}
-		if reason, _ := errorInfo(r.Body); reason != gateway.ReasonDeadline {
-			t.Errorf("reason = %q, want %s", reason, gateway.ReasonDeadline)
+		if reason, _ := errorInfo(r.Body); reason != policy.ReasonDeadline {
+			t.Errorf("reason = %q, want %s", reason, policy.ReasonDeadline)
 		}
 		if left := <-slow.seen; left <= 0 || left > 300*time.Millisecond {
 			t.Errorf("backend saw deadline %v, want within (0, 300ms]", left)

@@ -70,7 +70,7 @@ func newWorldWith(t testing.TB, private bool, gwOpts []gateway.Option, opts ...w
 	cfg := gateway.Config{
 		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Consul: discovery.ConsulConfig{Address: agent.Addr},
-		Auth: gateway.AuthConfig{APIKeys: []auth.APIKeyConfig{
+		Auth: auth.Config{APIKeys: []auth.APIKeyConfig{
 			{Consumer: testConsumer, SHA256: auth.HashAPIKey(testAPIKey), Scopes: []string{"catalog.write"}},
 		}},
 		Services: map[string]gateway.ServiceConfig{

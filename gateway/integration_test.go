@@ -15,6 +15,7 @@ import (
 
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/rest"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/services/orders"
@@ -137,8 +138,8 @@ func TestGRPCCatalogCRUD(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("get after delete: %v, want NotFound", err)
 	}
-	if src := trailer.Get(gateway.ErrorSourceKey); len(src) != 1 || src[0] != "backend" {
-		t.Errorf("%s = %v, want backend", gateway.ErrorSourceKey, src)
+	if src := trailer.Get(policy.ErrorSourceKey); len(src) != 1 || src[0] != "backend" {
+		t.Errorf("%s = %v, want backend", policy.ErrorSourceKey, src)
 	}
 }
 
@@ -356,7 +357,7 @@ func TestNoHealthyInstanceFailsFast(t *testing.T) {
 		if st.Code() != codes.Unavailable {
 			t.Fatalf("%s: grpc: %v, want UNAVAILABLE before the client's 5s deadline", what, err)
 		}
-		if src := trailer.Get(gateway.ErrorSourceKey); len(src) != 1 || src[0] != "gateway" {
+		if src := trailer.Get(policy.ErrorSourceKey); len(src) != 1 || src[0] != "gateway" {
 			t.Errorf("%s: error source %v, want gateway", what, src)
 		}
 		var info *errdetails.ErrorInfo
@@ -365,14 +366,14 @@ func TestNoHealthyInstanceFailsFast(t *testing.T) {
 				info = i
 			}
 		}
-		if info.GetReason() != gateway.ReasonNoHealthyBackend || info.GetDomain() != gateway.ErrorDomain {
+		if info.GetReason() != policy.ReasonNoHealthyBackend || info.GetDomain() != policy.ErrorDomain {
 			t.Errorf("%s: ErrorInfo = %v", what, info)
 		}
 		r := w.rest("GET", "/v1/products/prd-000001", nil)
 		if r.Status != http.StatusServiceUnavailable || r.Header.Get("X-Portico-Error-Source") != "gateway" {
 			t.Fatalf("%s: rest: %d %v %s", what, r.Status, r.Header, r.Raw)
 		}
-		if reason, _ := errorInfo(r.Body); reason != gateway.ReasonNoHealthyBackend {
+		if reason, _ := errorInfo(r.Body); reason != policy.ReasonNoHealthyBackend {
 			t.Errorf("%s: rest reason = %q", what, reason)
 		}
 	}
@@ -429,15 +430,15 @@ func TestErrorBodies(t *testing.T) {
 		code                     codes.Code
 		source, reason, msgPart  string
 	}{
-		{"unknown path", "GET", "/v2/nothing", "", 404, codes.NotFound, "gateway", gateway.ReasonNoRoute, "no route for GET /v2/nothing"},
-		{"wrong method", "PUT", "/v1/products", "{}", 405, codes.Unimplemented, "gateway", gateway.ReasonNoRoute, "PUT"},
-		{"malformed json", "POST", "/v1/products", `{"sku": "A`, 400, codes.InvalidArgument, "gateway", gateway.ReasonBadRequest, ""},
-		{"wrong field type", "POST", "/v1/products", `{"sku": 12, "name": "x", "currency": "EUR"}`, 400, codes.InvalidArgument, "gateway", gateway.ReasonBadRequest, "sku"},
-		{"unknown field", "POST", "/v1/products", `{"skew": "ABC-1", "name": "x", "currency": "EUR"}`, 400, codes.InvalidArgument, "gateway", gateway.ReasonBadRequest, "skew"},
-		{"unknown enum value", "GET", "/v1/orders?status=ORDER_STATUS_LOST", "", 400, codes.InvalidArgument, "gateway", gateway.ReasonBadRequest, "ORDER_STATUS_LOST"},
+		{"unknown path", "GET", "/v2/nothing", "", 404, codes.NotFound, "gateway", policy.ReasonNoRoute, "no route for GET /v2/nothing"},
+		{"wrong method", "PUT", "/v1/products", "{}", 405, codes.Unimplemented, "gateway", policy.ReasonNoRoute, "PUT"},
+		{"malformed json", "POST", "/v1/products", `{"sku": "A`, 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, ""},
+		{"wrong field type", "POST", "/v1/products", `{"sku": 12, "name": "x", "currency": "EUR"}`, 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, "sku"},
+		{"unknown field", "POST", "/v1/products", `{"skew": "ABC-1", "name": "x", "currency": "EUR"}`, 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, "skew"},
+		{"unknown enum value", "GET", "/v1/orders?status=ORDER_STATUS_LOST", "", 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, "ORDER_STATUS_LOST"},
 		{"backend not found", "GET", "/v1/products/prd-404", "", 404, codes.NotFound, "backend", "", "prd-404"},
-		{"body over the limit", "POST", "/v1/products", `{"sku": "` + strings.Repeat("A", gateway.MaxRequestBytes) + `"}`,
-			413, codes.ResourceExhausted, "gateway", gateway.ReasonBadRequest, "over the limit"},
+		{"body over the limit", "POST", "/v1/products", `{"sku": "` + strings.Repeat("A", rest.MaxBodyBytes) + `"}`,
+			413, codes.ResourceExhausted, "gateway", policy.ReasonBadRequest, "over the limit"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -466,7 +467,7 @@ func TestErrorBodies(t *testing.T) {
 			if reason != tc.reason {
 				t.Errorf("ErrorInfo reason = %q, want %q (body %s)", reason, tc.reason, r.Raw)
 			}
-			if tc.reason != "" && domain != gateway.ErrorDomain {
+			if tc.reason != "" && domain != policy.ErrorDomain {
 				t.Errorf("ErrorInfo domain = %q", domain)
 			}
 		})
@@ -474,7 +475,7 @@ func TestErrorBodies(t *testing.T) {
 
 	t.Run("body over the limit, length unknown", func(t *testing.T) {
 		// Chunked: the limit is found while grpc-gateway reads the body.
-		body := io.MultiReader(strings.NewReader(`{"sku": "`), io.LimitReader(repeatReader('A'), gateway.MaxRequestBytes))
+		body := io.MultiReader(strings.NewReader(`{"sku": "`), io.LimitReader(repeatReader('A'), rest.MaxBodyBytes))
 		req, _ := http.NewRequest("POST", w.base+"/v1/products", body)
 		req.Header.Set("X-Api-Key", w.key)
 		resp, err := httpClient.Do(req)
@@ -504,8 +505,8 @@ func TestErrorBodies(t *testing.T) {
 		if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "catalog.v1.CreateProductRequest") {
 			t.Fatalf("got %v, want INVALID_ARGUMENT naming the request type", err)
 		}
-		if got := trailer.Get(gateway.ErrorSourceKey); len(got) != 1 || got[0] != "gateway" {
-			t.Errorf("%s = %v, want gateway", gateway.ErrorSourceKey, got)
+		if got := trailer.Get(policy.ErrorSourceKey); len(got) != 1 || got[0] != "gateway" {
+			t.Errorf("%s = %v, want gateway", policy.ErrorSourceKey, got)
 		}
 		var reason string
 		for _, d := range st.Details() {
@@ -513,8 +514,8 @@ func TestErrorBodies(t *testing.T) {
 				reason = info.Reason
 			}
 		}
-		if reason != gateway.ReasonBadRequest {
-			t.Errorf("ErrorInfo reason = %q, want %q", reason, gateway.ReasonBadRequest)
+		if reason != policy.ReasonBadRequest {
+			t.Errorf("ErrorInfo reason = %q, want %q", reason, policy.ReasonBadRequest)
 		}
 		// Decoding comes after auth: an anonymous caller of a protected
 		// method learns nothing about its input.

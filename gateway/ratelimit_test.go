@@ -109,8 +109,8 @@ func TestRateLimitPerIPOverREST(t *testing.T) {
 			t.Errorf("rejection: %s = %v, want [%s]", h, got, want)
 		}
 	}
-	if reason, domain := errorInfo(r.Body); reason != ratelimit.Reason || domain != gateway.ErrorDomain {
-		t.Errorf("ErrorInfo %s/%s, want %s in %s", reason, domain, ratelimit.Reason, gateway.ErrorDomain)
+	if reason, domain := errorInfo(r.Body); reason != ratelimit.Reason || domain != policy.ErrorDomain {
+		t.Errorf("ErrorInfo %s/%s, want %s in %s", reason, domain, ratelimit.Reason, policy.ErrorDomain)
 	}
 	if d := detail(r.Body, "google.rpc.RetryInfo"); d == nil || d["retryDelay"] == nil {
 		t.Errorf("no RetryInfo in %s", r.Raw)
@@ -162,7 +162,7 @@ func TestRateLimitPerIPOverGRPC(t *testing.T) {
 	if policyName, reason := policy.Rejection(err); policyName != ratelimit.Name || reason != ratelimit.Reason {
 		t.Errorf("Rejection = %s/%s", policyName, reason)
 	}
-	for k, want := range map[string]string{"ratelimit-limit": "2", "ratelimit-remaining": "0", gateway.ErrorSourceKey: "gateway"} {
+	for k, want := range map[string]string{"ratelimit-limit": "2", "ratelimit-remaining": "0", policy.ErrorSourceKey: "gateway"} {
 		if got := trailer.Get(k); len(got) != 1 || got[0] != want {
 			t.Errorf("trailer %s = %v, want %s", k, got, want)
 		}
@@ -411,8 +411,8 @@ register:
 		cfg  gateway.Config
 		want string
 	}{
-		{gateway.Config{RateLimit: gateway.RateLimitConfig{Mode: "global"}}, `rate_limit.mode "global"`},
-		{gateway.Config{RateLimit: gateway.RateLimitConfig{Mode: "cluster"}}, "needs register.enabled"},
+		{gateway.Config{RateLimit: ratelimit.Config{Mode: "global"}}, `rate_limit.mode "global"`},
+		{gateway.Config{RateLimit: ratelimit.Config{Mode: "cluster"}}, "needs register.enabled"},
 	} {
 		if _, err := gateway.New(bad.cfg, registry.Services()); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("New(%+v) = %v, want an error saying %q", bad.cfg.RateLimit, err, bad.want)

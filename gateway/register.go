@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/policy"
 )
 
 // RegisterConfig puts the gateway itself into Consul, with an HTTP check on
@@ -42,6 +43,14 @@ type registration struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	reg    *discovery.Registered // written before done closes
+}
+
+// name is the entry's name for the policies; zero when registration is off.
+func (r *registration) name() policy.Self {
+	if r == nil {
+		return policy.Self{}
+	}
+	return policy.Self{Service: r.cfg.Service, ID: r.id}
 }
 
 func newRegistration(cfg RegisterConfig) *registration {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/gateway/auth"
+	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gen/registry"
 )
 
@@ -88,7 +89,7 @@ func run(args []string) error {
 		return err
 	}
 	if *printRoutes {
-		return gateway.PrintRoutes(os.Stdout, gw.Routes())
+		return route.Print(os.Stdout, gw.Routes())
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

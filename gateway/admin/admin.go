@@ -111,9 +111,9 @@ type Endpoint struct {
 //go:embed ui
 var ui embed.FS
 
-// Endpoints are the page, its assets, the REST API under /admin/v1/ and the
+// AdminEndpoints are the page, its assets, the REST API under /admin/v1/ and the
 // gRPC API (with reflection) for h2c clients.
-func (s *Server) Endpoints() []Endpoint {
+func (s *Server) AdminEndpoints() []Endpoint {
 	assets, _ := fs.Sub(ui, "ui")
 	files := http.FileServerFS(assets)
 	return []Endpoint{

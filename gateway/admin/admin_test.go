@@ -39,7 +39,7 @@ func serve(t *testing.T, live admin.Live, opts ...admin.Option) string {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	for _, e := range srv.Endpoints() {
+	for _, e := range srv.AdminEndpoints() {
 		mux.Handle(e.Pattern, e.Handler)
 	}
 	hs := httptest.NewServer(mux)

@@ -17,7 +17,7 @@ func (still) Backends() []stats.Backend { return nil }
 
 // The gateway mounts the endpoints on its admin listener, next to /metrics,
 // /healthz and /readyz.
-func ExampleServer_Endpoints() {
+func ExampleServer_AdminEndpoints() {
 	srv, err := admin.New([]*adminv1.Route{{Method: "/catalog.v1.CatalogService/GetProduct", Backend: "catalog"}}, still{})
 	if err != nil {
 		fmt.Println(err)
@@ -25,7 +25,7 @@ func ExampleServer_Endpoints() {
 	}
 	defer srv.Close()
 	mux := http.NewServeMux()
-	for _, e := range srv.Endpoints() {
+	for _, e := range srv.AdminEndpoints() {
 		mux.Handle(e.Pattern, e.Handler)
 		fmt.Println(e.Pattern)
 	}

@@ -146,7 +146,7 @@ func (p *Policy) Close() error {
 func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) error) error {
 	call, ok := policy.FromContext(ctx)
 	if !ok {
-		return nil // the gateway's own services
+		return policy.NoCall(PolicyName)
 	}
 	if setHeader == nil {
 		setHeader = func(md metadata.MD) error { return grpc.SetHeader(ctx, md) }

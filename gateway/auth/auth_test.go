@@ -105,9 +105,10 @@ func TestAuthorizeWithoutRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Health and reflection calls have no policy.Call: they pass.
-	if err := p.Authorize(context.Background(), func(metadata.MD) error { return nil }); err != nil {
-		t.Fatal(err)
+	// Without a policy.Call the policy cannot place the call: it refuses,
+	// never lets it through unchecked.
+	if err := p.Authorize(context.Background(), func(metadata.MD) error { return nil }); status.Code(err) != codes.Internal {
+		t.Fatalf("no call facts: %v, want INTERNAL", err)
 	}
 	ctx := policy.NewContext(context.Background(), &policy.Call{Policy: &policy.Policy{Access: policy.Authenticated}})
 	var challenge metadata.MD

@@ -2,7 +2,9 @@ package policy
 
 import (
 	"context"
+
 	"fmt"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"strings"
 	"time"
 )
@@ -116,6 +118,8 @@ type Call struct {
 	ClientIP string
 	// Identity is set by the auth policy; nil for anonymous calls.
 	Identity *Identity
+	// Input describes the method's request message.
+	Input protoreflect.MessageDescriptor
 }
 
 type callKey struct{}

@@ -52,3 +52,10 @@ func Rejection(err error) (policyName, reason string) {
 	}
 	return "", ""
 }
+
+// NoCall is what a policy answers a call without a *Call in its context:
+// INTERNAL, since only a wiring mistake (an interceptor used off the
+// gateway's chain) gets there, and passing the call would skip the policy.
+func NoCall(policyName string) error {
+	return Reject(codes.Internal, policyName, ReasonInternal, policyName+": the call has no gateway call facts; is the policy on the gateway's chain?", nil)
+}

@@ -41,6 +41,7 @@ type Limiter struct {
 	evicted    atomic.Uint64
 	saturated  atomic.Bool // the key table is full; logged once per episode
 
+	mode    string                             // "local" or "cluster", for the admin API
 	methods atomic.Pointer[map[string]*method] // copy on write
 
 	mu        sync.Mutex // serializes limit changes and method creation

@@ -35,13 +35,13 @@ const (
 // UnaryServerInterceptor checks each call's limit before the handler runs.
 // An admitted call carries the limit's numbers as response headers; a
 // rejected one fails with RESOURCE_EXHAUSTED, a RetryInfo detail and the
-// numbers as trailers. Calls without a policy.Call (the gateway's own
-// health and reflection services) pass untouched.
+// numbers as trailers. A call without a policy.Call is refused
+// (policy.NoCall).
 func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		c, ok := policy.FromContext(ctx)
 		if !ok {
-			return handler(ctx, req)
+			return nil, policy.NoCall(Name)
 		}
 		d := l.Allow(c)
 		if !d.Limit.Enabled() {
@@ -64,7 +64,7 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		c, ok := policy.FromContext(ss.Context())
 		if !ok {
-			return handler(srv, ss)
+			return policy.NoCall(Name)
 		}
 		d := l.Allow(c)
 		if !d.Limit.Enabled() {

@@ -225,16 +225,19 @@ func TestStreamsAreCountedWhenOpened(t *testing.T) {
 	}
 }
 
-func TestCallsWithoutPolicyPass(t *testing.T) {
+// A call without a policy.Call is refused with INTERNAL, on unary calls and
+// streams: a policy off the gateway's chain must not let calls through.
+func TestCallsWithoutCallFactsAreRefused(t *testing.T) {
 	hc := serve(t, ratelimit.New(), map[string]policy.RateLimit{}) // no policy.Call at all
-	for i := range 50 {
-		var header metadata.MD
-		if _, err := hc.Check(as(t), &healthpb.HealthCheckRequest{}, grpc.Header(&header)); err != nil {
-			t.Fatalf("call %d: %v", i, err)
-		}
-		if len(header.Get("ratelimit-limit")) != 0 {
-			t.Fatalf("call %d carries rate-limit headers without a limit: %v", i, header)
-		}
+	if _, err := hc.Check(as(t), &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Internal {
+		t.Errorf("unary: %v, want INTERNAL", err)
+	}
+	w, err := hc.Watch(as(t), &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if status.Code(err) != codes.Internal {
+		t.Errorf("stream: %v, want INTERNAL", err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/portico-gw/portico/gateway/policy"
 	"google.golang.org/grpc/codes"
 )
@@ -25,7 +24,10 @@ func (s *Stats) logCall(ctx context.Context, cl *call, code codes.Code, d time.D
 		clientIP: c.ClientIP, in: cl.in, out: cl.out, backend: c.Backend,
 		rejectedBy: rejectedBy, reason: reason, traceID: traceID(ctx, cl.span)}
 	if c.Transport == policy.REST {
-		e.route, e.status = c.HTTPRoute, runtime.HTTPStatusFromCode(code)
+		e.route, e.status = c.HTTPRoute, policy.HTTPStatus(code)
+		if cl.httpStatus != 0 {
+			e.status = cl.httpStatus
+		}
 	}
 	if id := c.Identity; id != nil {
 		e.consumer = id.Consumer

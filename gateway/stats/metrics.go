@@ -32,6 +32,7 @@ type metrics struct {
 	reqBytes   *prometheus.CounterVec
 	respBytes  *prometheus.CounterVec
 	rejections *prometheus.CounterVec
+	panics     *prometheus.CounterVec
 
 	healthy         *prometheus.GaugeVec
 	watchErrors     *prometheus.CounterVec
@@ -44,7 +45,7 @@ func newMetrics() *metrics {
 	return &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portico_requests_total",
-			Help: "Calls that reached the policy chain, by route, transport and gRPC code.",
+			Help: "Calls, by route, transport and gRPC code; calls refused before routing count under service and method \"unmatched\".",
 		}, append(call, "code")),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "portico_request_duration_seconds",
@@ -67,6 +68,10 @@ func newMetrics() *metrics {
 			Name: "portico_rejections_total",
 			Help: "Calls a gateway policy refused, by route, policy (auth, ratelimit, validation) and reason.",
 		}, []string{"service", "method", "policy", "reason"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_panics_total",
+			Help: "Panics the chain recovered from (each answered INTERNAL), by route.",
+		}, []string{"service", "method"}),
 		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "portico_backend_healthy_instances",
 			Help: "Passing instances of each backend, as the gateway's resolver last saw them.",
@@ -88,7 +93,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.duration, m.inFlight, m.reqBytes, m.respBytes, m.rejections,
+	return []prometheus.Collector{m.requests, m.duration, m.inFlight, m.reqBytes, m.respBytes, m.rejections, m.panics,
 		m.healthy, m.watchErrors, m.backendDuration, m.backendRequests}
 }
 

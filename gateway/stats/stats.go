@@ -16,6 +16,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -43,19 +44,22 @@ type route struct {
 // Stats is the gateway's stats policy: metrics, access log and tracing for
 // every call of the chain, and the backend view behind them.
 type Stats struct {
-	opts     options
-	m        *metrics
-	routes   map[string]*route // by FullMethod; read-only after New
-	order    []*route          // route table order
-	backends *backends
-	tracing  atomic.Pointer[tracing] // nil: tracing off
-	ownTP    *sdktrace.TracerProvider
+	opts      options
+	m         *metrics
+	routes    map[string]*route // by FullMethod; read-only after New
+	unmatched *route            // calls refused before a route matched
+	order     []*route          // route table order
+	backends  *backends
+	tracing   atomic.Pointer[tracing] // nil: tracing off
+	ownTP     *sdktrace.TracerProvider
 
 	mu    sync.Mutex
 	snaps []snapshot // oldest first, one per tick
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the goroutines Start started
+
+	readinessRequiresBackends bool // FromConfig's; see NotReady
 }
 
 // New registers the metrics of routes on reg and returns the policy. It does
@@ -90,6 +94,12 @@ func New(reg prometheus.Registerer, routes []Route, opts ...Option) (*Stats, err
 		if u, err := url.Parse(o.otlpEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("stats: OTLP endpoint %q: want a URL such as http://127.0.0.1:4317", o.otlpEndpoint)
 		}
+	}
+	s.unmatched = &route{
+		Route:      Route{Service: Unmatched, Method: Unmatched},
+		rest:       m.series(Unmatched, Unmatched, string(policy.REST)),
+		grpc:       m.series(Unmatched, Unmatched, string(policy.GRPC)),
+		rejections: &rejectionCounters{vec: m.rejections, service: Unmatched, method: Unmatched, byPolicyAndReason: map[[2]string]prometheus.Counter{}},
 	}
 	s.backends = newBackends(m, routes, o.now)
 	for _, c := range append(m.collectors(), s.backends.ageCollector()) {
@@ -169,14 +179,22 @@ func (s *Stats) Close() error {
 // Observer is what the Consul resolver reports to (discovery.WithObserver).
 func (s *Stats) Observer() discovery.Observer { return s.backends }
 
+// Name names this policy in its refusals.
+const Name = "stats"
+
+// Unmatched is the service and method label of calls refused before a
+// route matched (an unknown REST path or gRPC method).
+const Unmatched = "unmatched"
+
 // UnaryServerInterceptor counts, logs and traces unary calls.
 func (s *Stats) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		c, r := s.lookup(ctx)
 		if r == nil {
-			return handler(ctx, req)
+			return nil, policy.NoCall(Name)
 		}
 		ctx, cl := s.begin(ctx, c, r)
+		defer s.endPanicking(ctx, &cl)
 		cl.in = countBytes(cl.s.reqBytes, req)
 		resp, err := handler(ctx, req)
 		if err == nil {
@@ -193,9 +211,10 @@ func (s *Stats) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		c, r := s.lookup(ss.Context())
 		if r == nil {
-			return handler(srv, ss)
+			return policy.NoCall(Name)
 		}
 		ctx, cl := s.begin(ss.Context(), c, r)
+		defer s.endPanicking(ctx, &cl)
 		ms := &measuredStream{ServerStream: ss, ctx: ctx, s: cl.s}
 		err := handler(srv, ms)
 		cl.in, cl.out = ms.in.Load(), ms.out.Load()
@@ -204,14 +223,48 @@ func (s *Stats) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	}
 }
 
-// lookup finds the call's route; nil for the gateway's own services (health,
-// reflection), which are not counted.
+// errPanicked is how a call that panicked below stats is measured: the
+// chain's recovery, further out, answers it INTERNAL.
+var errPanicked = status.Error(codes.Internal, "panic")
+
+// endPanicking measures a call whose handler panicked, so it is counted and
+// leaves the in-flight gauge, then lets the panic go on to the recovery.
+func (s *Stats) endPanicking(ctx context.Context, cl *call) {
+	if p := recover(); p != nil {
+		s.end(ctx, cl, errPanicked)
+		panic(p)
+	}
+}
+
+// lookup finds the call's route; nil without call facts.
 func (s *Stats) lookup(ctx context.Context) (*policy.Call, *route) {
 	c, ok := policy.FromContext(ctx)
 	if !ok {
 		return nil, nil
 	}
 	return c, s.routes[c.FullMethod]
+}
+
+// Refused counts and logs a call refused before the chain: an unknown
+// REST path or gRPC method (under Unmatched), or a REST body that did not
+// parse or was too large. httpStatus is what the REST door answered.
+func (s *Stats) Refused(ctx context.Context, c *policy.Call, err error, httpStatus int) {
+	r := s.routes[c.FullMethod]
+	if r == nil {
+		r = s.unmatched
+	}
+	ctx, cl := s.begin(ctx, c, r)
+	cl.httpStatus = httpStatus
+	s.end(ctx, &cl, err)
+}
+
+// CountPanic counts a panic the chain recovered from.
+func (s *Stats) CountPanic(fullMethod string) {
+	service, method := Unmatched, Unmatched
+	if r := s.routes[fullMethod]; r != nil {
+		service, method = r.Service, r.Method
+	}
+	s.m.panics.WithLabelValues(service, method).Inc()
 }
 
 // call is one call in the chain.
@@ -223,6 +276,9 @@ type call struct {
 	span    trace.Span // nil: not traced
 	rec     *record    // nil: not logged
 	in, out int64
+	// httpStatus is the REST door's answer to a refused call; 0 when it
+	// follows from the code.
+	httpStatus int
 }
 
 // countBytes adds a message's protobuf-encoded size to c and returns it.

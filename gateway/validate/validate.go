@@ -8,6 +8,7 @@ import (
 
 	"buf.build/go/protovalidate"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/route"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -66,12 +67,8 @@ func New(opts ...Option) (*Policy, error) {
 	return &Policy{v: o.validator}, nil
 }
 
-// Check validates msg and returns nil or an INVALID_ARGUMENT status error.
-func (p *Policy) Check(msg any) error {
-	m, ok := msg.(proto.Message)
-	if !ok {
-		return nil
-	}
+// Check validates m and returns nil or an INVALID_ARGUMENT status error.
+func (p *Policy) Check(m proto.Message) error {
 	err := p.v.Validate(m)
 	if err == nil {
 		return nil
@@ -107,13 +104,18 @@ func rejection(verr *protovalidate.ValidationError) error {
 	return policy.Reject(codes.InvalidArgument, PolicyName, ReasonInvalid, msg, nil, br)
 }
 
+// ReadsRequests tells the chain to decode requests before this policy.
+func (p *Policy) ReadsRequests() {}
+
 // UnaryServerInterceptor validates the request of routed unary calls.
 func (p *Policy) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if _, routed := policy.FromContext(ctx); routed {
-			if err := p.Check(req); err != nil {
-				return nil, err
-			}
+		c, ok := policy.FromContext(ctx)
+		if !ok {
+			return nil, policy.NoCall(PolicyName)
+		}
+		if err := p.checkCall(c, req); err != nil {
+			return nil, err
 		}
 		return handler(ctx, req)
 	}
@@ -123,21 +125,62 @@ func (p *Policy) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 // routed stream; the first invalid one ends the call.
 func (p *Policy) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if _, routed := policy.FromContext(ss.Context()); !routed {
-			return handler(srv, ss)
+		c, ok := policy.FromContext(ss.Context())
+		if !ok {
+			return policy.NoCall(PolicyName)
 		}
-		return handler(srv, &stream{ServerStream: ss, p: p})
+		return handler(srv, &stream{ServerStream: ss, p: p, c: c})
 	}
 }
 
 type stream struct {
 	grpc.ServerStream
 	p *Policy
+	c *policy.Call
 }
 
 func (s *stream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	return s.p.Check(m)
+	return s.p.checkCall(s.c, m)
+}
+
+// checkCall validates a request of the call c. A request that is not a
+// decoded message of the method's input type means the decode step is not
+// where it belongs: INTERNAL, never a request let through unchecked.
+func (p *Policy) checkCall(c *policy.Call, msg any) error {
+	m, ok := msg.(proto.Message)
+	if !ok || (c.Input != nil && m.ProtoReflect().Descriptor().FullName() != c.Input.FullName()) {
+		return policy.Reject(codes.Internal, PolicyName, policy.ReasonInternal,
+			fmt.Sprintf("validation got a %T, not a decoded %s request", msg, inputName(c)), nil)
+	}
+	return p.Check(m)
+}
+
+// Config configures request validation.
+type Config struct {
+	// Disabled turns validation off (it is on by default: the rules are
+	// part of each method's contract).
+	Disabled bool `yaml:"disabled"`
+}
+
+// FromConfig builds the policy with every routed request type compiled up
+// front; nil when validation is disabled.
+func FromConfig(cfg Config, routes []*route.Route) (*Policy, error) {
+	if cfg.Disabled {
+		return nil, nil
+	}
+	mds := make([]protoreflect.MessageDescriptor, len(routes))
+	for i, r := range routes {
+		mds[i] = r.Input.Descriptor()
+	}
+	return New(WithMessages(mds...))
+}
+
+func inputName(c *policy.Call) string {
+	if c.Input == nil {
+		return "request"
+	}
+	return string(c.Input.FullName())
 }

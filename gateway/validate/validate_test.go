@@ -56,7 +56,7 @@ func TestEveryViolationIsListed(t *testing.T) {
 	p := newPolicy(t)
 	cases := []struct {
 		name string
-		msg  any
+		msg  proto.Message
 		want map[string]string // field path -> rule id
 	}{
 		{"pattern, range and message rules", &catalogv1.CreateProductRequest{Product: &catalogv1.Product{
@@ -135,12 +135,26 @@ func TestStreamValidatesEachMessage(t *testing.T) {
 	}
 }
 
-func TestUnroutedCallsPass(t *testing.T) {
+// A policy refuses what it cannot place, never lets it through unchecked:
+// a call without call facts, or a request that is not the method's decoded
+// input (the decode step missing from the chain).
+func TestRefusesWhatItCannotPlace(t *testing.T) {
 	p := newPolicy(t)
-	called := false
-	_, err := p.UnaryServerInterceptor()(context.Background(), &catalogv1.CreateProductRequest{}, &grpc.UnaryServerInfo{},
-		func(context.Context, any) (any, error) { called = true; return nil, nil })
-	if err != nil || !called {
-		t.Errorf("health/reflection calls must not be validated: err=%v called=%v", err, called)
+	next := func(context.Context, any) (any, error) { t.Error("the handler ran"); return nil, nil }
+	_, err := p.UnaryServerInterceptor()(context.Background(), &catalogv1.CreateProductRequest{}, &grpc.UnaryServerInfo{}, next)
+	if status.Code(err) != codes.Internal {
+		t.Errorf("no call facts: %v, want INTERNAL", err)
+	}
+	ctx := policy.NewContext(context.Background(), &policy.Call{FullMethod: "/catalog.v1.CatalogService/CreateProduct",
+		Input: (&catalogv1.CreateProductRequest{}).ProtoReflect().Descriptor()})
+	for name, req := range map[string]any{"bytes": []byte{1}, "another type": &catalogv1.GetProductRequest{}} {
+		if _, err := p.UnaryServerInterceptor()(ctx, req, &grpc.UnaryServerInfo{}, next); status.Code(err) != codes.Internal {
+			t.Errorf("%s: %v, want INTERNAL", name, err)
+		}
+	}
+	err = p.StreamServerInterceptor()(nil, &recvStream{ctx: context.Background()}, &grpc.StreamServerInfo{},
+		func(any, grpc.ServerStream) error { t.Error("the handler ran"); return nil })
+	if status.Code(err) != codes.Internal {
+		t.Errorf("stream without call facts: %v, want INTERNAL", err)
 	}
 }

@@ -27,7 +27,7 @@ func PorticoConfig(consulAddr string) gateway.Config {
 	return gateway.Config{
 		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Consul: discovery.ConsulConfig{Address: consulAddr},
-		Auth: gateway.AuthConfig{APIKeys: []auth.APIKeyConfig{
+		Auth: auth.Config{APIKeys: []auth.APIKeyConfig{
 			{Consumer: "bench", SHA256: auth.HashAPIKey(load.APIKey), Scopes: []string{"catalog.write"}},
 		}},
 		Services: map[string]gateway.ServiceConfig{

@@ -1,0 +1,133 @@
+package chain
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/portico-gw/portico/gateway/clientip"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/proxy"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+)
+
+// RESTPeer is the peer of every in-process REST call. Its address tells the
+// chain that the REST door's metadata (proxy.MDRoute, proxy.MDClientIP) is
+// the door's own.
+var RESTPeer = &peer.Peer{Addr: restAddr{}}
+
+type restAddr struct{}
+
+func (restAddr) Network() string { return "portico-rest" }
+func (restAddr) String() string  { return "portico-rest" }
+
+// bufconnNetwork is the network of the in-memory connection that REST
+// streams take; nothing outside the process can dial it.
+const bufconnNetwork = "bufconn"
+
+func fromRESTDoor(a net.Addr) bool {
+	if _, ok := a.(restAddr); ok {
+		return true
+	}
+	return a != nil && a.Network() == bufconnNetwork
+}
+
+// factsUnary puts the call's *policy.Call into the context, so every
+// policy sees the same facts.
+func (c *Chain) factsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	call, err := c.newCall(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	return handler(policy.NewContext(ctx, call), req)
+}
+
+func (c *Chain) factsStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	call, err := c.newCall(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return handler(srv, &contextStream{ServerStream: ss, ctx: policy.NewContext(ss.Context(), call)})
+}
+
+// newCall describes a call to a routed method. The chain is bound to routed
+// methods only, so a method without a route is a wiring mistake: INTERNAL.
+func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, error) {
+	r, ok := c.routes.Lookup(fullMethod)
+	if !ok {
+		return nil, policy.Error(codes.Internal, policy.ReasonInternal, fmt.Sprintf("the chain met %s, which has no route", fullMethod), nil)
+	}
+	call := &policy.Call{
+		FullMethod: r.FullMethod,
+		Service:    r.Service,
+		Method:     r.Method,
+		Backend:    r.Backend,
+		Policy:     r.Policy,
+		Transport:  policy.GRPC,
+		ClientIP:   c.clientIP(ctx),
+		Input:      r.Input.Descriptor(),
+	}
+	if p, ok := peer.FromContext(ctx); ok && fromRESTDoor(p.Addr) {
+		call.Transport = policy.REST
+		call.HTTPRoute = first(metadata.ValueFromIncomingContext(ctx, proxy.MDRoute))
+	}
+	return call, nil
+}
+
+// clientIP is the caller's address: the REST door's word for calls from
+// it, else the peer's, behind trusted proxies. Single keys, not
+// metadata.FromIncomingContext: that copies every key and value of the
+// call, and this runs once per call.
+func (c *Chain) clientIP(ctx context.Context) string {
+	p, _ := peer.FromContext(ctx)
+	switch {
+	case p == nil || p.Addr == nil:
+		return clientip.Unknown
+	case fromRESTDoor(p.Addr):
+		return first(metadata.ValueFromIncomingContext(ctx, proxy.MDClientIP))
+	}
+	forwardedFor := metadata.ValueFromIncomingContext(ctx, proxy.MDForwardedFor)
+	if tcp, ok := p.Addr.(*net.TCPAddr); ok {
+		return c.trusted.FromAddr(tcp.AddrPort().Addr(), forwardedFor)
+	}
+	return c.trusted.FromRemote(p.Addr.String(), forwardedFor)
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// contextStream is a ServerStream with a different context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
+
+// Unknown answers a method the gateway does not route, on the gRPC door:
+// UNIMPLEMENTED with reason NO_ROUTE, as the REST door answers an unknown
+// path, and counted as a refusal. The server's interceptors mark its source.
+func (c *Chain) unknown(_ any, ss grpc.ServerStream) error {
+	method, _ := grpc.MethodFromServerStream(ss)
+	if len(method) > 256 {
+		method = method[:256] + "..."
+	}
+	err := policy.Error(codes.Unimplemented, policy.ReasonNoRoute, fmt.Sprintf("no route for gRPC method %q", method), nil)
+	ctx := ss.Context()
+	call := &policy.Call{Transport: policy.GRPC, ClientIP: c.clientIP(ctx)}
+	for _, r := range c.refusals {
+		r.Refused(ctx, call, err, 0)
+	}
+	return err
+}
+
+// Refusals returns the policies that account for refused calls, for the
+// REST door.
+func (c *Chain) Refusals() []Refusals { return c.refusals }

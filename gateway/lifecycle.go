@@ -1,0 +1,217 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/portico-gw/portico/gateway/admin"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// What a part (a policy, the admin API) may offer besides interceptors.
+type (
+	// starter has background work (key refresh, Consul watches): Start runs
+	// before the first call can arrive, Close after the servers stopped.
+	starter interface {
+		Start(ctx context.Context) error
+	}
+	closer interface{ Close() error }
+	// adminEndpoints are handlers for the admin listener.
+	adminEndpoints interface{ AdminEndpoints() []admin.Endpoint }
+	// readiness says why the gateway should not take traffic, or "".
+	readiness interface{ NotReady() string }
+)
+
+// Start opens the listeners and serves until Shutdown. Listener errors are
+// returned at once, so a taken port fails the start, not a later call.
+func (g *Gateway) Start(ctx context.Context) error {
+	var err error
+	listen := func(addr string) net.Listener {
+		if err != nil {
+			return nil
+		}
+		var l net.Listener
+		l, err = net.Listen("tcp", addr)
+		return l
+	}
+	g.listeners.http = listen(g.cfg.HTTPAddr)
+	g.listeners.grpc = listen(g.cfg.GRPCAddr)
+	g.listeners.admin = listen(g.cfg.AdminAddr)
+	closeListeners := func() {
+		for _, l := range []net.Listener{g.listeners.http, g.listeners.grpc, g.listeners.admin} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
+	if err != nil {
+		closeListeners()
+		return fmt.Errorf("gateway: %w", err)
+	}
+	ctx, g.cancel = context.WithCancel(ctx)
+	for _, c := range g.backends {
+		c.Connect()
+	}
+	// A part that cannot start (say, a JWKS URL that does not parse) stops
+	// the gateway: serving with half a policy would be worse than not serving.
+	for _, s := range all[starter](g.parts) {
+		if err := s.Start(ctx); err != nil {
+			g.cancel()
+			for _, c := range all[closer](g.parts) {
+				_ = c.Close()
+			}
+			closeListeners()
+			return fmt.Errorf("gateway: starting policies: %w", err)
+		}
+	}
+	g.serve("grpc", func() error { return g.grpcServer.Serve(g.listeners.grpc) })
+	g.serve("grpc-internal", func() error { return g.grpcServer.Serve(g.internal) })
+	g.serve("http", func() error { return g.httpServer.Serve(g.listeners.http) })
+	g.serve("admin", func() error { return g.adminServer.Serve(g.listeners.admin) })
+	g.wg.Go(func() { g.waitForConsul(ctx) })
+	g.register(ctx)
+	g.opts.logger.Info("portico gateway started",
+		"http", g.listeners.http.Addr().String(), "grpc", g.listeners.grpc.Addr().String(),
+		"admin", g.listeners.admin.Addr().String(), "routes", len(g.routes.All()))
+	return nil
+}
+
+func (g *Gateway) serve(name string, fn func() error) {
+	g.wg.Go(func() {
+		if err := fn(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) && !g.stopping.Load() {
+			g.opts.logger.Error("listener failed", "listener", name, "error", err)
+		}
+	})
+}
+
+// waitForConsul marks the gateway ready once Consul has answered.
+func (g *Gateway) waitForConsul(ctx context.Context) {
+	for attempt := 0; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := g.consul.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(cctx))
+		cancel()
+		if err == nil {
+			g.ready.Store(true)
+			g.health.Resume()
+			for _, svc := range g.routes.Services() {
+				g.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+			}
+			g.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			return
+		}
+		if attempt == 0 || attempt%10 == 0 {
+			g.opts.logger.Warn("waiting for consul", "address", g.consulAddr(), "error", err)
+		}
+		d := min(time.Duration(attempt+1)*200*time.Millisecond, 3*time.Second)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+func (g *Gateway) consulAddr() string {
+	if g.cfg.Consul.Address != "" {
+		return g.cfg.Consul.Address
+	}
+	return "(CONSUL_HTTP_ADDR or 127.0.0.1:8500)"
+}
+
+// Shutdown stops accepting calls, lets in-flight calls (streams included)
+// finish until ctx ends, then stops hard. REST drains first, because its
+// calls travel through the gRPC server.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.stopping.Store(true)
+	g.health.Shutdown()
+	var errs []error
+	if err := g.deregister(ctx); err != nil {
+		// Not fatal: Consul's check sees /readyz fail and drops the entry.
+		g.opts.logger.Warn("deregistering from consul", "error", err)
+	}
+	if err := g.httpServer.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("rest: %w", err))
+		g.httpServer.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		g.grpcServer.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("grpc: %w", ctx.Err()))
+		g.grpcServer.Stop()
+		<-done
+	}
+	if g.cancel != nil {
+		g.cancel()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := g.adminServer.Shutdown(sctx); err != nil {
+		g.adminServer.Close()
+	}
+	for _, c := range all[closer](g.parts) {
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	g.closeConns()
+	g.wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (g *Gateway) closeConns() {
+	for _, c := range g.backends {
+		c.Close()
+	}
+	if g.restConn != nil {
+		g.restConn.Close()
+	}
+}
+
+// adminHandler serves /healthz, /readyz, /routes and what the parts offer:
+// /metrics, the admin page and API, the rate limiter's numbers.
+func (g *Gateway) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		admin.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		notReady := func(reason string) {
+			admin.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": reason})
+		}
+		switch {
+		case g.stopping.Load():
+			notReady("shutting down")
+			return
+		case !g.ready.Load():
+			notReady("waiting for consul at " + g.consulAddr())
+			return
+		}
+		for _, p := range all[readiness](g.parts) {
+			if reason := p.NotReady(); reason != "" {
+				notReady(reason)
+				return
+			}
+		}
+		admin.WriteJSON(w, http.StatusOK, map[string]any{"ready": true})
+	})
+	for _, p := range all[adminEndpoints](g.parts) {
+		for _, e := range p.AdminEndpoints() {
+			mux.Handle(e.Pattern, e.Handler)
+		}
+	}
+	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, r *http.Request) {
+		admin.WriteJSON(w, http.StatusOK, map[string]any{"routes": g.routes.All()})
+	})
+	return mux
+}

@@ -1,0 +1,174 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/policy"
+	"google.golang.org/grpc/metadata"
+)
+
+// Every rule about which headers and metadata cross the gateway, in both
+// directions and on both doors, is in this file.
+
+// The gateway's own keys. x-portico-* is never taken from a client: the
+// identity keys are set only from the auth policy's verified identity, and
+// the internal keys only by the REST door (believed only on calls from it,
+// which nothing outside the process can make) and never reach a backend.
+const (
+	porticoPrefix = "x-portico-"
+	// MDRoute and MDClientIP carry the REST door's facts about a call (its
+	// route template and the client's address) to the chain.
+	MDRoute    = porticoPrefix + "internal-route"
+	MDClientIP = porticoPrefix + "internal-client-ip"
+	// MDForwardedFor is where a gRPC client's proxies put its address.
+	MDForwardedFor = "x-forwarded-for"
+
+	mdConsumer = porticoPrefix + "consumer"
+	mdSubject  = porticoPrefix + "subject"
+	mdScopes   = porticoPrefix + "scopes"
+)
+
+// OutgoingContext is the context of a backend call: the caller's metadata,
+// less what belongs to the hop (pseudo-headers, content type, grpc-* which
+// grpc-go sets itself, the deadline travelling in ctx), less the
+// credentials the gateway consumed, less every x-portico-* key a client
+// sent, plus the verified identity.
+func OutgoingContext(ctx context.Context) context.Context {
+	// FromIncomingContext returns a copy, which becomes the outgoing
+	// metadata once the hop's keys are gone.
+	out, _ := metadata.FromIncomingContext(ctx)
+	if out == nil {
+		out = make(metadata.MD, 3)
+	}
+	for k := range out {
+		if hopRequestKey(k) || credentialKey(k) || strings.HasPrefix(k, porticoPrefix) {
+			delete(out, k)
+		}
+	}
+	if c, ok := policy.FromContext(ctx); ok && c.Identity != nil {
+		// One backing array for the three values; full slice expressions
+		// keep an append to one from writing into the next.
+		vals := [...]string{headerSafe(c.Identity.Consumer), headerSafe(c.Identity.Subject), scopesHeader(c.Identity.Scopes)}
+		v := vals[:]
+		out[mdConsumer], out[mdSubject], out[mdScopes] = v[0:1:1], v[1:2:2], v[2:3:3]
+	}
+	return metadata.NewOutgoingContext(ctx, out)
+}
+
+func hopRequestKey(k string) bool {
+	switch k {
+	case ":authority", "content-type", "user-agent", "te", "connection":
+		return true
+	}
+	return strings.HasPrefix(k, "grpc-")
+}
+
+// credentialKey reports the credentials the gateway consumes. They stop
+// here: a backend gets the verified identity, never a key or token it could
+// replay against other routes.
+func credentialKey(k string) bool {
+	switch k {
+	case "authorization", "x-api-key", "grpcgateway-authorization":
+		return true
+	}
+	return false
+}
+
+// scopesHeader is the scopes, space-separated, each made header-safe.
+func scopesHeader(scopes []string) string {
+	var b strings.Builder
+	for i, s := range scopes {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(headerSafe(s))
+	}
+	return b.String()
+}
+
+// headerSafe percent-encodes what metadata cannot carry (anything outside
+// printable ASCII, spaces, and '%' itself), so a subject such as "josé"
+// reaches the backend as "jos%C3%A9" instead of failing the call.
+func headerSafe(s string) string {
+	safe := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= 0x20 || c >= 0x7f || c == '%' {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= 0x20 || c >= 0x7f || c == '%' {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// dropHopMD removes from a backend's response metadata, in place, what
+// grpc-go manages itself and any error source the backend claims (only
+// the gateway says who made an error), and returns md.
+func dropHopMD(md metadata.MD) metadata.MD {
+	for k := range md {
+		if k == "content-type" || k == policy.ErrorSourceKey || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") {
+			delete(md, k)
+		}
+	}
+	return md
+}
+
+// IncomingHTTPHeader is the REST door's rule for request headers: x-* and
+// W3C trace context keep their names as metadata, everything else goes as
+// grpc-gateway does by default, and x-portico-* is never taken.
+func IncomingHTTPHeader(key string) (string, bool) {
+	k := strings.ToLower(key)
+	if strings.HasPrefix(k, porticoPrefix) {
+		return "", false
+	}
+	if strings.HasPrefix(k, "x-") || k == "traceparent" || k == "tracestate" {
+		// Trace context keeps its names, so tracing reads it from REST and
+		// gRPC alike and a backend sees what a gRPC caller would send.
+		return k, true
+	}
+	return runtime.DefaultHeaderMatcher(key)
+}
+
+// OutgoingHTTPHeader is the REST door's rule for response metadata: x-*
+// keys and the headers a REST client acts on keep their HTTP names, other
+// keys get grpc-gateway's Grpc-Metadata- prefix, and the in-memory leg's
+// own metadata is dropped.
+func OutgoingHTTPHeader(key string) (string, bool) {
+	key = strings.ToLower(key)
+	switch {
+	case key == policy.ErrorSourceKey, key == "content-type", strings.HasPrefix(key, "grpc-"):
+		return "", false
+	case strings.HasPrefix(key, "x-"), key == "www-authenticate", key == "retry-after", strings.HasPrefix(key, "ratelimit"):
+		return http.CanonicalHeaderKey(key), true
+	default:
+		return runtime.MetadataHeaderPrefix + key, true
+	}
+}
+
+// ForwardHeaders copies response metadata to HTTP headers by
+// OutgoingHTTPHeader: the REST error handler's use, since a rejected call
+// often answers trailers-only and what a policy set as headers
+// (Retry-After, WWW-Authenticate) arrives as trailers.
+func ForwardHeaders(h http.Header, md metadata.MD) {
+	for k, vs := range md {
+		if name, ok := OutgoingHTTPHeader(k); ok {
+			for _, v := range vs {
+				h.Add(name, v)
+			}
+		}
+	}
+}

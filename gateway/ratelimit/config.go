@@ -1,0 +1,88 @@
+package ratelimit
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/portico-gw/portico/gateway/admin"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/route"
+)
+
+// Config configures the rate-limit policy. The limits themselves are
+// declared per method or service in proto and overridden under services
+// (rate_limit) and default_rate_limit; these settings say how they are
+// enforced.
+type Config struct {
+	// Mode is "local" (the default: each replica enforces the full
+	// limits), "cluster" (each replica enforces 1/n of them, n being the
+	// healthy replicas registered in Consul; needs register.enabled) or
+	// "off".
+	Mode string `yaml:"mode"`
+	// MaxKeys caps how many callers (per method) are tracked at once.
+	// Default 100000.
+	MaxKeys int `yaml:"max_keys"`
+	// IdleTimeout is how long a caller's bucket is kept once full. Default 1m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// KVPrefix is the Consul KV prefix watched for live limit changes.
+	// Default portico/settings/ratelimit; "off" stops the watch.
+	KVPrefix string `yaml:"kv_prefix"`
+}
+
+// FromConfig builds the policy the config describes: on by default, so
+// limits declared in proto are enforced without any config; nil when the
+// mode is off.
+func FromConfig(cfg Config, routes *route.Table, env policy.Env) (*Limiter, error) {
+	switch cfg.Mode {
+	case "", "local", "cluster":
+	case "off":
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("rate_limit.mode %q: want local, cluster or off", cfg.Mode)
+	}
+	opts := []Option{
+		WithLogger(env.Logger),
+		WithMaxKeys(cfg.MaxKeys),
+		WithIdleTimeout(cfg.IdleTimeout),
+		WithKnownMethods(routes.Known),
+	}
+	if cfg.Mode == "cluster" {
+		if env.Self.ID == "" {
+			return nil, fmt.Errorf("rate_limit.mode cluster needs register.enabled: replicas count each other in Consul")
+		}
+		opts = append(opts, WithCluster(env.Consul, env.Self.Service, env.Self.ID, env.Watch...))
+	}
+	switch cfg.KVPrefix {
+	case "off":
+	case "":
+		opts = append(opts, WithSettings(env.Consul, DefaultSettingsPrefix, env.Watch...))
+	default:
+		opts = append(opts, WithSettings(env.Consul, cfg.KVPrefix, env.Watch...))
+	}
+	l := New(opts...)
+	l.mode = "local"
+	if cfg.Mode == "cluster" {
+		l.mode = "cluster"
+	}
+	return l, nil
+}
+
+// Mode is how limits are enforced ("local" or "cluster") and by how many
+// replicas, for the admin API.
+func (l *Limiter) Mode() (string, int) {
+	mode := l.mode
+	if mode == "" {
+		mode = "local"
+	}
+	return mode, max(l.Stats().Replicas, 1)
+}
+
+// AdminEndpoints serves the limiter's numbers on the admin listener.
+func (l *Limiter) AdminEndpoints() []admin.Endpoint {
+	return []admin.Endpoint{{Pattern: "GET /ratelimit", Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		admin.WriteJSON(w, http.StatusOK, l.Stats())
+	})}}
+}
+
+var _ admin.RateLimits = (*Limiter)(nil)

@@ -1,0 +1,93 @@
+package rest
+
+import (
+	"context"
+	"sync"
+
+	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/proxy"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// conn is the connection grpc-gateway's handlers call. A unary call is a
+// function call into the same bound chain and proxy that native gRPC calls
+// reach through the gRPC server; streams go over the in-memory connection.
+type conn struct {
+	methods map[string]*proxy.Method
+	streams grpc.ClientConnInterface
+}
+
+var _ grpc.ClientConnInterface = (*conn)(nil)
+
+func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	m, ok := c.methods[method]
+	if !ok || m.Route().Streams() {
+		return c.streams.Invoke(ctx, method, args, reply, opts...)
+	}
+	// What a gRPC server would give the handler: the request metadata as
+	// incoming and none as outgoing (so a call the chain makes cannot
+	// forward the client's credentials), the peer, and a stream to set
+	// response metadata on.
+	md, _ := metadata.FromOutgoingContext(ctx)
+	sts := &transportStream{method: method}
+	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
+	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, chain.RESTPeer), sts)
+
+	resp, err := m.Call(ctx, args)
+	if err == nil {
+		if err = proxy.DecodeReply(resp, reply); err != nil {
+			// After the chain, which marks only its own errors.
+			_ = sts.SetTrailer(metadata.Pairs(policy.ErrorSourceKey, policy.SourceGateway))
+		}
+	}
+	sts.mu.Lock()
+	for _, o := range opts {
+		switch o := o.(type) {
+		case grpc.HeaderCallOption:
+			*o.HeaderAddr = sts.header
+		case grpc.TrailerCallOption:
+			*o.TrailerAddr = sts.trailer
+		}
+	}
+	sts.mu.Unlock()
+	if err != nil {
+		// As a gRPC server would send it: a status, Unknown for anything else.
+		return status.Convert(err).Err()
+	}
+	return nil
+}
+
+func (c *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return c.streams.NewStream(ctx, desc, method, opts...)
+}
+
+// transportStream collects the response metadata that the chain and the
+// proxy set with grpc.SetHeader, grpc.SendHeader and grpc.SetTrailer.
+type transportStream struct {
+	method string
+
+	mu              sync.Mutex
+	header, trailer metadata.MD
+}
+
+func (s *transportStream) Method() string { return s.method }
+
+func (s *transportStream) SetHeader(md metadata.MD) error {
+	s.mu.Lock()
+	s.header = metadata.Join(s.header, md)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *transportStream) SendHeader(md metadata.MD) error { return s.SetHeader(md) }
+
+func (s *transportStream) SetTrailer(md metadata.MD) error {
+	s.mu.Lock()
+	s.trailer = metadata.Join(s.trailer, md)
+	s.mu.Unlock()
+	return nil
+}

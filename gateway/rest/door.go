@@ -1,0 +1,87 @@
+package rest
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/clientip"
+	"github.com/portico-gw/portico/gateway/proxy"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// MaxBodyBytes is the largest REST body the door takes, as large as the
+// largest gRPC message the gateway's server takes (grpc-go's default).
+const MaxBodyBytes = 4 << 20
+
+// unmatched is the route of a request that matched none: a bounded label
+// and log value, never the raw path.
+const unmatched = "unmatched"
+
+// Config is what the door is built from.
+type Config struct {
+	// Methods are the method proxies, by full method: unary calls run
+	// their bound chains.
+	Methods map[string]*proxy.Method
+	// Streams is the in-memory connection to the gateway's gRPC server.
+	Streams grpc.ClientConnInterface
+	// Trusted says whose X-Forwarded-For to believe.
+	Trusted clientip.Trusted
+	// Refusals account for requests refused before the chain.
+	Refusals []chain.Refusals
+}
+
+// Door serves REST.
+type Door struct {
+	cfg     Config
+	mux     *runtime.ServeMux
+	conn    *conn
+	handler http.Handler
+}
+
+// New builds the door; services register their routes on Mux with Conn.
+func New(cfg Config) *Door {
+	d := &Door{cfg: cfg, conn: &conn{methods: cfg.Methods, streams: cfg.Streams}}
+	d.mux = runtime.NewServeMux(
+		runtime.WithErrorHandler(d.errorHandler),
+		runtime.WithRoutingErrorHandler(d.routingErrorHandler),
+		runtime.WithIncomingHeaderMatcher(proxy.IncomingHTTPHeader),
+		runtime.WithOutgoingHeaderMatcher(proxy.OutgoingHTTPHeader),
+		runtime.WithMetadata(d.annotate),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
+			Marshaler: &runtime.JSONPb{
+				MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
+				// Unknown fields are errors: a misspelt field must not be
+				// dropped silently.
+				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+			},
+		}),
+	)
+	d.handler = d.limitBody(d.mux)
+	return d
+}
+
+// Mux is where the generated Register…HandlerClient functions go.
+func (d *Door) Mux() *runtime.ServeMux { return d.mux }
+
+// Conn is the connection the generated handlers call.
+func (d *Door) Conn() grpc.ClientConnInterface { return d.conn }
+
+func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.handler.ServeHTTP(w, r) }
+
+// annotate passes the route template and the client's address to the chain,
+// for each request.
+func (d *Door) annotate(ctx context.Context, r *http.Request) metadata.MD {
+	route, _ := runtime.HTTPPathPattern(ctx)
+	return metadata.Pairs(
+		proxy.MDRoute, r.Method+" "+route,
+		proxy.MDClientIP, d.clientIP(r),
+	)
+}
+
+func (d *Door) clientIP(r *http.Request) string {
+	return d.cfg.Trusted.FromRemote(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+}

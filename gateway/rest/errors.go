@@ -1,0 +1,101 @@
+package rest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/proxy"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// errorHandler writes every error of a routed REST call as google.rpc.Status
+// JSON, with the HTTP status policy.HTTPStatus gives its code. An error
+// the chain did not mark (JSON that does not parse, a path parameter of the
+// wrong type) was refused before the chain, so it is counted here.
+func (d *Door) errorHandler(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	source := ""
+	if md, ok := runtime.ServerMetadataFromContext(ctx); ok {
+		if v := md.TrailerMD.Get(policy.ErrorSourceKey); len(v) > 0 {
+			source = v[0]
+		}
+		proxy.ForwardHeaders(w.Header(), md.HeaderMD)
+		proxy.ForwardHeaders(w.Header(), md.TrailerMD)
+	}
+	var httpErr *runtime.HTTPStatusError
+	if errors.As(err, &httpErr) {
+		err = httpErr.Err
+	}
+	chainRan := source != ""
+	if !chainRan || source == policy.SourceGateway {
+		source = policy.SourceGateway
+		err = policy.WithErrorInfo(err)
+	}
+	st := status.Convert(err)
+	httpStatus := policy.HTTPStatus(st.Code())
+	if !chainRan {
+		method, _ := runtime.RPCMethod(ctx)
+		pattern, ok := runtime.HTTPPathPattern(ctx)
+		route := unmatched
+		if ok {
+			route = r.Method + " " + pattern
+		}
+		d.refuse(r, method, route, err, httpStatus)
+	}
+	writeStatus(w, st, httpStatus, source)
+}
+
+// routingErrorHandler answers requests that match no route: 404 for an
+// unknown path, 405 for a known path with another method.
+func (d *Door) routingErrorHandler(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	var err error
+	switch httpStatus {
+	case http.StatusNotFound:
+		err = policy.Error(codes.NotFound, policy.ReasonNoRoute, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), nil)
+	case http.StatusMethodNotAllowed:
+		err = policy.Error(codes.Unimplemented, policy.ReasonNoRoute, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path), nil)
+	default:
+		err = policy.Error(codes.InvalidArgument, policy.ReasonBadRequest, http.StatusText(httpStatus), nil)
+	}
+	d.refuse(r, "", unmatched, err, httpStatus)
+	writeStatus(w, status.Convert(err), httpStatus, policy.SourceGateway)
+}
+
+// refuse tells the policies that account for refusals (stats) about a
+// request refused before the chain.
+func (d *Door) refuse(r *http.Request, method, route string, err error, httpStatus int) {
+	if len(d.cfg.Refusals) == 0 {
+		return
+	}
+	c := &policy.Call{FullMethod: method, Transport: policy.REST, HTTPRoute: route, ClientIP: d.clientIP(r)}
+	if m, ok := d.cfg.Methods[method]; ok {
+		rt := m.Route()
+		c.Service, c.Method, c.Backend, c.Policy = rt.Service, rt.Method, rt.Backend, rt.Policy
+	} else {
+		c.FullMethod = ""
+	}
+	for _, ref := range d.cfg.Refusals {
+		ref.Refused(r.Context(), c, err, httpStatus)
+	}
+}
+
+var statusJSON = protojson.MarshalOptions{}
+
+func writeStatus(w http.ResponseWriter, st *status.Status, httpStatus int, source string) {
+	body, err := statusJSON.Marshal(st.Proto())
+	if err != nil {
+		body = []byte(`{"code":13,"message":"failed to encode error"}`)
+		httpStatus = http.StatusInternalServerError
+	}
+	h := w.Header()
+	h.Del("Trailer")
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Portico-Error-Source", source)
+	w.WriteHeader(httpStatus)
+	_, _ = w.Write(body)
+}

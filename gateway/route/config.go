@@ -1,0 +1,66 @@
+package route
+
+import (
+	"time"
+
+	"github.com/portico-gw/portico/gateway/policy"
+)
+
+// Config is what the route table takes from the gateway's config file.
+type Config struct {
+	// DefaultTimeout is the deadline of a unary call whose service and
+	// method declare none.
+	DefaultTimeout time.Duration
+	// DefaultAccess applies to methods whose proto declares no access.
+	DefaultAccess string
+	// DefaultRateLimit applies to methods that declare no rate limit.
+	DefaultRateLimit policy.RateLimit
+	// Services overrides the proto options of a service, by full name.
+	Services map[string]ServiceConfig
+	// Source names the config file, for error messages.
+	Source string
+}
+
+func (c Config) where() string {
+	if c.Source == "" {
+		return "config"
+	}
+	return c.Source
+}
+
+// ServiceConfig overrides what a service's proto options declare.
+type ServiceConfig struct {
+	// Backend is the Consul service name.
+	Backend string `yaml:"backend"`
+	// Tag keeps only instances that carry this Consul tag.
+	Tag string `yaml:"tag"`
+	// Datacenter queries another Consul datacenter.
+	Datacenter string `yaml:"datacenter"`
+	// Timeout is the default deadline of unary calls.
+	Timeout time.Duration `yaml:"timeout"`
+	// StreamTimeout is the default deadline of streaming calls; 0 means none
+	// (a stream lives until the client or the backend ends it).
+	StreamTimeout time.Duration `yaml:"stream_timeout"`
+
+	// Access, Scopes and RateLimit override the service's proto options.
+	PolicyConfig `yaml:",inline"`
+	// Methods overrides single methods, keyed by method name (GetProduct).
+	Methods map[string]MethodConfig `yaml:"methods"`
+}
+
+// PolicyConfig overrides declared policy; unset fields keep the proto's.
+type PolicyConfig struct {
+	// Access is "public" or "authenticated".
+	Access string `yaml:"access"`
+	// Scopes replaces the declared scopes when present (even if empty).
+	Scopes []string `yaml:"scopes"`
+	// RateLimit replaces the declared rate limit.
+	RateLimit *policy.RateLimit `yaml:"rate_limit"`
+}
+
+// MethodConfig overrides what one method declares.
+type MethodConfig struct {
+	PolicyConfig `yaml:",inline"`
+	// Timeout is the default deadline of the method.
+	Timeout time.Duration `yaml:"timeout"`
+}

@@ -1,0 +1,249 @@
+package route
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portico-gw/portico/gateway/policy"
+	optionsv1 "github.com/portico-gw/portico/gen/portico/options/v1"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+)
+
+// Route is one method as the gateway serves it.
+type Route struct {
+	// FullMethod is the gRPC method, /package.Service/Method.
+	FullMethod string
+	// Service and Method are the proto names.
+	Service, Method string
+	// HTTP lists the REST bindings, such as "GET /v1/products/{id}".
+	HTTP []string
+	// Backend is the Consul service that serves the method.
+	Backend string
+	// Tag and Datacenter narrow the Consul query.
+	Tag, Datacenter string
+	// Timeout is the deadline applied when the caller sets none; 0 is none.
+	Timeout time.Duration
+	// ClientStreams and ServerStreams give the method's kind.
+	ClientStreams, ServerStreams bool
+	// Policy is the effective policy: proto options, then config overrides.
+	Policy *policy.Policy
+
+	// Input and Output are the method's message types.
+	Input, Output protoreflect.MessageType `json:"-"`
+}
+
+// Kind is "unary", "server-stream", "client-stream" or "bidi-stream".
+func (r *Route) Kind() string {
+	switch {
+	case r.ClientStreams && r.ServerStreams:
+		return "bidi-stream"
+	case r.ClientStreams:
+		return "client-stream"
+	case r.ServerStreams:
+		return "server-stream"
+	}
+	return "unary"
+}
+
+// Streams reports a streaming method (of any kind).
+func (r *Route) Streams() bool { return r.ClientStreams || r.ServerStreams }
+
+// Target is the grpc-go target of the route's backend: the Consul
+// resolver's scheme, the service name, and the tag and datacenter that
+// narrow the query. Routes with the same target share one connection.
+func (r *Route) Target() string {
+	t := "consul:///" + r.Backend
+	var q []string
+	if r.Tag != "" {
+		q = append(q, "tag="+r.Tag)
+	}
+	if r.Datacenter != "" {
+		q = append(q, "dc="+r.Datacenter)
+	}
+	if len(q) > 0 {
+		t += "?" + strings.Join(q, "&")
+	}
+	return t
+}
+
+// Table is the route table, in the order of the services and their
+// methods. It does not change once built.
+type Table struct {
+	routes   []*Route
+	byMethod map[string]*Route
+}
+
+// Build makes the route table of services from their proto options and the
+// config, and refuses contradictions with a message naming the culprit.
+func Build(services []protoreflect.ServiceDescriptor, cfg Config) (*Table, error) {
+	t := &Table{byMethod: map[string]*Route{}}
+	known := make(map[string]bool, len(services))
+	for _, sd := range services {
+		name := string(sd.FullName())
+		if known[name] {
+			return nil, fmt.Errorf("service %s is registered twice", name)
+		}
+		known[name] = true
+		routes, err := serviceRoutes(sd, cfg)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range routes {
+			t.routes = append(t.routes, r)
+			t.byMethod[r.FullMethod] = r
+		}
+	}
+	for name := range cfg.Services {
+		if !known[name] {
+			names := make([]string, 0, len(known))
+			for k := range known {
+				names = append(names, k)
+			}
+			slices.Sort(names)
+			return nil, fmt.Errorf("%s: services.%s: no such service is compiled into this gateway (known: %s)",
+				cfg.where(), name, strings.Join(names, ", "))
+		}
+	}
+	return t, nil
+}
+
+func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, error) {
+	name := string(sd.FullName())
+	so, _ := proto.GetExtension(sd.Options(), optionsv1.E_Service).(*optionsv1.ServiceOptions)
+	sc := cfg.Services[name]
+	backend := sc.Backend
+	if backend == "" {
+		backend = so.GetBackend()
+	}
+	if backend == "" {
+		return nil, fmt.Errorf("service %s (%s) has no backend: declare option (portico.options.v1.service).backend or set services.%s.backend in %s",
+			name, sd.ParentFile().Path(), name, cfg.where())
+	}
+	timeout := cfg.DefaultTimeout
+	if d := so.GetTimeout(); d != nil {
+		timeout = d.AsDuration()
+	}
+	if sc.Timeout != 0 {
+		timeout = sc.Timeout
+	}
+
+	var routes []*Route
+	methods := sd.Methods()
+	for i := range methods.Len() {
+		md := methods.Get(i)
+		in, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
+		if err != nil {
+			return nil, fmt.Errorf("method %s: input type: %w", md.FullName(), err)
+		}
+		out, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+		if err != nil {
+			return nil, fmt.Errorf("method %s: output type: %w", md.FullName(), err)
+		}
+		r := &Route{
+			FullMethod:    "/" + name + "/" + string(md.Name()),
+			Service:       name,
+			Method:        string(md.Name()),
+			HTTP:          httpBindings(md, name),
+			Backend:       backend,
+			Tag:           sc.Tag,
+			Datacenter:    sc.Datacenter,
+			Timeout:       timeout,
+			ClientStreams: md.IsStreamingClient(),
+			ServerStreams: md.IsStreamingServer(),
+			Input:         in,
+			Output:        out,
+		}
+		mo, _ := proto.GetExtension(md.Options(), optionsv1.E_Method).(*optionsv1.MethodOptions)
+		mc := sc.Methods[string(md.Name())]
+		if mo.GetTimeout() != nil {
+			r.Timeout = mo.GetTimeout().AsDuration()
+		}
+		if mc.Timeout != 0 {
+			r.Timeout = mc.Timeout
+		}
+		if r.Streams() {
+			r.Timeout = sc.StreamTimeout
+		}
+		if r.Policy, err = effectivePolicy(cfg, so, sc, mo, mc); err != nil {
+			return nil, fmt.Errorf("method %s (declared in %s, overridable in %s): %w",
+				r.FullMethod[1:], sd.ParentFile().Path(), cfg.where(), err)
+		}
+		routes = append(routes, r)
+	}
+	for m := range sc.Methods {
+		if methods.ByName(protoreflect.Name(m)) == nil {
+			return nil, fmt.Errorf("%s: services.%s.methods.%s: %s has no method %q",
+				cfg.where(), name, m, name, m)
+		}
+	}
+	return routes, nil
+}
+
+// All returns the routes in table order.
+func (t *Table) All() []*Route { return t.routes }
+
+// Lookup finds the route of a gRPC method (/package.Service/Method).
+func (t *Table) Lookup(fullMethod string) (*Route, bool) {
+	r, ok := t.byMethod[fullMethod]
+	return r, ok
+}
+
+// Known reports whether the table serves a service (method "") or one of
+// its methods: the rate limiter uses it to refuse misspelt KV keys.
+func (t *Table) Known(service, method string) bool {
+	if method != "" {
+		_, ok := t.byMethod["/"+service+"/"+method]
+		return ok
+	}
+	for _, r := range t.routes {
+		if r.Service == service {
+			return true
+		}
+	}
+	return false
+}
+
+// Services lists the services of the table, each once, in table order.
+func (t *Table) Services() []string {
+	var out []string
+	for _, r := range t.routes {
+		if !slices.Contains(out, r.Service) {
+			out = append(out, r.Service)
+		}
+	}
+	return out
+}
+
+// httpBindings lists a method's REST bindings. Methods without a
+// google.api.http rule are served at POST /<service>/<method>, as
+// grpc-gateway's generate_unbound_methods does.
+func httpBindings(md protoreflect.MethodDescriptor, service string) []string {
+	rule, _ := proto.GetExtension(md.Options().(*descriptorpb.MethodOptions), annotations.E_Http).(*annotations.HttpRule)
+	if rule == nil {
+		return []string{"POST /" + service + "/" + string(md.Name())}
+	}
+	var out []string
+	for _, r := range append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...) {
+		switch p := r.GetPattern().(type) {
+		case *annotations.HttpRule_Get:
+			out = append(out, "GET "+p.Get)
+		case *annotations.HttpRule_Post:
+			out = append(out, "POST "+p.Post)
+		case *annotations.HttpRule_Put:
+			out = append(out, "PUT "+p.Put)
+		case *annotations.HttpRule_Patch:
+			out = append(out, "PATCH "+p.Patch)
+		case *annotations.HttpRule_Delete:
+			out = append(out, "DELETE "+p.Delete)
+		case *annotations.HttpRule_Custom:
+			out = append(out, p.Custom.GetKind()+" "+p.Custom.GetPath())
+		}
+	}
+	return out
+}
