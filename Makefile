@@ -9,7 +9,7 @@ BUF := $(GO) tool -modfile=$(CURDIR)/tools/buf/go.mod buf
 PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2 $(BIN)/protoc-gen-portico
 PROTODEPS := build/protodeps
 
-.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check test test-unit fuzz bench screenshot run consul tools clean
+.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check tidy-check test test-unit fuzz bench screenshot run consul tools clean
 
 all: build
 
@@ -69,6 +69,12 @@ lint: protodeps
 vet:
 	$(GO) vet ./...
 
+# Every module's go.mod and go.sum say exactly what its code imports.
+TIDY_MODULES := . bench tools tools/buf tools/consul
+tidy-check:
+	@for m in $(TIDY_MODULES); do (cd $$m && $(GO) mod tidy -diff) || \
+		{ echo "$$m: go.mod is not tidy: run 'go mod tidy' there and commit" >&2; exit 1; }; done
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:" >&2; echo "$$out" >&2; exit 1; fi
 
@@ -76,7 +82,7 @@ fmt-check:
 # tests' skips (no consul, no chromium found) into failures, so `make test`
 # never passes on skipped tests. The admin page's browser test leaves its
 # screenshot in build/admin.png.
-test: consul check-generated lint vet fmt-check
+test: consul check-generated lint vet fmt-check tidy-check
 	@mkdir -p build
 	PORTICO_REQUIRE_CONSUL=1 PORTICO_REQUIRE_BROWSER=1 PORTICO_SCREENSHOT=$(CURDIR)/build/admin.png \
 		PORTICO_CONSUL_BIN=$(BIN)/consul $(GO) test -race -count=1 ./...

@@ -8,7 +8,6 @@ require (
 	connectrpc.com/vanguard v0.4.0
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0
-	github.com/hashicorp/consul/api v1.34.5
 	github.com/portico-gw/portico v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
 	gonum.org/v1/plot v0.17.0
@@ -42,6 +41,8 @@ require (
 	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
 	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.3.4 // indirect
+	github.com/hashicorp/consul/api v1.34.5 // indirect
 	github.com/hashicorp/errwrap v1.1.0 // indirect
 	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
 	github.com/hashicorp/go-hclog v1.6.3 // indirect

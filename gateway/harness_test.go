@@ -177,9 +177,16 @@ func (w *world) startOrders(opts ...orders.Option) *host.Host {
 
 func (w *world) startHost(name string, register func(*grpc.Server)) *host.Host {
 	w.t.Helper()
-	h, err := host.Start(context.Background(), host.Config{
-		Name: name, Addr: "127.0.0.1:0", Register: register, CheckInterval: 250 * time.Millisecond,
-	}, w.consul)
+	return w.startHostWith(host.Config{Name: name, Register: register})
+}
+
+// startHostWith starts an instance on loopback, registered in Consul with a
+// short check interval, and waits until the gateway routes to it.
+func (w *world) startHostWith(cfg host.Config) *host.Host {
+	w.t.Helper()
+	name := cfg.Name
+	cfg.Addr, cfg.CheckInterval = "127.0.0.1:0", 250*time.Millisecond
+	h, err := host.Start(context.Background(), cfg, w.consul)
 	if err != nil {
 		w.t.Fatal(err)
 	}

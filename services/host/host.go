@@ -38,6 +38,9 @@ type Config struct {
 	// keeps discovery's default. Tests shorten it so that a killed
 	// instance turns critical quickly.
 	CheckInterval time.Duration
+	// Listener, when set, is served instead of a listener on Addr: fault
+	// tests wrap one to break connections.
+	Listener net.Listener
 }
 
 // Host is one running instance of a service.
@@ -69,10 +72,13 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 	if addr == "" {
 		addr = DefaultAddr
 	}
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("host: %s: %w", cfg.Name, err)
+	lis := cfg.Listener
+	if lis == nil {
+		var lc net.ListenConfig
+		var err error
+		if lis, err = lc.Listen(ctx, "tcp", addr); err != nil {
+			return nil, fmt.Errorf("host: %s: %w", cfg.Name, err)
+		}
 	}
 
 	id := discovery.NewServiceID(cfg.Name)

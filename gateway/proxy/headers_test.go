@@ -1,0 +1,82 @@
+package proxy
+
+import (
+	"context"
+	"testing"
+
+	"github.com/portico-gw/portico/gateway/policy"
+	"google.golang.org/grpc/metadata"
+)
+
+func TestIncomingHTTPHeaderNeverTakesPorticoKeys(t *testing.T) {
+	for _, h := range []string{"X-Portico-Consumer", "X-Portico-Internal-Route", "x-portico-scopes"} {
+		if k, ok := IncomingHTTPHeader(h); ok {
+			t.Errorf("IncomingHTTPHeader(%q) forwarded as %q", h, k)
+		}
+	}
+	for in, want := range map[string]string{"X-Api-Key": "x-api-key", "Traceparent": "traceparent"} {
+		if k, ok := IncomingHTTPHeader(in); !ok || k != want {
+			t.Errorf("IncomingHTTPHeader(%s) = %q %v, want %q", in, k, ok, want)
+		}
+	}
+}
+
+func TestOutgoingHTTPHeader(t *testing.T) {
+	for in, want := range map[string]string{
+		"x-instance-id": "X-Instance-Id", "retry-after": "Retry-After", "ratelimit-remaining": "Ratelimit-Remaining",
+		"www-authenticate": "Www-Authenticate", "other": "Grpc-Metadata-other",
+	} {
+		if got, ok := OutgoingHTTPHeader(in); !ok || got != want {
+			t.Errorf("OutgoingHTTPHeader(%s) = %q %v, want %q", in, got, ok, want)
+		}
+	}
+	for _, k := range []string{policy.ErrorSourceKey, "content-type", "grpc-status"} {
+		if got, ok := OutgoingHTTPHeader(k); ok {
+			t.Errorf("OutgoingHTTPHeader(%s) = %q, want dropped", k, got)
+		}
+	}
+}
+
+// A backend gets the caller's metadata less the hop's, the credentials and
+// any x-portico-* key, plus the verified identity.
+func TestOutgoingContext(t *testing.T) {
+	in := metadata.Pairs("authorization", "Bearer t", "x-api-key", "k", "x-portico-consumer", "forged",
+		"x-portico-internal-route", "GET /x", "grpc-timeout", "1S", "content-type", "application/grpc",
+		"x-request-id", "r1", "traceparent", "00-abc")
+	ctx := metadata.NewIncomingContext(context.Background(), in)
+	ctx = policy.NewContext(ctx, &policy.Call{Identity: &policy.Identity{Consumer: "shop", Subject: "josé", Scopes: []string{"a", "b c"}}})
+	out, _ := metadata.FromOutgoingContext(OutgoingContext(ctx))
+	want := map[string]string{"x-request-id": "r1", "traceparent": "00-abc",
+		"x-portico-consumer": "shop", "x-portico-subject": "jos%C3%A9", "x-portico-scopes": "a b%20c"}
+	if len(out) != len(want) {
+		t.Errorf("outgoing metadata %v, want exactly %v", out, want)
+	}
+	for k, v := range want {
+		if got := out.Get(k); len(got) != 1 || got[0] != v {
+			t.Errorf("%s = %v, want %q", k, got, v)
+		}
+	}
+	// Anonymous: no identity keys at all, even forged ones.
+	out, _ = metadata.FromOutgoingContext(OutgoingContext(metadata.NewIncomingContext(context.Background(), in)))
+	if v := out.Get("x-portico-consumer"); len(v) != 0 {
+		t.Errorf("anonymous call forwards consumer %v", v)
+	}
+}
+
+func TestHeaderSafe(t *testing.T) {
+	for in, want := range map[string]string{
+		"alice": "alice", "josé": "jos%C3%A9", "a b": "a%20b", "100%": "100%25", "tab\t": "tab%09",
+	} {
+		if got := headerSafe(in); got != want {
+			t.Errorf("headerSafe(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDropHopMD(t *testing.T) {
+	md := dropHopMD(metadata.Pairs("content-type", "application/grpc", policy.ErrorSourceKey, "gateway",
+		"grpc-status", "0", "x-instance-id", "i1"))
+	if len(md) != 1 || md.Get("x-instance-id")[0] != "i1" {
+		t.Errorf("dropHopMD = %v, want only x-instance-id", md)
+	}
+}
