@@ -31,6 +31,8 @@ func (s *slowCatalog) GetProduct(ctx context.Context, _ *catalogv1.GetProductReq
 	if left > 0 {
 		wait += left
 	}
+	// A slow backend: it answers a second after the call's deadline, so
+	// the gateway's deadline fires first (no event would show that sooner).
 	time.Sleep(wait)
 	return nil, status.Error(codes.Internal, "answered too late to be seen")
 }

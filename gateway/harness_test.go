@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/gen/registry"
 	"github.com/portico-gw/portico/internal/testconsul"
+	"github.com/portico-gw/portico/internal/testutil"
 	"github.com/portico-gw/portico/services/catalog"
 	"github.com/portico-gw/portico/services/host"
 	"github.com/portico-gw/portico/services/orders"
@@ -81,7 +83,7 @@ func newWorldWith(t testing.TB, private bool, gwOpts []gateway.Option, opts ...w
 	for _, o := range opts {
 		o(&cfg)
 	}
-	logs := &lockedBuffer{}
+	logs := &testutil.LockedBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", logs.String())
@@ -200,77 +202,77 @@ func (w *world) startHostWith(cfg host.Config) *host.Host {
 	return h
 }
 
-// waitRouted waits until the gateway's resolver has the instance, as the
-// admin API reports it: Consul passing it is not enough, the gateway's watch
-// may not have answered yet, and a call in between fails fast with 503.
-// Gateways without stats (WithoutPolicies) report no instances; their
-// callers retry on their own.
+// routed lists the instances of service that the gateway's resolver has,
+// as the admin API reports them; ok is false for gateways without an
+// admin API (WithoutPolicies).
+func (w *world) routed(service string) (ids []string, ok bool) {
+	w.t.Helper()
+	resp, err := httpClient.Get("http://" + w.gw.AdminAddr() + "/admin/v1/backends")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, false
+	}
+	var body struct {
+		Backends []struct {
+			Name      string
+			Instances []struct{ ID string }
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		w.t.Fatal(err)
+	}
+	for _, b := range body.Backends {
+		if b.Name == service {
+			for _, in := range b.Instances {
+				ids = append(ids, in.ID)
+			}
+		}
+	}
+	return ids, true
+}
+
+// waitRouted waits until the gateway's resolver has the instance: Consul
+// passing it is not enough, the gateway's watch may not have answered yet,
+// and a call in between fails fast with 503. Gateways without stats
+// (WithoutPolicies) report no instances; their callers retry on their own.
 func (w *world) waitRouted(service, id string) {
 	w.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := httpClient.Get("http://" + w.gw.AdminAddr() + "/admin/v1/backends")
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		var body struct {
-			Backends []struct {
-				Name      string
-				Instances []struct{ ID string }
-			}
-		}
-		err = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusNotFound {
-			return
-		}
-		for _, b := range body.Backends {
-			for _, in := range b.Instances {
-				if b.Name == service && in.ID == id {
-					return
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("the gateway never routed to %s of %s (err=%v)", id, service, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(w.t, 20*time.Second, "the gateway to route to "+id+" of "+service, func() bool {
+		ids, ok := w.routed(service)
+		return !ok || slices.Contains(ids, id)
+	})
+}
+
+// waitUnrouted waits until the gateway's resolver has no instance of
+// service left.
+func (w *world) waitUnrouted(service string) {
+	w.t.Helper()
+	testutil.Eventually(w.t, 20*time.Second, "the gateway to drop every instance of "+service, func() bool {
+		ids, ok := w.routed(service)
+		return ok && len(ids) == 0
+	})
 }
 
 // waitPassing waits until Consul lists the instance as passing.
 func (w *world) waitPassing(service, id string) {
 	w.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(w.t, 20*time.Second, "consul to list "+id+" of "+service+" as passing", func() bool {
 		entries, _, err := w.consul.Health().Service(service, "", true, nil)
-		for _, e := range entries {
-			if e.Service.ID == id {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("consul never listed %s as passing in %s (err=%v)", id, service, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && slices.ContainsFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.ID == id })
+	})
 }
 
 // waitHealthy waits until Consul lists exactly the given instances of a
 // service as passing.
 func (w *world) waitHealthy(service string, ids ...string) {
 	w.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(w.t, 20*time.Second, fmt.Sprintf("consul to list exactly %v as the passing instances of %s", ids, service), func() bool {
 		entries, _, err := w.consul.Health().Service(service, "", true, nil)
-		if err == nil && sameIDs(entries, ids) {
-			return
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("consul never listed %v as the passing instances of %s (err=%v, got %d)", ids, service, err, len(entries))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && sameIDs(entries, ids)
+	})
 }
 
 func sameIDs(entries []*api.ServiceEntry, ids []string) bool {
@@ -366,22 +368,4 @@ func errorInfo(body map[string]any) (reason, domain string) {
 		}
 	}
 	return "", ""
-}
-
-// lockedBuffer collects a gateway's log, shown only when a test fails.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/portico-gw/portico/gateway/policy"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
+	"github.com/portico-gw/portico/internal/testutil"
 	"github.com/portico-gw/portico/services/orders"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -510,13 +511,7 @@ func contains(list []string, s string) bool {
 // waitFor polls cond for at most ten seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, what, cond)
 }
 
 func kvKeyPair(key, value string) *api.KVPair { return &api.KVPair{Key: key, Value: []byte(value)} }

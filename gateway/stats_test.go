@@ -20,6 +20,7 @@ import (
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	adminv1 "github.com/portico-gw/portico/gen/portico/admin/v1"
 	"github.com/portico-gw/portico/gen/registry"
+	"github.com/portico-gw/portico/internal/testutil"
 	"github.com/portico-gw/portico/services/catalog"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -145,16 +146,16 @@ func TestMetricsAfterRESTAndGRPCTraffic(t *testing.T) {
 // (stats.WithJSONAccessLog, what the config's json format uses).
 func TestAccessLogLines(t *testing.T) {
 	t.Run("slog", func(t *testing.T) {
-		var buf lockedBuffer
+		var buf testutil.LockedBuffer
 		testAccessLogLines(t, &buf, stats.WithAccessLog(slog.New(slog.NewJSONHandler(&buf, nil))))
 	})
 	t.Run("own encoder", func(t *testing.T) {
-		var buf lockedBuffer
+		var buf testutil.LockedBuffer
 		testAccessLogLines(t, &buf, stats.WithJSONAccessLog(&buf))
 	})
 }
 
-func testAccessLogLines(t *testing.T, buf *lockedBuffer, logOpt stats.Option) {
+func testAccessLogLines(t *testing.T, buf *testutil.LockedBuffer, logOpt stats.Option) {
 	w := newWorldWith(t, false, []gateway.Option{gateway.WithStatsOptions(logOpt)})
 	inst := w.startCatalog()
 	const (
@@ -173,9 +174,7 @@ func testAccessLogLines(t *testing.T, buf *lockedBuffer, logOpt stats.Option) {
 	}
 
 	// A buffered log writes its lines out at least every 100ms.
-	for deadline := time.Now().Add(5 * time.Second); strings.Count(buf.String(), "\n") < 3 && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "three access log lines", func() bool { return strings.Count(buf.String(), "\n") >= 3 })
 	var lines []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
 		var m map[string]any
@@ -319,17 +318,7 @@ func TestReadinessRequiresBackends(t *testing.T) {
 	}
 	waitReady := func(what string, cond func(int, string) bool) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			code, reason := readyz()
-			if cond(code, reason) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: /readyz stayed %d %q", what, code, reason)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		testutil.Eventually(t, 20*time.Second, "/readyz: "+what, func() bool { return cond(readyz()) })
 	}
 	waitReady("no instances", func(code int, reason string) bool {
 		return code == http.StatusServiceUnavailable && strings.Contains(reason, "has no healthy instance")
