@@ -364,7 +364,7 @@ func TestRateLimitClusterSplit(t *testing.T) {
 	}
 }
 
-// The configuration documented in the README parses and means what it says.
+// The configuration documented in docs/rate-limiting.md parses and means what it says.
 func TestRateLimitConfig(t *testing.T) {
 	cfg, err := gateway.ParseConfig(strings.NewReader(`
 default_rate_limit: {requests: 100, period: 1s, burst: 200}

@@ -49,7 +49,7 @@ done
 "$BIN/orders" >"$RUN_DIR/orders.log" 2>&1 &
 pids+=($!)
 # A demo API key for consumer "demo" with scope catalog.write. The gateway
-# config holds only its SHA-256 (see README, "Issue an API key").
+# config holds only its SHA-256 (see docs/policies.md, "Issue an API key").
 DEMO_KEY="pk_demo_$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 DEMO_HASH="$(printf %s "$DEMO_KEY" | sha256sum | cut -d' ' -f1)"
 cat >"$RUN_DIR/portico.yaml" <<YAML

@@ -60,7 +60,7 @@ func BenchmarkPolicy(b *testing.B) {
 		b.Fatal(err)
 	}
 	rl := ratelimit.New()
-	// In the chain's order (gateway/chain.go); "chain" runs all four.
+	// In the chain's order (gateway/policies.go); "chain" runs all four.
 	names := []string{"stats", "auth", "ratelimit", "validation", "chain"}
 	all := []grpc.UnaryServerInterceptor{st.UnaryServerInterceptor(), au.UnaryServerInterceptor(),
 		rl.UnaryServerInterceptor(), va.UnaryServerInterceptor()}

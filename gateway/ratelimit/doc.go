@@ -18,7 +18,7 @@
 // In cluster mode (WithCluster) every gateway replica registers in Consul,
 // counts the healthy replicas, and enforces its share of each limit: no
 // shared store, no extra hop, at the price of exactness when a load balancer
-// spreads one caller unevenly. The README compares the two.
+// spreads one caller unevenly. docs/rate-limiting.md compares the two.
 //
 // Admitted calls carry ratelimit-* response metadata, which the REST door
 // sends as RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and

@@ -19,7 +19,7 @@ type options struct {
 	watchers   []func(context.Context, *Limiter)
 }
 
-// Defaults: a hundred thousand callers take about 12 MB (see the README's
+// Defaults: a hundred thousand callers take about 12 MB (see docs/rate-limiting.md's
 // benchmark), and a caller unseen for a minute is forgotten.
 const (
 	DefaultMaxKeys     = 100_000
