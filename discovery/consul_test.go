@@ -9,11 +9,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/internal/testconsul"
+	"github.com/portico-gw/portico/internal/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -67,6 +69,15 @@ func (r *recordingCC) ReportError(error) {
 	r.mu.Unlock()
 }
 
+// watchErrors counts the resolver's failed Consul queries.
+type watchErrors struct{ n atomic.Int64 }
+
+var _ discovery.Observer = (*watchErrors)(nil)
+
+func (w *watchErrors) Instances(string, []discovery.Instance) {}
+func (w *watchErrors) WatchOK(string)                         {}
+func (w *watchErrors) WatchError(string, error)               { w.n.Add(1) }
+
 func (r *recordingCC) waitAddrs(t *testing.T, want ...string) {
 	t.Helper()
 	sort.Strings(want)
@@ -111,7 +122,9 @@ func TestResolverFollowsConsulHealth(t *testing.T) {
 
 	u, _ := url.Parse(discovery.Target("echo"))
 	cc := &recordingCC{ch: make(chan struct{}, 1)}
-	r, err := discovery.NewBuilder(client, discovery.WithWaitTime(2*time.Second), discovery.WithBackoff(50*time.Millisecond, 200*time.Millisecond)).
+	var failed watchErrors
+	r, err := discovery.NewBuilder(client, discovery.WithWaitTime(2*time.Second), discovery.WithBackoff(50*time.Millisecond, 200*time.Millisecond),
+		discovery.WithObserver(&failed)).
 		Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -137,8 +150,11 @@ func TestResolverFollowsConsulHealth(t *testing.T) {
 	cc.mu.Lock()
 	statesBefore := cc.states
 	cc.mu.Unlock()
+	failedBefore := failed.n.Load()
 	agent.Stop()
-	time.Sleep(time.Second) // several failed retries at 50-200ms
+	testutil.Eventually(t, 10*time.Second, "three failed watches after Consul stopped", func() bool {
+		return failed.n.Load() >= failedBefore+3
+	})
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if cc.states != statesBefore || strings.Join(cc.addrs, ",") != a2 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/portico-gw/portico/internal/testutil"
 	"google.golang.org/grpc/resolver"
 )
 
@@ -120,17 +121,13 @@ func TestResolverReportsErrorOnlyBeforeFirstState(t *testing.T) {
 	}}
 	cc, _ := build(t, h, "consul:///catalog")
 	cc.waitFor(t, "a state after the first error", func(s []resolver.State, e []error) bool { return len(s) == 1 })
-	// Let the three later errors happen.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// Queries run one at a time: once the sixth is asked, the resolver has
+	// handled all five scripted results, the three later errors included.
+	testutil.Eventually(t, 5*time.Second, "the resolver to query past the scripted results", func() bool {
 		h.mu.Lock()
-		n := len(h.results)
-		h.mu.Unlock()
-		if n == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer h.mu.Unlock()
+		return len(h.indexes) > 5
+	})
 	states, errs := cc.snapshot()
 	if len(errs) != 1 {
 		t.Errorf("ReportError called %d times, want exactly once (before the first state): %v", len(errs), errs)

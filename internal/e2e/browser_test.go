@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/portico-gw/portico/internal/testconsul"
+	"github.com/portico-gw/portico/internal/testutil"
 )
 
 // chromium finds a headless-capable Chromium: $PORTICO_CHROMIUM, else
@@ -111,7 +112,7 @@ func TestAdminPageInBrowser(t *testing.T) {
 	catalog, orders := startServices(t, dir, agent.Addr)
 	httpAddr, grpcAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	gw := start(t, filepath.Join(dir, "gateway"), "-consul-addr="+agent.Addr, "-http-addr="+httpAddr, "-grpc-addr="+grpcAddr, "-admin-addr="+adminAddr)
-	eventually(t, "gateway ready", func() bool {
+	testutil.Eventually(t, 30*time.Second, "gateway ready", func() bool {
 		code, _, err := get("http://" + adminAddr + "/readyz")
 		return err == nil && code == 200
 	})

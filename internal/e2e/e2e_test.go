@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/internal/testconsul"
+	"github.com/portico-gw/portico/internal/testutil"
 )
 
 func TestMain(m *testing.M) { os.Exit(testconsul.Main(m)) }
@@ -88,21 +89,10 @@ func startServices(t *testing.T, dir, consulAddr string) (catalog, orders *proc)
 	consul := "-consul-addr=" + consulAddr
 	catalog = start(t, filepath.Join(dir, "catalog"), consul)
 	orders = start(t, filepath.Join(dir, "orders"), consul, "-status-step=1h")
-	eventually(t, "catalog and orders healthy in Consul", func() bool {
+	testutil.Eventually(t, 30*time.Second, "catalog and orders healthy in Consul", func() bool {
 		return instances(t, consulAddr, "catalog") == 1 && instances(t, consulAddr, "orders") == 1
 	})
 	return catalog, orders
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func get(url string) (int, []byte, error) {
@@ -140,7 +130,7 @@ func TestBinariesEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := start(t, filepath.Join(dir, "gateway"), "-config="+config, consul, "-http-addr="+httpAddr, "-grpc-addr="+grpcAddr, "-admin-addr="+adminAddr)
-	eventually(t, "gateway ready", func() bool {
+	testutil.Eventually(t, 30*time.Second, "gateway ready", func() bool {
 		code, _, err := get("http://" + adminAddr + "/readyz")
 		return err == nil && code == 200
 	})

@@ -8,7 +8,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
+	"github.com/portico-gw/portico/internal/testutil"
 	"github.com/portico-gw/portico/services/catalog"
 	"github.com/portico-gw/portico/services/orders"
 )
@@ -259,10 +259,20 @@ func TestStopWaitsForUnaryCalls(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- h.Stop(ctx) }()
+	// Stop closes the listener when it starts to drain; from then on it
+	// can only return once the call it waits for is released.
+	testutil.Eventually(t, 5*time.Second, "Stop to close the listener", func() bool {
+		c, err := net.DialTimeout("tcp", h.Addr(), time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
 	select {
 	case err := <-stopped:
 		t.Fatalf("Stop returned (%v) while a call was in flight", err)
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	close(release)
 	if err := <-callErr; err != nil {
@@ -321,7 +331,7 @@ func TestStartErrors(t *testing.T) {
 
 func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(testCtx(t))
-	var logs syncBuffer
+	var logs testutil.LockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	done := make(chan error, 1)
 	go func() {
@@ -329,14 +339,10 @@ func TestRun(t *testing.T) {
 			catalogv1.RegisterCatalogServiceServer(s, catalog.NewServer())
 		}}, nil, logger)
 	}()
-	// Bounded wait for the "serving" line; Run logs it once listening.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), "msg=serving") {
-		if time.Now().After(deadline) {
-			t.Fatal("Run never logged that it is serving")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Run logs "serving" once listening.
+	testutil.Eventually(t, 5*time.Second, "Run to log that it is serving", func() bool {
+		return strings.Contains(logs.String(), "msg=serving")
+	})
 	cancel()
 	select {
 	case err := <-done:
@@ -388,23 +394,4 @@ func TestAdvertised(t *testing.T) {
 			t.Errorf("advertised(%v) = %s:%d, want %s:%d", tt.addr, host, port, tt.host, tt.port)
 		}
 	}
-}
-
-// syncBuffer is a strings.Builder that Run's logger and the test may use at
-// the same time.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

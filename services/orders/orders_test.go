@@ -21,6 +21,7 @@ import (
 
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
+	"github.com/portico-gw/portico/internal/testutil"
 	"github.com/portico-gw/portico/services/catalog"
 )
 
@@ -303,9 +304,8 @@ func TestStatusProgression(t *testing.T) {
 	c, _ := startOrders(t, cat, nil, WithStatusStep(20*time.Millisecond))
 	o := mustCreate(ctx, t, c, item("prd-000001", 1))
 
-	deadline := time.Now().Add(5 * time.Second)
 	var seen []ordersv1.OrderStatus
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, 5*time.Second, "the order to ship", func() bool {
 		got, err := c.GetOrder(ctx, &ordersv1.GetOrderRequest{Id: o.GetId()})
 		if err != nil {
 			t.Fatalf("GetOrder: %v", err)
@@ -313,17 +313,14 @@ func TestStatusProgression(t *testing.T) {
 		if st := got.GetOrder().GetStatus(); len(seen) == 0 || seen[len(seen)-1] != st {
 			seen = append(seen, st)
 		}
-		if got.GetOrder().GetStatus() == ordersv1.OrderStatus_ORDER_STATUS_SHIPPED {
-			if !got.GetOrder().GetUpdateTime().AsTime().After(o.GetCreateTime().AsTime()) {
-				t.Errorf("update_time %v not after create_time %v", got.GetOrder().GetUpdateTime().AsTime(), o.GetCreateTime().AsTime())
-			}
-			break
+		if got.GetOrder().GetStatus() != ordersv1.OrderStatus_ORDER_STATUS_SHIPPED {
+			return false
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if seen[len(seen)-1] != ordersv1.OrderStatus_ORDER_STATUS_SHIPPED {
-		t.Fatalf("statuses seen = %v, never SHIPPED", seen)
-	}
+		if !got.GetOrder().GetUpdateTime().AsTime().After(o.GetCreateTime().AsTime()) {
+			t.Errorf("update_time %v not after create_time %v", got.GetOrder().GetUpdateTime().AsTime(), o.GetCreateTime().AsTime())
+		}
+		return true
+	})
 	for i := 1; i < len(seen); i++ {
 		if seen[i] < seen[i-1] {
 			t.Fatalf("statuses went backwards: %v", seen)
@@ -334,9 +331,18 @@ func TestStatusProgression(t *testing.T) {
 func TestWithoutStepOrdersStayPending(t *testing.T) {
 	ctx := testCtx(t)
 	cat, _ := startCatalog(t)
-	c, _ := startOrders(t, cat, nil, WithStatusStep(0))
+	// No step may even be scheduled: a scheduled one would fire later.
+	noSteps := func(s *Server) {
+		s.afterFunc = func(d time.Duration, f func()) *time.Timer {
+			t.Errorf("a status step was scheduled in %v without a status step", d)
+			return time.AfterFunc(d, f)
+		}
+	}
+	c, s := startOrders(t, cat, noSteps, WithStatusStep(0))
 	o := mustCreate(ctx, t, c, item("prd-000001", 1))
-	time.Sleep(50 * time.Millisecond)
+	if n := pendingTimers(s); n != 0 {
+		t.Fatalf("%d status steps pending, want none", n)
+	}
 	got, err := c.GetOrder(ctx, &ordersv1.GetOrderRequest{Id: o.GetId()})
 	if err != nil || got.GetOrder().GetStatus() != ordersv1.OrderStatus_ORDER_STATUS_PENDING {
 		t.Fatalf("GetOrder = %v, %v; want PENDING", got, err)
@@ -384,12 +390,21 @@ func TestCancelOrder(t *testing.T) {
 func TestCancelStopsProgression(t *testing.T) {
 	ctx := testCtx(t)
 	cat, _ := startCatalog(t)
-	c, _ := startOrders(t, cat, nil, WithStatusStep(20*time.Millisecond))
+	// A step far off, so that it is still pending when the order is
+	// cancelled.
+	c, s := startOrders(t, cat, nil, WithStatusStep(time.Hour))
 	o := mustCreate(ctx, t, c, item("prd-000001", 1))
+	if n := pendingTimers(s); n != 1 {
+		t.Fatalf("%d status steps pending after create, want 1", n)
+	}
 	if _, err := c.CancelOrder(ctx, &ordersv1.CancelOrderRequest{Id: o.GetId()}); err != nil {
 		t.Fatalf("CancelOrder: %v", err)
 	}
-	time.Sleep(100 * time.Millisecond) // five steps' worth
+	if n := pendingTimers(s); n != 0 {
+		t.Fatalf("%d status steps pending after cancel, want none", n)
+	}
+	// A step that fired while CancelOrder held the lock runs after it.
+	s.advance(o.GetId())
 	got, err := c.GetOrder(ctx, &ordersv1.GetOrderRequest{Id: o.GetId()})
 	if err != nil || got.GetOrder().GetStatus() != ordersv1.OrderStatus_ORDER_STATUS_CANCELLED {
 		t.Fatalf("GetOrder = %v, %v; want it to stay CANCELLED", got, err)
@@ -757,14 +772,7 @@ func watcherCount() int {
 // within a few seconds.
 func waitNoWatchers(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if watcherCount() == 0 {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%d WatchOrder handlers still running", watcherCount())
+	testutil.Eventually(t, 5*time.Second, "every WatchOrder handler to return", func() bool { return watcherCount() == 0 })
 }
 
 func pendingTimers(s *Server) int {
