@@ -1,7 +1,6 @@
 package stats_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,7 @@ import (
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/stats"
+	"github.com/portico-gw/portico/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -321,17 +321,13 @@ func (s *fakeStream) RecvMsg(m any) error {
 	return nil
 }
 
-// logBuffer is an access log sink. The interceptors log before they
-// return, so the tests read it from the goroutine that wrote it.
-type logBuffer struct{ bytes.Buffer }
+// logBuffer is an access log sink.
+type logBuffer struct{ testutil.LockedBuffer }
 
 func (s *logBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.String()), "\n") {
-		if l == "" {
-			continue
-		}
+	for _, l := range s.Lines() {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("access log line is not JSON: %q", l)
