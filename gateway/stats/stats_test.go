@@ -259,17 +259,40 @@ func TestStreamCountsMessagesAndWholeStream(t *testing.T) {
 	}
 }
 
-func TestOwnServicesAreNotCounted(t *testing.T) {
+// A call without a policy.Call cannot be measured under a route: stats
+// refuses it (the chain runs stats only for routed methods), and logs nothing.
+func TestCallsWithoutCallFactsAreRefused(t *testing.T) {
 	f := newFixture(t)
-	called := false
-	// Health and reflection carry no policy.Call.
 	_, err := f.s.UnaryServerInterceptor()(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"},
-		func(context.Context, any) (any, error) { called = true; return nil, nil })
-	if err != nil || !called {
-		t.Fatalf("handler not called: %v", err)
+		func(context.Context, any) (any, error) { t.Error("the handler ran"); return nil, nil })
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("no call facts: %v, want INTERNAL", err)
 	}
 	if n := len(f.log.lines(t)); n != 0 {
-		t.Errorf("logged %d lines for the gateway's own service", n)
+		t.Errorf("logged %d lines for a call without facts", n)
+	}
+}
+
+// A panic below stats is measured as INTERNAL, and the call leaves the
+// in-flight gauge, before the panic goes on to the chain's recovery.
+func TestPanicBelowIsMeasured(t *testing.T) {
+	f := newFixture(t)
+	ctx := policy.NewContext(context.Background(), &policy.Call{FullMethod: "/catalog.v1.CatalogService/GetProduct",
+		Service: "catalog.v1.CatalogService", Method: "GetProduct", Backend: "catalog", Transport: policy.GRPC})
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("stats swallowed the panic; the chain's recovery must answer it")
+			}
+		}()
+		_, _ = f.s.UnaryServerInterceptor()(ctx, nil, &grpc.UnaryServerInfo{}, func(context.Context, any) (any, error) { panic("below") })
+	}()
+	labels := map[string]string{"service": "catalog.v1.CatalogService", "method": "GetProduct", "transport": "grpc"}
+	if got, _ := value(t, f.reg, "portico_requests_total", map[string]string{"service": "catalog.v1.CatalogService", "method": "GetProduct", "transport": "grpc", "code": "Internal"}); got != 1 {
+		t.Errorf("INTERNAL calls = %v, want 1", got)
+	}
+	if got, _ := value(t, f.reg, "portico_requests_in_flight", labels); got != 0 {
+		t.Errorf("in flight = %v, want 0", got)
 	}
 }
 
