@@ -206,6 +206,22 @@ func (w *world) startHostWith(cfg host.Config) *host.Host {
 // as the admin API reports them; ok is false for gateways without an
 // admin API (WithoutPolicies).
 func (w *world) routed(service string) (ids []string, ok bool) {
+	b, ok := w.backend(service)
+	for _, in := range b.Instances {
+		ids = append(ids, in.ID)
+	}
+	return ids, ok
+}
+
+// backendView is a backend as the admin API shows it.
+type backendView struct {
+	Name        string
+	WatchErrors int `json:",string"` // protojson writes uint64 as a string
+	Instances   []struct{ ID string }
+}
+
+// backend is the admin API's view of one backend.
+func (w *world) backend(service string) (backendView, bool) {
 	w.t.Helper()
 	resp, err := httpClient.Get("http://" + w.gw.AdminAddr() + "/admin/v1/backends")
 	if err != nil {
@@ -213,25 +229,18 @@ func (w *world) routed(service string) (ids []string, ok bool) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return nil, false
+		return backendView{}, false
 	}
-	var body struct {
-		Backends []struct {
-			Name      string
-			Instances []struct{ ID string }
-		}
-	}
+	var body struct{ Backends []backendView }
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		w.t.Fatal(err)
 	}
 	for _, b := range body.Backends {
 		if b.Name == service {
-			for _, in := range b.Instances {
-				ids = append(ids, in.ID)
-			}
+			return b, true
 		}
 	}
-	return ids, true
+	return backendView{Name: service}, true
 }
 
 // waitRouted waits until the gateway's resolver has the instance: Consul
@@ -246,13 +255,15 @@ func (w *world) waitRouted(service, id string) {
 	})
 }
 
-// waitUnrouted waits until the gateway's resolver has no instance of
-// service left.
-func (w *world) waitUnrouted(service string) {
+// waitRoutedExactly waits until the gateway's resolver has exactly the
+// given instances of service (none, when ids is empty).
+func (w *world) waitRoutedExactly(service string, ids ...string) {
 	w.t.Helper()
-	testutil.Eventually(w.t, 20*time.Second, "the gateway to drop every instance of "+service, func() bool {
-		ids, ok := w.routed(service)
-		return ok && len(ids) == 0
+	testutil.Eventually(w.t, 20*time.Second, fmt.Sprintf("the gateway to route to exactly %v of %s", ids, service), func() bool {
+		got, ok := w.routed(service)
+		slices.Sort(got)
+		want := slices.Sorted(slices.Values(ids))
+		return ok && slices.Equal(got, want)
 	})
 }
 

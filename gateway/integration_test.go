@@ -324,23 +324,16 @@ func TestLoadSharedAndFailover(t *testing.T) {
 		t.Errorf("REST calls reached %v, want both %s and %s", restSeen, a.ID(), b.ID())
 	}
 
-	// a crashes (no deregistration). Traffic must settle on b.
+	// a crashes (no deregistration). Once Consul's health check has seen it
+	// and the gateway's resolver has dropped it, every call reaches b.
 	a.Kill()
-	streak := 0
-	deadline = time.Now().Add(15 * time.Second)
-	for streak < 20 {
-		if time.Now().After(deadline) {
-			t.Fatalf("traffic did not move to the survivor; last streak %d", streak)
+	w.waitHealthy(w.catalog, b.ID())
+	w.waitRoutedExactly(w.catalog, b.ID())
+	for i := range 20 {
+		if id, err := instanceOf(ctx, c); err != nil || id != b.ID() {
+			t.Fatalf("call %d after failover: %q %v, want %s", i, id, err, b.ID())
 		}
-		id, err := instanceOf(ctx, c)
-		if err != nil || id != b.ID() {
-			streak = 0
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		streak++
 	}
-	w.waitHealthy(w.catalog, b.ID()) // Consul saw it too, through the health check
 }
 
 func TestNoHealthyInstanceFailsFast(t *testing.T) {
@@ -389,7 +382,7 @@ func TestNoHealthyInstanceFailsFast(t *testing.T) {
 	// critical and the gateway's resolver drops it. Until then a call may
 	// still pick the dead instance's connection and fail another way.
 	w.waitHealthy(w.catalog)
-	w.waitUnrouted(w.catalog)
+	w.waitRoutedExactly(w.catalog)
 	check("last instance gone")
 }
 
@@ -400,16 +393,21 @@ func TestConsulStoppedKeepsServingKnownInstances(t *testing.T) {
 	if _, err := instanceOf(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
+	before, _ := w.backend(w.catalog)
 	w.agent.Stop()
-	// Bounded: 40 calls over about two seconds, every one must succeed.
-	for i := 0; i < 40; i++ {
+	// The state to wait for: the gateway's watch has failed against the
+	// stopped agent several times. The last known instances must still serve.
+	testutil.Eventually(t, 20*time.Second, "three failed Consul queries", func() bool {
+		b, _ := w.backend(w.catalog)
+		return b.WatchErrors >= before.WatchErrors+3
+	})
+	for i := range 10 {
 		if _, err := instanceOf(context.Background(), c); err != nil {
 			t.Fatalf("call %d after Consul stopped: %v", i, err)
 		}
 		if r := w.rest("GET", "/v1/products/prd-000001", nil); r.Status != 200 {
 			t.Fatalf("rest call %d after Consul stopped: %d %s", i, r.Status, r.Raw)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
