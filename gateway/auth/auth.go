@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/golang-jwt/jwt/v5"
+	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway/policy"
@@ -261,22 +262,19 @@ func (p *Policy) verifyToken(ctx context.Context, raw string) (*policy.Identity,
 	return is.identity(claims)
 }
 
-// UnaryServerInterceptor authorizes unary calls.
+// UnaryServerInterceptor authorizes unary calls: go-grpc-middleware's auth
+// interceptor around Authorize.
 func (p *Policy) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if err := p.Authorize(ctx, nil); err != nil {
-			return nil, err
-		}
-		return handler(ctx, req)
-	}
+	return grpcauth.UnaryServerInterceptor(p.authFunc)
 }
 
 // StreamServerInterceptor authorizes streams when they open.
 func (p *Policy) StreamServerInterceptor() grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if err := p.Authorize(ss.Context(), ss.SetHeader); err != nil {
-			return err
-		}
-		return handler(srv, ss)
-	}
+	return grpcauth.StreamServerInterceptor(p.authFunc)
+}
+
+// authFunc is Authorize as go-grpc-middleware's AuthFunc. The identity goes
+// into the call's policy.Call, so the context stays the same.
+func (p *Policy) authFunc(ctx context.Context) (context.Context, error) {
+	return ctx, p.Authorize(ctx, nil)
 }

@@ -20,4 +20,9 @@
 // gateway forwards it to the backend as x-portico-consumer,
 // x-portico-subject and x-portico-scopes, and drops any such header a client
 // sent.
+//
+// The interceptors are go-grpc-middleware's auth interceptors around
+// Authorize, which decides per route from the call's policy (the
+// gateway's own services never reach it: the chain's selector keeps them
+// out) and sets the WWW-Authenticate challenge with grpc.SetHeader.
 package auth

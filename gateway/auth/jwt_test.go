@@ -234,27 +234,24 @@ func callUnary(t *testing.T, p *Policy, pol *policy.Policy, md metadata.MD) outc
 	return outcomeOf(err, rec.md, call, handled)
 }
 
-// serverStream is the stream the stream interceptor sees.
+// serverStream is the stream the stream interceptor sees. Its context
+// carries the transport stream, as a grpc-go server stream's does.
 type serverStream struct {
 	grpc.ServerStream
 	ctx context.Context
-	md  metadata.MD
 }
 
 func (s *serverStream) Context() context.Context { return s.ctx }
-func (s *serverStream) SetHeader(md metadata.MD) error {
-	s.md = metadata.Join(s.md, md)
-	return nil
-}
 
 func callStream(t *testing.T, p *Policy, pol *policy.Policy, md metadata.MD) outcome {
 	t.Helper()
 	ctx, call := newCall(t.Context(), pol, md, policy.REST)
-	ss := &serverStream{ctx: ctx}
+	rec := &headerRecorder{}
+	ss := &serverStream{ctx: grpc.NewContextWithServerTransportStream(ctx, rec)}
 	handled := false
 	err := p.StreamServerInterceptor()(nil, ss, &grpc.StreamServerInfo{FullMethod: call.FullMethod, IsServerStream: true},
 		func(any, grpc.ServerStream) error { handled = true; return nil })
-	return outcomeOf(err, ss.md, call, handled)
+	return outcomeOf(err, rec.md, call, handled)
 }
 
 func bearer(tok string) metadata.MD  { return metadata.Pairs(authorizationKey, "Bearer "+tok) }

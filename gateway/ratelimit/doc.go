@@ -24,4 +24,9 @@
 // sends as RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and
 // RateLimit-Policy headers; rejected calls fail with RESOURCE_EXHAUSTED (HTTP
 // 429), a google.rpc.RetryInfo and retry-after.
+//
+// Why not go-grpc-middleware's ratelimit interceptor: it replaces whatever
+// its Limiter answers with a RESOURCE_EXHAUSTED of its own message, so the
+// RetryInfo, the ErrorInfo and the RateLimit numbers of a rejection would
+// be lost.
 package ratelimit
