@@ -6,17 +6,21 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway/policy"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // PolicyName names this policy in rejections and metrics.
@@ -32,18 +36,26 @@ const (
 	ReasonUnknownKey        = "UNKNOWN_SIGNING_KEY"
 	ReasonInvalidAPIKey     = "INVALID_API_KEY"
 	ReasonInsufficientScope = "INSUFFICIENT_SCOPE"
+	// ReasonTooManyFailures: the client's address has spent its budget of
+	// failed authentications (auth.failure_limit); RESOURCE_EXHAUSTED.
+	ReasonTooManyFailures = "TOO_MANY_FAILED_AUTHENTICATIONS"
 )
 
 const (
 	authorizationKey = "authorization"
 	challengeKey     = "www-authenticate"
 	realm            = `Bearer realm="portico"`
+	retryAfterKey    = "retry-after" // seconds, on ReasonTooManyFailures
 )
 
 // failure is why credentials were refused: an ErrorInfo reason and a
 // description that helps the client fix it.
 type failure struct {
 	reason, desc string
+	// uncharged marks a failure of the gateway's, not the caller's (the
+	// issuer's keys are not loaded yet): it costs no failure budget, or a
+	// JWKS outage would throttle every good client too.
+	uncharged bool
 }
 
 // Option configures the policy.
@@ -58,7 +70,9 @@ type options struct {
 // WithConsul gives the policy a Consul client for API keys in KV.
 func WithConsul(c *api.Client) Option { return func(o *options) { o.consul = c } }
 
-// WithLogger sets where key reloads and JWKS trouble are logged.
+// WithLogger sets where key reloads, JWKS trouble and failed
+// authentications (at most a line per client address per failure_limit
+// period) are logged.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // WithWatchOptions tunes the Consul KV watch (backoff, wait time).
@@ -73,6 +87,9 @@ type Policy struct {
 	opts    options
 	issuers map[string]*issuer
 	keys    *apiKeys
+	// failures is each client address's budget of failed authentications;
+	// nil when auth.failure_limit is off.
+	failures *failureBudget
 	// parser checks structure and signature; claims are each issuer's
 	// validator's job, once the issuer is known.
 	parser *jwt.Parser
@@ -101,6 +118,7 @@ func New(cfg Config, opts ...Option) (*Policy, error) {
 	}
 	p := &Policy{cfg: cfg, opts: o, issuers: map[string]*issuer{}, keys: newAPIKeys(cfg.APIKeys),
 		parser: jwt.NewParser(jwt.WithoutClaimsValidation())}
+	p.failures = newFailureBudget(*cfg.FailureLimit, maxFailureAddrs, o.logger)
 	for _, ic := range cfg.JWT {
 		is, err := newIssuer(ic, cfg.Leeway)
 		if err != nil {
@@ -143,7 +161,16 @@ func (p *Policy) Close() error {
 
 // Authorize authenticates the call in ctx and checks its scopes. On success
 // it stores the identity in the call. setHeader sends response headers
-// (the WWW-Authenticate challenge); nil means grpc.SetHeader on ctx.
+// (the WWW-Authenticate challenge, Retry-After); nil means grpc.SetHeader on
+// ctx.
+//
+// Credentials from a client address that has spent its failure budget are
+// refused before they are looked at, valid ones included: checking them
+// would cost the verification the budget exists to save, and telling a
+// valid key from an invalid one would let a guesser go on at full speed
+// with the answer to each guess. A call without credentials is no attack
+// on the verifier, so it neither spends budget nor is refused for want of
+// it: it gets its usual answer (a public method, or 401).
 func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) error) error {
 	call, ok := policy.FromContext(ctx)
 	if !ok {
@@ -152,9 +179,19 @@ func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) erro
 	if setHeader == nil {
 		setHeader = func(md metadata.MD) error { return grpc.SetHeader(ctx, md) }
 	}
-	id, f := p.authenticate(ctx)
+	creds := credentialsOf(ctx)
+	if creds.present() {
+		if wait := p.failures.wait(call.ClientIP); wait > 0 {
+			p.failures.refused(call.ClientIP, ReasonTooManyFailures)
+			return tooManyFailures(setHeader, wait)
+		}
+	}
+	id, f := p.authenticate(ctx, creds)
 	switch {
 	case f != nil:
+		if !f.uncharged {
+			p.failures.fail(call.ClientIP, f.reason)
+		}
 		kind := "invalid_token"
 		if f.reason == ReasonMalformed {
 			kind = "invalid_request" // RFC 6750 3.1
@@ -182,23 +219,50 @@ func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) erro
 	return nil
 }
 
+// tooManyFailures refuses a call from an address without failure budget:
+// RESOURCE_EXHAUSTED (429 over REST) with a RetryInfo and Retry-After in
+// whole seconds, rounded up.
+func tooManyFailures(setHeader func(metadata.MD) error, wait time.Duration) error {
+	secs := int64((wait + time.Second - 1) / time.Second)
+	_ = setHeader(metadata.Pairs(retryAfterKey, strconv.FormatInt(secs, 10)))
+	return policy.Reject(codes.ResourceExhausted, PolicyName, ReasonTooManyFailures,
+		fmt.Sprintf("too many failed authentications from this address: credentials are not checked for %ds", secs),
+		nil, &errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
+}
+
 func (p *Policy) reject(setHeader func(metadata.MD) error, code codes.Code, f *failure, challenge string) error {
 	_ = setHeader(metadata.Pairs(challengeKey, challenge))
 	return policy.Reject(code, PolicyName, f.reason, f.desc, nil)
 }
 
+// credentials are what a call presents: its authorization and x-api-key
+// values.
+type credentials struct {
+	authz, apiKeys []string
+}
+
+// credentialsOf reads the two keys it needs, not a copy of all the call's
+// metadata.
+func credentialsOf(ctx context.Context) credentials {
+	return credentials{
+		authz:   metadata.ValueFromIncomingContext(ctx, authorizationKey),
+		apiKeys: metadata.ValueFromIncomingContext(ctx, APIKeyHeader),
+	}
+}
+
+func (c credentials) present() bool { return len(c.authz) > 0 || len(c.apiKeys) > 0 }
+
 // authenticate returns the caller's identity, nil without credentials, or
 // why the credentials were refused. A bearer token wins over an API key.
-// It reads the two keys it needs, not a copy of all the call's metadata.
-func (p *Policy) authenticate(ctx context.Context) (*policy.Identity, *failure) {
-	if authz := metadata.ValueFromIncomingContext(ctx, authorizationKey); len(authz) > 0 {
+func (p *Policy) authenticate(ctx context.Context, c credentials) (*policy.Identity, *failure) {
+	if authz := c.authz; len(authz) > 0 {
 		raw, f := ParseBearer(authz)
 		if f != nil {
 			return nil, f
 		}
 		return p.verifyToken(ctx, raw)
 	}
-	if keys := metadata.ValueFromIncomingContext(ctx, APIKeyHeader); len(keys) > 0 {
+	if keys := c.apiKeys; len(keys) > 0 {
 		if len(keys) > 1 || keys[0] == "" {
 			return nil, &failure{reason: ReasonMalformed, desc: "send exactly one " + APIKeyHeader}
 		}
@@ -235,14 +299,18 @@ func ParseBearer(values []string) (string, *failure) {
 	return token, nil
 }
 
-// verifyToken verifies a token in one parse: the keyfunc picks the issuer
-// named in the token and refuses algorithms that issuer does not use, so
-// each token is checked with its own issuer's keys only; the issuer's
-// validator then checks the claims.
+// verifyToken verifies a token in one parse: the keyfunc refuses critical
+// header extensions, picks the issuer named in the token and refuses
+// algorithms that issuer does not use, so each token is checked with its
+// own issuer's keys only; the issuer's validator then checks the claims,
+// and the issuer its lifetime cap.
 func (p *Policy) verifyToken(ctx context.Context, raw string) (*policy.Identity, *failure) {
 	claims := jwt.MapClaims{}
 	var is *issuer
 	_, err := p.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		if err := refuseCrit(t.Header); err != nil {
+			return nil, err
+		}
 		iss, _ := claims["iss"].(string)
 		var ok bool
 		if is, ok = p.issuers[iss]; !ok {
@@ -257,7 +325,10 @@ func (p *Policy) verifyToken(ctx context.Context, raw string) (*policy.Identity,
 		err = is.validator.Validate(claims)
 	}
 	if err != nil {
-		return nil, tokenFailure(err, is != nil)
+		return nil, tokenFailure(err, is != nil, claims)
+	}
+	if f := is.checkLifetime(claims, time.Now()); f != nil {
+		return nil, f
 	}
 	return is.identity(claims)
 }

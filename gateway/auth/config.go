@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/portico-gw/portico/gateway/policy"
 )
 
 // Config is the auth section of the gateway config file.
@@ -22,6 +24,13 @@ type Config struct {
 	// KV prefix and follows its changes: one key per API key, named by the
 	// key's SHA-256 (hex), holding {"consumer": "...", "scopes": [...]}.
 	APIKeysConsulPrefix string `yaml:"api_keys_consul_prefix"`
+	// FailureLimit is each client address's budget of failed
+	// authentications (bad or expired tokens, unknown API keys, malformed
+	// credentials): requests per period, bursts up to burst. An address
+	// that has spent it gets RESOURCE_EXHAUSTED, without its credentials
+	// being checked, until the budget refills. Unset: 20 per minute, burst
+	// 20; requests: 0 turns it off.
+	FailureLimit *policy.RateLimit `yaml:"failure_limit"`
 }
 
 // IssuerConfig is one trusted token issuer.
@@ -51,6 +60,11 @@ type IssuerConfig struct {
 	// issuers, or an issuer and an API key, can never name the same
 	// consumer. Default "<issuer>#".
 	ConsumerPrefix string `yaml:"consumer_prefix"`
+	// MaxTokenLifetime refuses tokens that live longer: exp - iat, or
+	// exp - now when the token has no iat. A stolen token is worth as much
+	// as it lives, and an issuer misconfigured to mint year-long tokens
+	// should be noticed. Default 0: no maximum.
+	MaxTokenLifetime time.Duration `yaml:"max_token_lifetime"`
 }
 
 // APIKeyConfig is one API key, known only by its hash.
@@ -69,6 +83,14 @@ func (c Config) withDefaults() Config {
 	if c.Leeway == 0 {
 		c.Leeway = 30 * time.Second
 	}
+	limit := policy.RateLimit{Requests: 20, Period: time.Minute, Burst: 20}
+	if c.FailureLimit != nil {
+		limit = *c.FailureLimit
+		if limit.Burst == 0 {
+			limit.Burst = limit.Requests
+		}
+	}
+	c.FailureLimit = &limit // a copy: the caller's config stays as it was
 	issuers := make([]IssuerConfig, len(c.JWT))
 	for i, is := range c.JWT {
 		if len(is.Algorithms) == 0 {
@@ -98,6 +120,9 @@ func (c Config) withDefaults() Config {
 
 // validate refuses configurations that would be insecure or ambiguous.
 func (c Config) validate() error {
+	if l := c.FailureLimit; l != nil && l.Requests > 0 && l.Period <= 0 {
+		return fmt.Errorf("auth.failure_limit: period must be positive (requests: 0 turns the limit off)")
+	}
 	seen, prefixes := map[string]bool{}, map[string]bool{}
 	for i, is := range c.JWT {
 		where := fmt.Sprintf("auth.jwt[%d] (%s)", i, is.Issuer)
@@ -118,6 +143,9 @@ func (c Config) validate() error {
 		}
 		if is.RefreshInterval < 0 || is.UnknownKIDInterval < 0 {
 			return fmt.Errorf("%s: refresh intervals must be positive", where)
+		}
+		if is.MaxTokenLifetime < 0 {
+			return fmt.Errorf("%s: max_token_lifetime must be positive (0: no maximum)", where)
 		}
 		if prefixes[is.ConsumerPrefix] {
 			return fmt.Errorf("%s: consumer_prefix %q is used by another issuer", where, is.ConsumerPrefix)

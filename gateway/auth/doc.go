@@ -6,9 +6,11 @@
 // from a JWKS URL (cached, refreshed in the background, refetched on an
 // unknown kid at a capped rate) or a local JWKS file, and HS256 only for an
 // issuer configured with a shared secret. Issuer, audience, expiry and
-// not-before are checked with a small leeway; alg "none" and algorithm
-// confusion are rejected because each issuer accepts only its own algorithms
-// and key types. API keys are stored only as SHA-256 hashes, in the config
+// not-before are checked with a small leeway, and an issuer may cap a
+// token's lifetime; alg "none" and algorithm confusion are rejected because
+// each issuer accepts only its own algorithms and key types, and a "crit"
+// header parameter is rejected because the policy implements no JWS
+// extension. API keys are stored only as SHA-256 hashes, in the config
 // file and optionally under a Consul KV prefix that is watched for changes.
 //
 // The method's policy (policy.Call.Policy) says whether credentials are
@@ -20,6 +22,12 @@
 // gateway forwards it to the backend as x-portico-consumer,
 // x-portico-subject and x-portico-scopes, and drops any such header a client
 // sent.
+//
+// Each client address has a budget of failed authentications
+// (failures.go). Once it is spent, credentials from that address are refused
+// with RESOURCE_EXHAUSTED and Retry-After before they are checked, so a
+// flood of bad credentials costs a map lookup per call, not a signature
+// check; failures are logged at most once per address and period.
 //
 // The interceptors are go-grpc-middleware's auth interceptors around
 // Authorize, which decides per route from the call's policy (the

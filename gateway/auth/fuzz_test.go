@@ -69,7 +69,8 @@ func FuzzAuthenticate(f *testing.F) {
 		if key != "" {
 			md.Set(APIKeyHeader, key)
 		}
-		id, fail := p.authenticate(metadata.NewIncomingContext(context.Background(), md))
+		ctx := metadata.NewIncomingContext(context.Background(), md)
+		id, fail := p.authenticate(ctx, credentialsOf(ctx))
 		if id != nil && fail != nil {
 			t.Fatal("both an identity and a failure")
 		}

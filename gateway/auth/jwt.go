@@ -22,6 +22,7 @@ import (
 // issuer verifies the tokens of one trusted issuer.
 type issuer struct {
 	cfg       IssuerConfig
+	leeway    time.Duration
 	validator *jwt.Validator // iss, aud, exp, nbf, iat, with the leeway
 	// keys resolves a token's verification key. For a JWKS URL it is set by
 	// start, since fetching is I/O; until then tokens fail as unverifiable.
@@ -37,7 +38,8 @@ type issuer struct {
 
 func newIssuer(cfg IssuerConfig, leeway time.Duration) (*issuer, error) {
 	is := &issuer{
-		cfg: cfg,
+		cfg:    cfg,
+		leeway: leeway,
 		validator: jwt.NewValidator(
 			jwt.WithIssuer(cfg.Issuer),
 			jwt.WithAudience(cfg.Audiences...),
@@ -121,7 +123,8 @@ func refuse(reason, desc string) error { return &refusal{&failure{reason: reason
 func (is *issuer) key(ctx context.Context, t *jwt.Token) (any, error) {
 	kf := is.keys.Load()
 	if kf == nil {
-		return nil, refuse(ReasonUnknownKey, "the issuer's signing keys are not loaded yet")
+		// The gateway's trouble, not the caller's: it costs no failure budget.
+		return nil, &refusal{&failure{reason: ReasonUnknownKey, desc: "the issuer's signing keys are not loaded yet", uncharged: true}}
 	}
 	if kid, ok := t.Header["kid"].(string); ok {
 		if cached := is.cached.Load(); cached != nil {
@@ -138,6 +141,30 @@ func (is *issuer) key(ctx context.Context, t *jwt.Token) (any, error) {
 		}
 	}
 	return (*kf).KeyfuncCtx(ctx)(t)
+}
+
+// refuseCrit refuses a token whose header has a "crit" parameter, whatever
+// it names: RFC 7515 4.1.11 requires refusing a token that marks critical an
+// extension the recipient does not understand, and the gateway understands
+// none. golang-jwt ignores crit, so the keyfunc asks, before any key lookup.
+func refuseCrit(header map[string]any) error {
+	crit, ok := header["crit"]
+	if !ok {
+		return nil
+	}
+	var names []string
+	if list, ok := crit.([]any); ok {
+		for _, n := range list {
+			if s, ok := n.(string); ok {
+				names = append(names, s)
+			}
+		}
+	}
+	desc := `token header marks extensions critical ("crit"), and the gateway supports none`
+	if len(names) > 0 {
+		desc = fmt.Sprintf(`token header marks extensions critical ("crit": %q), and the gateway supports none`, printable(strings.Join(names, ","), 64))
+	}
+	return refuse(ReasonInvalidToken, desc)
 }
 
 func unknownKID(kid string) error {
@@ -158,6 +185,55 @@ func (k hmacKey) KeyfuncCtx(context.Context) jwt.Keyfunc { return k.Keyfunc }
 func (k hmacKey) Storage() jwkset.Storage                { return nil }
 func (k hmacKey) VerificationKeySet(context.Context) (jwt.VerificationKeySet, error) {
 	return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{[]byte(k)}}, nil
+}
+
+// checkLifetime refuses a token that lives longer than the issuer allows:
+// exp - iat, or, without iat, exp - now (plus the leeway, since now is the
+// gateway's clock and exp the issuer's). The validator has checked both
+// claims' types and that exp is there.
+func (is *issuer) checkLifetime(claims jwt.MapClaims, now time.Time) *failure {
+	limit := is.cfg.MaxTokenLifetime
+	if limit <= 0 {
+		return nil
+	}
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil {
+		return &failure{reason: ReasonInvalidToken, desc: "token lacks the required claim \"exp\""}
+	}
+	iat, _ := claims.GetIssuedAt()
+	if iat != nil {
+		if life := exp.Sub(iat.Time); life > limit {
+			return &failure{reason: ReasonInvalidToken, desc: fmt.Sprintf("token lifetime (exp - iat) of %s exceeds this issuer's maximum of %s", life.Round(time.Second), limit)}
+		}
+		return nil
+	}
+	if left := exp.Sub(now); left > limit+is.leeway {
+		return &failure{reason: ReasonInvalidToken, desc: fmt.Sprintf("token has no iat and expires in %s, beyond this issuer's maximum lifetime of %s", left.Round(time.Second), limit)}
+	}
+	return nil
+}
+
+// missingClaims names the required claims a token lacks, as the validator
+// judges them (its error says only that one is missing, in a message that
+// is not an API): iss, aud and exp are required.
+func missingClaims(claims jwt.MapClaims) string {
+	var missing []string
+	if iss, err := claims.GetIssuer(); err == nil && iss == "" {
+		missing = append(missing, `"iss"`)
+	}
+	if aud, err := claims.GetAudience(); err == nil && (len(aud) == 0 || len(aud) == 1 && aud[0] == "") {
+		missing = append(missing, `"aud"`)
+	}
+	if exp, err := claims.GetExpirationTime(); err == nil && exp == nil {
+		missing = append(missing, `"exp"`)
+	}
+	switch len(missing) {
+	case 0:
+		return "token lacks a required claim"
+	case 1:
+		return "token lacks the required claim " + missing[0]
+	}
+	return "token lacks the required claims " + strings.Join(missing, ", ")
 }
 
 // identity is the caller a verified token of this issuer names.
@@ -193,8 +269,9 @@ func scopesOf(claims jwt.MapClaims) []string {
 }
 
 // tokenFailure says precisely what is wrong with a token, without the
-// token. parsed says whether the token got as far as the keyfunc.
-func tokenFailure(err error, parsed bool) *failure {
+// token. parsed says whether the token got as far as the keyfunc; claims
+// are its claims then.
+func tokenFailure(err error, parsed bool, claims jwt.MapClaims) *failure {
 	var r *refusal
 	if errors.As(err, &r) {
 		return r.f
@@ -214,7 +291,7 @@ func tokenFailure(err error, parsed bool) *failure {
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		f.desc = "token issuer is not trusted"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		f.desc = "token lacks a required claim (exp)"
+		f.desc = missingClaims(claims)
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		f.desc = "token cannot be verified with the issuer's keys"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):

@@ -113,6 +113,12 @@ type claims map[string]any
 // changed by c: a nil value deletes the claim.
 func sign(t *testing.T, s signer, c claims) string {
 	t.Helper()
+	return signWithHeader(t, s, nil, c)
+}
+
+// signWithHeader is sign with extra JOSE header parameters.
+func signWithHeader(t *testing.T, s signer, header map[string]any, c claims) string {
+	t.Helper()
 	now := time.Now()
 	base := jwt.MapClaims{"iss": jwksIssuer, "aud": audience, "sub": "alice", "scope": "catalog.write",
 		"exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
@@ -126,6 +132,9 @@ func sign(t *testing.T, s signer, c claims) string {
 	tok := jwt.NewWithClaims(s.method, base)
 	if s.kid != "" {
 		tok.Header["kid"] = s.kid
+	}
+	for k, v := range header {
+		tok.Header[k] = v
 	}
 	var key any = s.key
 	if s.method == jwt.SigningMethodNone {
@@ -169,6 +178,9 @@ func startPolicy(t *testing.T, jwksURL string, change func(*Config)) *Policy {
 			{Consumer: "shop", SHA256: HashAPIKey(testKey), Scopes: []string{"catalog.write"}},
 			{Consumer: "reader", SHA256: HashAPIKey(readOnlyKey)},
 		},
+		// The matrix fails far more often than a client address may; the
+		// budget has tests of its own (failures_test.go).
+		FailureLimit: &policy.RateLimit{},
 	}
 	if change != nil {
 		change(&cfg)
@@ -314,11 +326,13 @@ func TestJWTMatrix(t *testing.T) {
 		{"bad signature", write, bearer(sign(t, s.forger, nil)), codes.Unauthenticated, ReasonInvalidToken, "signature is invalid", ""},
 		{"HS256 with the wrong secret", write, bearer(hmacSign(t, []byte("another-secret-another-secret-xx"), nil)), codes.Unauthenticated, ReasonInvalidToken, "signature is invalid", ""},
 		{"expired", write, bearer(sign(t, s.rs, claims{"exp": now.Add(-time.Minute).Unix()})), codes.Unauthenticated, ReasonExpired, "expired", ""},
-		{"no exp", write, bearer(sign(t, s.rs, claims{"exp": nil})), codes.Unauthenticated, ReasonInvalidToken, "lacks a required claim", ""},
+		{"no exp", write, bearer(sign(t, s.rs, claims{"exp": nil})), codes.Unauthenticated, ReasonInvalidToken, `lacks the required claim "exp"`, ""},
 		{"not valid yet", write, bearer(sign(t, s.rs, claims{"nbf": now.Add(time.Hour).Unix()})), codes.Unauthenticated, ReasonInvalidToken, "not valid yet", ""},
 		{"issued in the future", write, bearer(sign(t, s.rs, claims{"iat": now.Add(time.Hour).Unix()})), codes.Unauthenticated, ReasonInvalidToken, "issued in the future", ""},
 		{"wrong audience", write, bearer(sign(t, s.rs, claims{"aud": "billing"})), codes.Unauthenticated, ReasonWrongAudience, "audience", ""},
-		{"no audience", write, bearer(sign(t, s.rs, claims{"aud": nil})), codes.Unauthenticated, ReasonInvalidToken, "lacks a required claim", ""},
+		{"no audience", write, bearer(sign(t, s.rs, claims{"aud": nil})), codes.Unauthenticated, ReasonInvalidToken, `lacks the required claim "aud"`, ""},
+		{"empty audience", write, bearer(sign(t, s.rs, claims{"aud": ""})), codes.Unauthenticated, ReasonInvalidToken, `lacks the required claim "aud"`, ""},
+		{"no audience and no exp", write, bearer(sign(t, s.rs, claims{"aud": nil, "exp": nil})), codes.Unauthenticated, ReasonInvalidToken, `lacks the required claims "aud", "exp"`, ""},
 		{"untrusted issuer", write, bearer(sign(t, s.rs, claims{"iss": "https://evil.test"})), codes.Unauthenticated, ReasonInvalidToken, "issuer is not trusted", ""},
 		{"no issuer", write, bearer(sign(t, s.rs, claims{"iss": nil})), codes.Unauthenticated, ReasonInvalidToken, "issuer is not trusted", ""},
 		{"unknown kid", write, bearer(sign(t, signer{"nope-9", jwt.SigningMethodRS256, s.rotated.key}, nil)), codes.Unauthenticated, ReasonUnknownKey, `"nope-9" is unknown`, ""},
@@ -476,6 +490,110 @@ func TestJWKSRotation(t *testing.T) {
 		// The HS256 issuer and API keys still work.
 		if got := callUnary(t, p, write, bearer(hmacSign(t, []byte(hmacSecret), nil))); got.code != codes.OK {
 			t.Errorf("HS256 while the JWKS is down: %s %s %q", got.code, got.reason, got.message)
+		}
+	})
+}
+
+func TestCriticalHeaderExtensions(t *testing.T) {
+	s := keys()
+	jwks := newJWKSServer(t)
+	jwks.publish(s.rs.kid, s.rs.key.Public())
+	p := startPolicy(t, jwks.URL, nil)
+	write := &policy.Policy{Access: policy.Authenticated, Scopes: []string{"catalog.write"}}
+	for _, tc := range []struct {
+		name   string
+		signer signer
+		header map[string]any
+		msg    string
+	}{
+		{"b64 marked critical", s.rs, map[string]any{"crit": []string{"b64"}, "b64": false}, `"crit": "b64"`},
+		{"an extension we have never heard of", s.rs, map[string]any{"crit": []string{"exp-2", "x-mine"}, "exp-2": 1}, `"crit": "exp-2,x-mine"`},
+		{"an empty list", s.rs, map[string]any{"crit": []string{}}, `critical ("crit")`},
+		{"not a list", s.rs, map[string]any{"crit": "b64"}, `critical ("crit")`},
+		{"null", s.rs, map[string]any{"crit": nil}, `critical ("crit")`},
+		// Refused before the key lookup: an unknown kid refetches nothing.
+		{"with an unknown kid", signer{"nope-crit", jwt.SigningMethodRS256, s.rotated.key}, map[string]any{"crit": []string{"b64"}}, `"crit": "b64"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := jwks.fetches.Load()
+			md := bearer(signWithHeader(t, tc.signer, tc.header, nil))
+			for door, got := range map[string]outcome{"unary": callUnary(t, p, write, md), "stream": callStream(t, p, write, md)} {
+				if got.code != codes.Unauthenticated || got.reason != ReasonInvalidToken || !strings.Contains(got.message, tc.msg) ||
+					!strings.Contains(got.message, "the gateway supports none") {
+					t.Errorf("%s: %s %s %q, want UNAUTHENTICATED %s naming %s", door, got.code, got.reason, got.message, ReasonInvalidToken, tc.msg)
+				}
+				checkOutcome(t, door, got, codes.Unauthenticated, ReasonInvalidToken, "", md)
+			}
+			if n := jwks.fetches.Load() - before; n != 0 {
+				t.Errorf("a token with crit caused %d JWKS fetches", n)
+			}
+		})
+	}
+	// The same token without crit passes: the refusal is crit's alone.
+	if got := callUnary(t, p, write, bearer(signWithHeader(t, s.rs, map[string]any{"x-note": "hi"}, nil))); got.code != codes.OK {
+		t.Errorf("token with an extra, non-critical header parameter: %s %s %q", got.code, got.reason, got.message)
+	}
+}
+
+func TestMaxTokenLifetime(t *testing.T) {
+	s := keys()
+	jwks := newJWKSServer(t)
+	jwks.publish(s.rs.kid, s.rs.key.Public())
+	p := startPolicy(t, jwks.URL, func(c *Config) {
+		c.JWT[0].MaxTokenLifetime = time.Hour // jwksIssuer; rsaOnlyIssuer has none
+	})
+	write := &policy.Policy{Access: policy.Authenticated, Scopes: []string{"catalog.write"}}
+	now := time.Now()
+	at := func(d time.Duration) int64 { return now.Add(d).Unix() }
+	for _, tc := range []struct {
+		name string
+		c    claims
+		msg  string // "" for success
+	}{
+		{"within the maximum", claims{"iat": at(0), "exp": at(30 * time.Minute)}, ""},
+		{"exactly the maximum", claims{"iat": at(0), "exp": at(time.Hour)}, ""},
+		{"a second too long", claims{"iat": at(0), "exp": at(time.Hour + time.Second)},
+			"token lifetime (exp - iat) of 1h0m1s exceeds this issuer's maximum of 1h0m0s"},
+		{"a day", claims{"iat": at(0), "exp": at(24 * time.Hour)}, "lifetime (exp - iat) of 24h0m0s exceeds"},
+		// Issued long ago and nearly expired: still a token minted to live
+		// too long.
+		{"old and nearly expired", claims{"iat": at(-3 * time.Hour), "exp": at(10 * time.Minute)}, "lifetime (exp - iat) of 3h10m0s exceeds"},
+		{"no iat, expiring within the maximum", claims{"iat": nil, "exp": at(50 * time.Minute)}, ""},
+		{"no iat, expiring beyond it", claims{"iat": nil, "exp": at(2 * time.Hour)},
+			"beyond this issuer's maximum lifetime of 1h0m0s"}, // "token has no iat and expires in 2h0m0s, ..."
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			md := bearer(sign(t, s.rs, tc.c))
+			for door, got := range map[string]outcome{"unary": callUnary(t, p, write, md), "stream": callStream(t, p, write, md)} {
+				if tc.msg == "" {
+					if got.code != codes.OK {
+						t.Errorf("%s: %s %s %q, want OK", door, got.code, got.reason, got.message)
+					}
+					continue
+				}
+				if got.code != codes.Unauthenticated || got.reason != ReasonInvalidToken || !strings.Contains(got.message, tc.msg) {
+					t.Errorf("%s: %s %s %q, want UNAUTHENTICATED %s containing %q", door, got.code, got.reason, got.message, ReasonInvalidToken, tc.msg)
+				}
+				checkOutcome(t, door, got, codes.Unauthenticated, ReasonInvalidToken, "", md)
+			}
+		})
+	}
+	t.Run("default: no maximum", func(t *testing.T) {
+		md := bearer(sign(t, s.rs, claims{"iss": rsaOnlyIssuer, "iat": at(0), "exp": at(365 * 24 * time.Hour)}))
+		if got := callUnary(t, p, write, md); got.code != codes.OK {
+			t.Errorf("a year-long token of an issuer without a maximum: %s %s %q", got.code, got.reason, got.message)
+		}
+	})
+	t.Run("an expired token is told it expired, not that it lived too long", func(t *testing.T) {
+		md := bearer(sign(t, s.rs, claims{"iat": at(-48 * time.Hour), "exp": at(-time.Hour)}))
+		if got := callUnary(t, p, write, md); got.reason != ReasonExpired {
+			t.Errorf("expired long-lived token: %s %s %q", got.code, got.reason, got.message)
+		}
+	})
+	t.Run("a negative maximum is refused", func(t *testing.T) {
+		_, err := New(Config{JWT: []IssuerConfig{{Issuer: hmacIssuer, Audiences: []string{audience}, HS256Secret: hmacSecret, MaxTokenLifetime: -time.Hour}}})
+		if err == nil || !strings.Contains(err.Error(), "max_token_lifetime") {
+			t.Errorf("New: %v", err)
 		}
 	})
 }
