@@ -114,6 +114,7 @@ func TestResolverFollowsConsulHealth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(reg.Close)
 		regs = append(regs, reg)
 	}
 	if regs[0].ID() == regs[1].ID() || !strings.HasPrefix(regs[0].ID(), "echo-") {
@@ -143,9 +144,11 @@ func TestResolverFollowsConsulHealth(t *testing.T) {
 	cc.waitAddrs(t) // no healthy instance: the empty list, not silence
 
 	// Register again, then take Consul away: the last known list stays.
-	if _, err := discovery.Register(ctx, client, discovery.Registration{Service: "echo", Address: "127.0.0.1", Port: p2, CheckInterval: 200 * time.Millisecond}); err != nil {
+	again, err := discovery.Register(ctx, client, discovery.Registration{Service: "echo", Address: "127.0.0.1", Port: p2, CheckInterval: 200 * time.Millisecond})
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(again.Close)
 	cc.waitAddrs(t, a2)
 	cc.mu.Lock()
 	statesBefore := cc.states

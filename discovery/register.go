@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -33,14 +35,22 @@ type Registration struct {
 	DeregisterAfter time.Duration // critical this long: Consul removes it; default 1m
 }
 
-// Registered is an instance that Register put into Consul.
+// Registered is an instance that Register put into Consul. It keeps the
+// entry there: a goroutine it owns asks the agent every few seconds
+// (WithKeepRegistered) whether it still has the entry and registers it
+// again, with the same ID and check, when it has not. An agent restarted
+// with empty state, or one that dropped the instance after it was critical
+// for DeregisterAfter (a process paused that long), so gets it back without
+// a restart of the instance. Deregister or Close stops the goroutine.
 type Registered struct {
 	client *api.Client
-	id     string
+	svc    *api.AgentServiceRegistration // read-only after Register
+	stop   context.CancelFunc
+	done   chan struct{} // closed when the keeping goroutine has returned
 }
 
 // ID is the instance's Consul service ID.
-func (r *Registered) ID() string { return r.id }
+func (r *Registered) ID() string { return r.svc.ID }
 
 // NewServiceID returns a fresh instance id such as "catalog-3f9a1c2b".
 func NewServiceID(service string) string {
@@ -50,8 +60,11 @@ func NewServiceID(service string) string {
 }
 
 // Register adds an instance to the local Consul agent with a gRPC health
-// check against Address:Port, or an HTTP check against CheckHTTP.
-func Register(ctx context.Context, client *api.Client, reg Registration) (*Registered, error) {
+// check against Address:Port, or an HTTP check against CheckHTTP, and keeps
+// it there until Deregister or Close (see Registered). ctx bounds the first
+// registration only. WithKeepRegistered, WithBackoff and WithLogger tune
+// the keeping.
+func Register(ctx context.Context, client *api.Client, reg Registration, opts ...Option) (*Registered, error) {
 	if err := reg.valid(); err != nil {
 		return nil, err
 	}
@@ -90,7 +103,74 @@ func Register(ctx context.Context, client *api.Client, reg Registration) (*Regis
 	if err := client.Agent().ServiceRegisterOpts(svc, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
 		return nil, fmt.Errorf("discovery: register %s: %w", reg.ID, err)
 	}
-	return &Registered{client: client, id: reg.ID}, nil
+	r := &Registered{client: client, svc: svc, done: make(chan struct{})}
+	o := buildOptions(opts)
+	if o.keepEvery <= 0 {
+		close(r.done)
+		r.stop = func() {}
+		return r, nil
+	}
+	// The goroutine outlives ctx, which bounds the call; r owns it.
+	keepCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	r.stop = stop
+	go r.keep(keepCtx, o)
+	return r, nil
+}
+
+// keep checks every o.keepEvery that the agent still has the entry and
+// registers it again when it has not, until ctx ends. While Consul cannot
+// be reached (or refuses) it retries with o.backoff instead, and says when
+// it can be again.
+func (r *Registered) keep(ctx context.Context, o options) {
+	defer close(r.done)
+	log := o.logger.With("service", r.svc.Name, "id", r.svc.ID)
+	failures := 0
+	var failingSince time.Time
+	for {
+		wait := o.keepEvery
+		if failures > 0 {
+			wait = o.backoff.delay(failures - 1)
+		}
+		if !sleep(ctx, nil, wait) {
+			return
+		}
+		again, err := r.ensure(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if failures == 0 {
+				failingSince = time.Now()
+			}
+			failures++
+			if failures == 1 || failures%10 == 0 {
+				log.Warn("checking the consul registration failed; retrying", "error", err, "failures", failures)
+			}
+			continue
+		}
+		if failures > 0 {
+			log.Info("checking the consul registration works again", "away", time.Since(failingSince).Round(time.Millisecond))
+			failures = 0
+		}
+		if again {
+			log.Warn("consul had lost the registration; registered again")
+		}
+	}
+}
+
+// ensure registers the entry again if the agent does not have it, and
+// reports whether it did.
+func (r *Registered) ensure(ctx context.Context) (again bool, err error) {
+	agent := r.client.Agent()
+	_, _, err = agent.Service(r.svc.ID, (&api.QueryOptions{}).WithContext(ctx))
+	var status api.StatusError
+	if err == nil || !errors.As(err, &status) || status.Code != http.StatusNotFound {
+		return false, err
+	}
+	if err := agent.ServiceRegisterOpts(r.svc, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return false, fmt.Errorf("discovery: register %s again: %w", r.svc.ID, err)
+	}
+	return true, nil
 }
 
 // RegisterRetry is Register for a process that must not wait for Consul to
@@ -105,7 +185,7 @@ func RegisterRetry(ctx context.Context, client *api.Client, reg Registration, op
 		reg.ID = NewServiceID(reg.Service)
 	}
 	for failures := 0; ; failures++ {
-		r, err := Register(ctx, client, reg)
+		r, err := Register(ctx, client, reg, opts...)
 		if err == nil {
 			return r, nil
 		}
@@ -128,13 +208,22 @@ func (reg Registration) valid() error {
 	return nil
 }
 
-// Deregister removes the instance from Consul.
+// Deregister stops keeping the entry and removes it from Consul.
 func (r *Registered) Deregister(ctx context.Context) error {
+	r.Close() // first, or it would put the entry back
 	q := (&api.QueryOptions{}).WithContext(ctx)
-	if err := r.client.Agent().ServiceDeregisterOpts(r.id, q); err != nil {
-		return fmt.Errorf("discovery: deregister %s: %w", r.id, err)
+	if err := r.client.Agent().ServiceDeregisterOpts(r.svc.ID, q); err != nil {
+		return fmt.Errorf("discovery: deregister %s: %w", r.svc.ID, err)
 	}
 	return nil
+}
+
+// Close stops keeping the entry and leaves it in Consul, as a crash would:
+// its check turns critical and Consul drops it after DeregisterAfter. It
+// returns once the keeping goroutine has, and may be called more than once.
+func (r *Registered) Close() {
+	r.stop()
+	<-r.done
 }
 
 // NewClient returns a ClientConn to the healthy instances of a Consul

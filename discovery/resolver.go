@@ -37,14 +37,16 @@ type options struct {
 	waitTime  time.Duration
 	backoff   backoff
 	logger    *slog.Logger
-	observers []Observer // WithObserver
+	observers []Observer    // WithObserver
+	keepEvery time.Duration // WithKeepRegistered
 }
 
 func defaultOptions() options {
 	return options{
-		waitTime: 30 * time.Second,
-		backoff:  backoff{base: 100 * time.Millisecond, max: 5 * time.Second},
-		logger:   slog.Default(),
+		waitTime:  30 * time.Second,
+		backoff:   backoff{base: 100 * time.Millisecond, max: 5 * time.Second},
+		logger:    slog.Default(),
+		keepEvery: 2 * time.Second,
 	}
 }
 
@@ -55,6 +57,14 @@ func WithWaitTime(d time.Duration) Option { return func(o *options) { o.waitTime
 // Consul errors. Delays are jittered.
 func WithBackoff(base, max time.Duration) Option {
 	return func(o *options) { o.backoff = backoff{base: base, max: max} }
+}
+
+// WithKeepRegistered sets how often a Registered asks the local agent
+// whether it still has the entry, to register it again when not. The
+// default, 2s, puts an entry back within seconds of an agent restarted with
+// empty state; zero turns the keeping off.
+func WithKeepRegistered(every time.Duration) Option {
+	return func(o *options) { o.keepEvery = every }
 }
 
 // WithLogger sets where watch and registration errors are logged.

@@ -64,7 +64,9 @@ func newRegistration(cfg RegisterConfig) *registration {
 }
 
 // register starts putting the gateway into Consul. While Consul is away it
-// retries with capped, jittered backoff; deregister stops it.
+// retries with capped, jittered backoff; once in, discovery keeps the entry
+// there and registers it again if the agent loses it (restarted with empty
+// state, say). deregister stops both.
 func (g *Gateway) register(ctx context.Context) {
 	r := g.self
 	if r == nil {

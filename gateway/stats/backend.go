@@ -52,10 +52,11 @@ type Instance struct {
 // service ID, which is the instance label: bounded by the instances Consul
 // lists, and the series of an instance that leaves are dropped.
 type backends struct {
-	m     *metrics
-	now   func() time.Time
-	by    map[string]*backend // read-only after New
-	names []string
+	m      *metrics
+	now    func() time.Time
+	by     map[string]*backend // read-only after New
+	names  []string
+	consul *consulReach // what the watch reports say of Consul itself
 }
 
 var _ discovery.Observer = (*backends)(nil)
@@ -128,6 +129,7 @@ func (b *backends) WatchOK(service string) {
 		be.mu.Lock()
 		be.lastOK, be.lastErr = b.now(), ""
 		be.mu.Unlock()
+		b.consul.watchOK(service)
 	}
 }
 
@@ -139,6 +141,7 @@ func (b *backends) WatchError(service string, err error) {
 		be.errors++
 		be.lastErr = err.Error()
 		be.mu.Unlock()
+		b.consul.watchError(service, err)
 	}
 }
 

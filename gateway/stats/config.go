@@ -60,6 +60,7 @@ func FromConfig(cfg Config, routes []*gwroute.Route, env policy.Env, extra ...Op
 	for i, r := range routes {
 		rs[i] = Route{FullMethod: r.FullMethod, Service: r.Service, Method: r.Method, Backend: r.Backend}
 	}
+	opts = append(opts, WithLogger(env.Logger))
 	s, err := New(env.Registry, rs, append(opts, extra...)...)
 	if err != nil {
 		return nil, err

@@ -24,6 +24,7 @@ type options struct {
 	errorWindow  time.Duration // recent error counts
 	tick         time.Duration // snapshot interval
 	now          func() time.Time
+	logger       *slog.Logger // what is not an access log line: Consul lost and found
 }
 
 // logging reports whether there is an access log.
@@ -37,6 +38,18 @@ func defaultOptions() options {
 		errorWindow: time.Minute,
 		tick:        time.Second,
 		now:         time.Now,
+		logger:      slog.Default(),
+	}
+}
+
+// WithLogger sets where stats logs what is not a call: Consul becoming
+// unreachable to the gateway's watches, and reachable again. The default
+// is slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
 	}
 }
 

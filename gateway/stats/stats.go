@@ -102,7 +102,8 @@ func New(reg prometheus.Registerer, routes []Route, opts ...Option) (*Stats, err
 		rejections: &rejectionCounters{vec: m.rejections, service: Unmatched, method: Unmatched, byPolicyAndReason: map[[2]string]prometheus.Counter{}},
 	}
 	s.backends = newBackends(m, routes, o.now)
-	for _, c := range append(m.collectors(), s.backends.ageCollector()) {
+	s.backends.consul = newConsulReach(o.logger, o.now)
+	for _, c := range append(append(m.collectors(), s.backends.ageCollector()), s.backends.consul.collectors()...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("stats: %w", err)
 		}

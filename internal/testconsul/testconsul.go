@@ -29,10 +29,18 @@ type Agent struct {
 	// Addr is the HTTP API address, host:port.
 	Addr string
 
+	bin   string
+	ports []int // HTTP, Serf LAN, Serf WAN, server RPC; kept across Restart
+	out   *syncBuffer
+
+	mu  sync.Mutex
+	run *process // nil once stopped
+}
+
+// process is one run of the agent binary.
+type process struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-	once sync.Once
+	done chan struct{} // closed when it has exited and its data dir is gone
 }
 
 // Required reports whether a missing Consul must fail the test run.
@@ -132,44 +140,69 @@ func Start(bin string) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a := &Agent{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), bin: bin, ports: ports, out: &syncBuffer{}}
+	if err := a.start(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Restart kills the agent, if it runs, and starts a new one on the same
+// ports with an empty data dir: an agent that lost every registration and
+// KV pair, as after a crash of a dev agent or a rebuilt node. It waits
+// until the new agent has a leader. Clients made by Client keep working.
+// Restart a private agent (New), never the Shared one.
+func (a *Agent) Restart(tb testing.TB) {
+	tb.Helper()
+	a.Stop()
+	fmt.Fprintf(a.out, "--- testconsul: restarted on %s ---\n", a.Addr)
+	if err := a.start(); err != nil {
+		tb.Fatalf("restart consul: %v", err)
+	}
+}
+
+// start runs the binary on a.ports with a fresh data dir.
+func (a *Agent) start() error {
 	dataDir, err := os.MkdirTemp("", "portico-consul-")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	args := []string{
 		"agent", "-dev",
 		"-bind=127.0.0.1", "-client=127.0.0.1",
 		"-node=portico-test",
-		"-http-port=" + strconv.Itoa(ports[0]),
-		"-serf-lan-port=" + strconv.Itoa(ports[1]),
-		"-serf-wan-port=" + strconv.Itoa(ports[2]),
-		"-server-port=" + strconv.Itoa(ports[3]),
+		"-http-port=" + strconv.Itoa(a.ports[0]),
+		"-serf-lan-port=" + strconv.Itoa(a.ports[1]),
+		"-serf-wan-port=" + strconv.Itoa(a.ports[2]),
+		"-server-port=" + strconv.Itoa(a.ports[3]),
 		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1", "-https-port=-1",
 		"-log-level=warn",
 		"-data-dir=" + dataDir,
 	}
-	out := &syncBuffer{}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, out
+	cmd := exec.Command(a.bin, args...)
+	cmd.Stdout, cmd.Stderr = a.out, a.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dataDir)
-		return nil, fmt.Errorf("consul: %w", err)
+		return fmt.Errorf("consul: %w", err)
 	}
-	a := &Agent{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), cmd: cmd, out: out, done: make(chan struct{})}
+	p := &process{cmd: cmd, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		os.RemoveAll(dataDir)
-		close(a.done)
+		close(p.done)
 	}()
-	if err := a.waitLeader(30 * time.Second); err != nil {
+	a.mu.Lock()
+	a.run = p
+	a.mu.Unlock()
+	if err := a.waitLeader(p, 30*time.Second); err != nil {
 		a.Stop()
-		return nil, fmt.Errorf("%w\nconsul output:\n%s", err, out.String())
+		return fmt.Errorf("%w\nconsul output:\n%s", err, a.out.String())
 	}
-	return a, nil
+	return nil
 }
 
-func (a *Agent) waitLeader(timeout time.Duration) error {
+func (a *Agent) waitLeader(p *process, timeout time.Duration) error {
 	client, err := api.NewClient(&api.Config{Address: a.Addr})
 	if err != nil {
 		return err
@@ -177,7 +210,7 @@ func (a *Agent) waitLeader(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
-		case <-a.done:
+		case <-p.done:
 			return errors.New("consul exited during start")
 		default:
 		}
@@ -202,17 +235,26 @@ func (a *Agent) Client(tb testing.TB) *api.Client {
 	return c
 }
 
-// Stop kills the agent and waits for it to exit. It is safe to call twice.
+// Stop kills the agent and waits for it to exit. It is safe to call twice;
+// Restart starts it again.
 func (a *Agent) Stop() {
-	a.once.Do(func() {
-		if a.cmd.Process != nil {
-			_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
-		}
-		select {
-		case <-a.done:
-		case <-time.After(10 * time.Second):
-		}
-	})
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.run
+	if p == nil {
+		return
+	}
+	a.run = nil
+	select {
+	case <-p.done: // exited on its own: its process group may be reused
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+	}
 }
 
 // Output is what the agent printed so far, for failure messages.

@@ -5,9 +5,10 @@
 // A Host listens, serves the service on a grpc.Server together with
 // grpc.health.v1 and server reflection, stamps every response with an
 // x-instance-id header naming the instance, and registers the instance in
-// Consul with a gRPC health check. The same instance id is the Consul service
-// ID, so a test or an operator can tell from any response which registered
-// instance served it.
+// Consul with a gRPC health check, which it keeps there while it runs (an
+// agent restarted with empty state gets the entry back within seconds). The
+// same instance id is the Consul service ID, so a test or an operator can
+// tell from any response which registered instance served it.
 //
 // Start and Stop are what tests use in-process; Kill drops an instance
 // without deregistering it, the way a crash would. Run is what a binary uses:

@@ -41,6 +41,10 @@ type Config struct {
 	// Listener, when set, is served instead of a listener on Addr: fault
 	// tests wrap one to break connections.
 	Listener net.Listener
+	// Logger receives what happens to the Consul entry after start: Consul
+	// unreachable, or the entry lost and registered again. Run's logger
+	// when nil there, else slog.Default().
+	Logger *slog.Logger
 }
 
 // Host is one running instance of a service.
@@ -109,6 +113,12 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 		return h, nil
 	}
 	// Registering after Serve has started lets Consul's first check pass.
+	// The entry is kept: an agent that loses it (restarted empty, or it
+	// dropped the instance after a long pause) gets it back within seconds.
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
 	host, port := advertised(lis.Addr())
 	reg, err := discovery.Register(ctx, consul, discovery.Registration{
 		Service:       cfg.Name,
@@ -116,7 +126,7 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 		Address:       host,
 		Port:          port,
 		CheckInterval: cfg.CheckInterval,
-	})
+	}, discovery.WithLogger(logger))
 	if err != nil {
 		h.Kill()
 		return nil, fmt.Errorf("host: %s: %w", cfg.Name, err)
@@ -179,6 +189,9 @@ func (h *Host) Stop(ctx context.Context) error {
 // would; Consul's health check then marks it critical. Tests use it to
 // exercise failover.
 func (h *Host) Kill() {
+	if h.reg != nil {
+		h.reg.Close() // a crashed process no longer puts its entry back
+	}
 	h.srv.Stop()
 	<-h.served
 }
@@ -189,6 +202,9 @@ func (h *Host) Kill() {
 func Run(ctx context.Context, cfg Config, consul *api.Client, logger *slog.Logger) error {
 	if logger == nil {
 		logger = slog.Default()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logger
 	}
 	h, err := Start(ctx, cfg, consul)
 	if err != nil {
