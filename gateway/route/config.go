@@ -41,6 +41,15 @@ type ServiceConfig struct {
 	// StreamTimeout is the default deadline of streaming calls; 0 means none
 	// (a stream lives until the client or the backend ends it).
 	StreamTimeout time.Duration `yaml:"stream_timeout"`
+	// MaxTimeout is the longest deadline a caller may ask for on a unary
+	// call; default the timeout.
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+	// StreamMaxTimeout is the longest deadline a caller may ask for on a
+	// stream; 0 means no maximum.
+	StreamMaxTimeout time.Duration `yaml:"stream_max_timeout"`
+	// MaxBodyBytes is the largest REST body of the service's methods.
+	// Default 4 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 
 	// Access, Scopes and RateLimit override the service's proto options.
 	PolicyConfig `yaml:",inline"`
@@ -63,4 +72,8 @@ type MethodConfig struct {
 	PolicyConfig `yaml:",inline"`
 	// Timeout is the default deadline of the method.
 	Timeout time.Duration `yaml:"timeout"`
+	// MaxTimeout is the longest deadline a caller may ask for.
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+	// MaxBodyBytes is the largest REST body the method takes.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 }

@@ -29,6 +29,11 @@ type Route struct {
 	Tag, Datacenter string
 	// Timeout is the deadline applied when the caller sets none; 0 is none.
 	Timeout time.Duration
+	// MaxTimeout is the longest deadline a caller may ask for; a longer one
+	// is cut to it. 0 is no maximum.
+	MaxTimeout time.Duration
+	// MaxBodyBytes is the largest REST body the method takes.
+	MaxBodyBytes int64
 	// ClientStreams and ServerStreams give the method's kind.
 	ClientStreams, ServerStreams bool
 	// Policy is the effective policy: proto options, then config overrides.
@@ -70,6 +75,29 @@ func (r *Route) Target() string {
 		t += "?" + strings.Join(q, "&")
 	}
 	return t
+}
+
+// DefaultMaxBodyBytes is the largest REST body a method takes unless it
+// says otherwise: grpc-go's default limit on a gRPC message.
+const DefaultMaxBodyBytes = 4 << 20
+
+// firstDuration is the first of ds that is set, strongest first.
+func firstDuration(ds ...time.Duration) time.Duration {
+	for _, d := range ds {
+		if d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+func firstPositive(ns ...int64) int64 {
+	for _, n := range ns {
+		if n > 0 {
+			return n
+		}
+	}
+	return 0
 }
 
 // Table is the route table, in the order of the services and their
@@ -167,9 +195,14 @@ func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, err
 		if mc.Timeout != 0 {
 			r.Timeout = mc.Timeout
 		}
+		r.MaxTimeout = firstDuration(mc.MaxTimeout, mo.GetMaxTimeout().AsDuration(), sc.MaxTimeout, so.GetMaxTimeout().AsDuration(), r.Timeout)
 		if r.Streams() {
-			r.Timeout = sc.StreamTimeout
+			r.Timeout, r.MaxTimeout = sc.StreamTimeout, sc.StreamMaxTimeout
 		}
+		if r.MaxTimeout > 0 && r.Timeout > r.MaxTimeout {
+			return nil, fmt.Errorf("method %s: timeout %v is over its max_timeout %v", r.FullMethod[1:], r.Timeout, r.MaxTimeout)
+		}
+		r.MaxBodyBytes = firstPositive(mc.MaxBodyBytes, int64(mo.GetMaxBodyBytes()), sc.MaxBodyBytes, int64(so.GetMaxBodyBytes()), DefaultMaxBodyBytes)
 		if r.Policy, err = effectivePolicy(cfg, so, sc, mo, mc); err != nil {
 			return nil, fmt.Errorf("method %s (declared in %s, overridable in %s): %w",
 				r.FullMethod[1:], sd.ParentFile().Path(), cfg.where(), err)

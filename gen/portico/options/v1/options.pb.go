@@ -95,7 +95,12 @@ type ServiceOptions struct {
 	// method lists its own.
 	Scopes []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// Rate limit of each method unless a method sets its own.
-	RateLimit     *RateLimit `protobuf:"bytes,5,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	RateLimit *RateLimit `protobuf:"bytes,5,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// Longest deadline a caller may ask for on a unary call; a longer one
+	// (or none) is cut to it. Default: the timeout.
+	MaxTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=max_timeout,json=maxTimeout,proto3" json:"max_timeout,omitempty"`
+	// Largest REST body a method takes, in bytes. Default 4 MiB.
+	MaxBodyBytes  uint32 `protobuf:"varint,7,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +170,20 @@ func (x *ServiceOptions) GetRateLimit() *RateLimit {
 	return nil
 }
 
+func (x *ServiceOptions) GetMaxTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.MaxTimeout
+	}
+	return nil
+}
+
+func (x *ServiceOptions) GetMaxBodyBytes() uint32 {
+	if x != nil {
+		return x.MaxBodyBytes
+	}
+	return 0
+}
+
 // MethodOptions override the service options for one method.
 type MethodOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -175,7 +194,11 @@ type MethodOptions struct {
 	// Scopes the caller needs; replaces the service's scopes when set.
 	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// Rate limit of this method; replaces the service's when set.
-	RateLimit     *RateLimit `protobuf:"bytes,4,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	RateLimit *RateLimit `protobuf:"bytes,4,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// Longest deadline a caller may ask for; replaces the service's.
+	MaxTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=max_timeout,json=maxTimeout,proto3" json:"max_timeout,omitempty"`
+	// Largest REST body this method takes, in bytes; replaces the service's.
+	MaxBodyBytes  uint32 `protobuf:"varint,6,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -236,6 +259,20 @@ func (x *MethodOptions) GetRateLimit() *RateLimit {
 		return x.RateLimit
 	}
 	return nil
+}
+
+func (x *MethodOptions) GetMaxTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.MaxTimeout
+	}
+	return nil
+}
+
+func (x *MethodOptions) GetMaxBodyBytes() uint32 {
+	if x != nil {
+		return x.MaxBodyBytes
+	}
+	return 0
 }
 
 // RateLimit is a token bucket per caller (the consumer when authenticated,
@@ -343,20 +380,26 @@ var File_portico_options_v1_options_proto protoreflect.FileDescriptor
 
 const file_portico_options_v1_options_proto_rawDesc = "" +
 	"\n" +
-	" portico/options/v1/options.proto\x12\x12portico.options.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe9\x01\n" +
+	" portico/options/v1/options.proto\x12\x12portico.options.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xcb\x02\n" +
 	"\x0eServiceOptions\x12\x18\n" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x122\n" +
 	"\x06access\x18\x03 \x01(\x0e2\x1a.portico.options.v1.AccessR\x06access\x12\x16\n" +
 	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12<\n" +
 	"\n" +
-	"rate_limit\x18\x05 \x01(\v2\x1d.portico.options.v1.RateLimitR\trateLimit\"\xce\x01\n" +
+	"rate_limit\x18\x05 \x01(\v2\x1d.portico.options.v1.RateLimitR\trateLimit\x12:\n" +
+	"\vmax_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"maxTimeout\x12$\n" +
+	"\x0emax_body_bytes\x18\a \x01(\rR\fmaxBodyBytes\"\xb0\x02\n" +
 	"\rMethodOptions\x123\n" +
 	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x122\n" +
 	"\x06access\x18\x02 \x01(\x0e2\x1a.portico.options.v1.AccessR\x06access\x12\x16\n" +
 	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12<\n" +
 	"\n" +
-	"rate_limit\x18\x04 \x01(\v2\x1d.portico.options.v1.RateLimitR\trateLimit\"p\n" +
+	"rate_limit\x18\x04 \x01(\v2\x1d.portico.options.v1.RateLimitR\trateLimit\x12:\n" +
+	"\vmax_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"maxTimeout\x12$\n" +
+	"\x0emax_body_bytes\x18\x06 \x01(\rR\fmaxBodyBytes\"p\n" +
 	"\tRateLimit\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\rR\brequests\x121\n" +
 	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +
@@ -395,19 +438,21 @@ var file_portico_options_v1_options_proto_depIdxs = []int32{
 	4,  // 0: portico.options.v1.ServiceOptions.timeout:type_name -> google.protobuf.Duration
 	0,  // 1: portico.options.v1.ServiceOptions.access:type_name -> portico.options.v1.Access
 	3,  // 2: portico.options.v1.ServiceOptions.rate_limit:type_name -> portico.options.v1.RateLimit
-	4,  // 3: portico.options.v1.MethodOptions.timeout:type_name -> google.protobuf.Duration
-	0,  // 4: portico.options.v1.MethodOptions.access:type_name -> portico.options.v1.Access
-	3,  // 5: portico.options.v1.MethodOptions.rate_limit:type_name -> portico.options.v1.RateLimit
-	4,  // 6: portico.options.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	5,  // 7: portico.options.v1.service:extendee -> google.protobuf.ServiceOptions
-	6,  // 8: portico.options.v1.method:extendee -> google.protobuf.MethodOptions
-	1,  // 9: portico.options.v1.service:type_name -> portico.options.v1.ServiceOptions
-	2,  // 10: portico.options.v1.method:type_name -> portico.options.v1.MethodOptions
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	9,  // [9:11] is the sub-list for extension type_name
-	7,  // [7:9] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	4,  // 3: portico.options.v1.ServiceOptions.max_timeout:type_name -> google.protobuf.Duration
+	4,  // 4: portico.options.v1.MethodOptions.timeout:type_name -> google.protobuf.Duration
+	0,  // 5: portico.options.v1.MethodOptions.access:type_name -> portico.options.v1.Access
+	3,  // 6: portico.options.v1.MethodOptions.rate_limit:type_name -> portico.options.v1.RateLimit
+	4,  // 7: portico.options.v1.MethodOptions.max_timeout:type_name -> google.protobuf.Duration
+	4,  // 8: portico.options.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	5,  // 9: portico.options.v1.service:extendee -> google.protobuf.ServiceOptions
+	6,  // 10: portico.options.v1.method:extendee -> google.protobuf.MethodOptions
+	1,  // 11: portico.options.v1.service:type_name -> portico.options.v1.ServiceOptions
+	2,  // 12: portico.options.v1.method:type_name -> portico.options.v1.MethodOptions
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	11, // [11:13] is the sub-list for extension type_name
+	9,  // [9:11] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_portico_options_v1_options_proto_init() }
