@@ -10,6 +10,7 @@ import (
 
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway/auth"
+	"github.com/portico-gw/portico/gateway/edge"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/ratelimit"
 	"github.com/portico-gw/portico/gateway/route"
@@ -28,6 +29,14 @@ type Config struct {
 	GRPCAddr string `yaml:"grpc_addr"`
 	// AdminAddr serves /healthz, /readyz and /routes. Default 127.0.0.1:9901.
 	AdminAddr string `yaml:"admin_addr"`
+	// AdminHosts are the host names the admin listener answers to, besides
+	// IP addresses and localhost: a page a browser loads from another name
+	// (DNS rebinding) cannot read it.
+	AdminHosts []string `yaml:"admin_hosts"`
+
+	// Limits are the client listeners' limits on connections, streams,
+	// headers and time (package edge).
+	Limits edge.Config `yaml:"limits"`
 
 	// Consul follows Consul's conventions (CONSUL_HTTP_ADDR, ...) where empty.
 	Consul discovery.ConsulConfig `yaml:"consul"`
@@ -38,6 +47,10 @@ type Config struct {
 	// ShutdownGrace is how long in-flight calls may run after SIGTERM.
 	// Default 15s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// DrainDelay is how long the listeners keep serving after SIGTERM,
+	// with /readyz already failing, so load balancers stop sending before
+	// connections are refused. It is part of the grace. Default 5s.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 
 	// DefaultAccess applies to methods whose proto declares no access:
 	// "authenticated" (the default) or "public".
@@ -118,6 +131,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 15 * time.Second
+	}
+	if c.DrainDelay == 0 {
+		c.DrainDelay = 5 * time.Second
 	}
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/portico-gw/portico/gateway/admin"
 	"github.com/portico-gw/portico/gateway/chain"
 	"github.com/portico-gw/portico/gateway/clientip"
+	"github.com/portico-gw/portico/gateway/edge"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"github.com/portico-gw/portico/gateway/rest"
@@ -44,6 +46,7 @@ type Gateway struct {
 	cfg    Config
 	opts   options
 	routes *route.Table
+	edge   *edge.Edge
 	consul *api.Client
 	self   *registration // the gateway's own Consul entry; nil when off
 
@@ -60,6 +63,9 @@ type Gateway struct {
 	httpServer  *http.Server
 	adminServer *http.Server
 	listeners   struct{ http, grpc, admin net.Listener }
+
+	// endStreams ends the streams still open when the grace is over.
+	endStreams context.CancelFunc
 
 	ready    atomic.Bool
 	stopping atomic.Bool
@@ -99,6 +105,9 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	env := policy.Env{Consul: consul, Logger: o.logger, Registry: reg, Watch: o.resolverOpts, Self: g.self.name()}
+	if g.edge, err = edge.New(cfg.Limits, routes, reg); err != nil {
+		return nil, fmt.Errorf("gateway: %s: %w", cfg.where(), err)
+	}
 	pols, err := policies(cfg, routes, env, o)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -119,7 +128,10 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	if m, ok := find[proxy.Meter](g.parts); ok {
 		proxyOpts = append(proxyOpts, proxy.WithMeter(m))
 	}
-	proxyOpts = append(proxyOpts, proxy.WithLogger(o.logger))
+	var streams context.Context
+	streams, g.endStreams = context.WithCancel(context.Background())
+	proxyOpts = append(proxyOpts, proxy.WithLogger(o.logger), proxy.WithShutdown(streams),
+		proxy.WithReadLimit(g.edge.Config().RequestReadTimeout, func() { g.edge.Refused("request_timeout") }))
 	methods := map[string]*proxy.Method{}
 	var list []*proxy.Method
 	for _, r := range routes.All() {
@@ -131,9 +143,9 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		list = append(list, m)
 	}
 
-	g.grpcServer = grpc.NewServer(append(ch.ServerOptions(proxy.DecodeStream),
-		grpc.ForceServerCodecV2(proxy.Codec()),
-		grpc.InitialWindowSize(windowSize), grpc.InitialConnWindowSize(windowSize))...)
+	g.grpcServer = grpc.NewServer(slices.Concat(ch.ServerOptions(proxy.DecodeStream), g.edge.GRPCServerOptions(),
+		[]grpc.ServerOption{grpc.ForceServerCodecV2(proxy.Codec()),
+			grpc.InitialWindowSize(windowSize), grpc.InitialConnWindowSize(windowSize)})...)
 	g.health = health.NewServer()
 	healthpb.RegisterHealthServer(g.grpcServer, g.health)
 	for _, svc := range routes.Services() {
@@ -154,14 +166,15 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		g.closeConns()
 		return nil, fmt.Errorf("gateway: internal connection: %w", err)
 	}
-	door := rest.New(rest.Config{Methods: methods, Streams: g.restConn, Trusted: trusted, Refusals: ch.Refusals()})
+	door := rest.New(rest.Config{Methods: methods, Streams: g.restConn, Trusted: trusted, Refusals: ch.Refusals(),
+		Chain: ch, MaxHeaders: g.edge.Config().MaxHeaders, OnRefuse: g.edge.Refused})
 	for _, svc := range services {
 		if err := svc.RegisterHTTP(context.Background(), door.Mux(), door.Conn()); err != nil {
 			g.closeConns()
 			return nil, fmt.Errorf("gateway: REST routes of %s: %w", svc.Descriptor.FullName(), err)
 		}
 	}
-	g.httpServer = &http.Server{Handler: door, ReadHeaderTimeout: 10 * time.Second}
+	g.httpServer = g.edge.HTTPServer(door)
 	g.adminServer = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
 	// HTTP/1.1 for browsers and curl; h2c (prior knowledge) for the admin gRPC API.
 	g.adminServer.Protocols.SetHTTP1(true)

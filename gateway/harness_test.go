@@ -71,7 +71,8 @@ func newWorldWith(t testing.TB, private bool, gwOpts []gateway.Option, opts ...w
 	w := &world{t: t, agent: agent, consul: agent.Client(t), catalog: "catalog-" + suffix, orders: "orders-" + suffix}
 	cfg := gateway.Config{
 		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Consul: discovery.ConsulConfig{Address: agent.Addr},
+		DrainDelay: 10 * time.Millisecond, // tests that drain say how long
+		Consul:     discovery.ConsulConfig{Address: agent.Addr},
 		Auth: auth.Config{APIKeys: []auth.APIKeyConfig{
 			{Consumer: testConsumer, SHA256: auth.HashAPIKey(testAPIKey), Scopes: []string{"catalog.write"}},
 		}},

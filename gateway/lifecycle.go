@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -70,9 +73,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 			return fmt.Errorf("gateway: starting policies: %w", err)
 		}
 	}
-	g.serve("grpc", func() error { return g.grpcServer.Serve(g.listeners.grpc) })
+	// The client listeners, each capped in open connections.
+	g.serve("grpc", func() error { return g.grpcServer.Serve(g.edge.Listener(g.listeners.grpc)) })
 	g.serve("grpc-internal", func() error { return g.grpcServer.Serve(g.internal) })
-	g.serve("http", func() error { return g.httpServer.Serve(g.listeners.http) })
+	g.serve("http", func() error { return g.httpServer.Serve(g.edge.Listener(g.listeners.http)) })
 	g.serve("admin", func() error { return g.adminServer.Serve(g.listeners.admin) })
 	g.wg.Go(func() { g.waitForConsul(ctx) })
 	g.register(ctx)
@@ -124,10 +128,15 @@ func (g *Gateway) consulAddr() string {
 	return "(CONSUL_HTTP_ADDR or 127.0.0.1:8500)"
 }
 
-// Shutdown stops accepting calls, lets in-flight calls (streams included)
-// finish until ctx ends, then stops hard. REST drains first, because its
-// calls travel through the gRPC server.
+// Shutdown drains the gateway as Envoy does. /readyz fails at once and
+// the gateway leaves Consul, but the listeners keep serving for the drain
+// delay, so load balancers move on before anyone is refused. Then gRPC
+// clients get GOAWAY and REST connections lose keep-alive, and calls in
+// flight (streams included) may finish until ctx ends. Streams still open
+// then are ended by the gateway with UNAVAILABLE (SHUTTING_DOWN), REST
+// ones with a final error object, before everything stops hard.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	defer g.endStreams()
 	g.stopping.Store(true)
 	g.health.Shutdown()
 	var errs []error
@@ -135,21 +144,44 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		// Not fatal: Consul's check sees /readyz fail and drops the entry.
 		g.opts.logger.Warn("deregistering from consul", "error", err)
 	}
-	if err := g.httpServer.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("rest: %w", err))
-		g.httpServer.Close()
+	drain := g.cfg.DrainDelay
+	if dl, ok := ctx.Deadline(); ok {
+		drain = min(drain, time.Until(dl)/2) // leave calls half the grace
 	}
+	select {
+	case <-time.After(drain):
+	case <-ctx.Done():
+	}
+
 	done := make(chan struct{})
 	go func() {
-		g.grpcServer.GracefulStop()
+		g.grpcServer.GracefulStop() // REST streams ride on it too
 		close(done)
 	}()
+	restDone := make(chan error, 1)
+	go func() { restDone <- g.httpServer.Shutdown(context.Background()) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("grpc: %w", ctx.Err()))
-		g.grpcServer.Stop()
-		<-done
+		// The grace is over: streams end with the gateway's status, which
+		// takes a moment to reach their clients, then everything stops.
+		g.endStreams()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			errs = append(errs, fmt.Errorf("grpc: %w", ctx.Err()))
+			g.grpcServer.Stop()
+			<-done
+		}
+	}
+	select {
+	case err := <-restDone:
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rest: %w", err))
+		}
+	case <-time.After(time.Second):
+		errs = append(errs, errors.New("rest: connections still open at the end of the grace"))
+		g.httpServer.Close()
 	}
 	if g.cancel != nil {
 		g.cancel()
@@ -213,5 +245,25 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, http.StatusOK, map[string]any{"routes": g.routes.All()})
 	})
-	return mux
+	return g.adminHostsOnly(mux)
+}
+
+// adminHostsOnly answers only requests addressed to an IP address,
+// localhost or a name in admin_hosts. A DNS rebinding attack needs a name
+// of the attacker's that resolves to the admin listener; its Host is that
+// name, so it is refused.
+func (g *Gateway) adminHostsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.Trim(host, "[]")
+		if _, err := netip.ParseAddr(host); err == nil || strings.EqualFold(host, "localhost") || slices.Contains(g.cfg.AdminHosts, host) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		admin.WriteJSON(w, http.StatusForbidden, map[string]any{
+			"error": fmt.Sprintf("host %q is not one this admin listener answers to; add it to admin_hosts", host)})
+	})
 }

@@ -285,6 +285,9 @@ func policyWorld(t *testing.T) (*world, *jwksServer, map[string]signer, string) 
 			RateLimit: &policy.RateLimit{Requests: 1000, Period: time.Second, Burst: 1000}}}}
 		c.Services["catalog.v1.CatalogService"] = sc
 		c.Auth.Leeway = time.Second
+		// The cases send many bad credentials from loopback: the budget of
+		// failed authentications has its own attack test.
+		c.Auth.FailureLimit = &policy.RateLimit{}
 		c.Auth.APIKeysConsulPrefix = kvPrefix
 		c.Auth.JWT = []auth.IssuerConfig{
 			{Issuer: testIssuer, Audiences: []string{testAudience}, JWKSURL: jwks.URL, UnknownKIDInterval: 20 * time.Millisecond},

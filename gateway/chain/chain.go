@@ -127,6 +127,25 @@ func (c *Chain) Bind(fullMethod string, decode grpc.UnaryServerInterceptor) func
 	if decode != nil {
 		steps = slices.Insert(steps, len(c.head)+c.decodeAt, decode)
 	}
+	return bind(steps, fullMethod)
+}
+
+// BindOuter and BindInner bind the two halves of the unary chain around
+// the decode step's place: the outer half (error source, recovery, call
+// facts and the policies that do not read requests) and the inner half
+// (the policies that do, and the embedder's). The REST door runs the outer
+// half before it reads a request's body, so auth and rate limiting refuse
+// a call before its body costs anything, and the inner half once
+// grpc-gateway has decoded the body.
+func (c *Chain) BindOuter(fullMethod string) func(grpc.UnaryHandler) grpc.UnaryHandler {
+	return bind(slices.Concat(c.head, c.unary[:c.decodeAt]), fullMethod)
+}
+
+func (c *Chain) BindInner(fullMethod string) func(grpc.UnaryHandler) grpc.UnaryHandler {
+	return bind(c.unary[c.decodeAt:], fullMethod)
+}
+
+func bind(steps []grpc.UnaryServerInterceptor, fullMethod string) func(grpc.UnaryHandler) grpc.UnaryHandler {
 	info := &grpc.UnaryServerInfo{FullMethod: fullMethod}
 	return func(handler grpc.UnaryHandler) grpc.UnaryHandler {
 		for i := len(steps) - 1; i >= 0; i-- {

@@ -37,10 +37,13 @@ const (
 	ReasonDeadline           = "DEADLINE_EXCEEDED"
 	// ReasonBadRequest: the request is not a message of the method's type
 	// (bad JSON, bytes that do not decode, a body over the limit).
-	ReasonBadRequest   = "BAD_REQUEST"
-	ReasonNoRoute      = "NO_ROUTE"
-	ReasonShuttingDown = "SHUTTING_DOWN"
-	ReasonInternal     = "INTERNAL"
+	ReasonBadRequest = "BAD_REQUEST"
+	ReasonNoRoute    = "NO_ROUTE"
+	// ReasonRequestTimeout: a stream's first request message did not
+	// arrive within the edge's read limit.
+	ReasonRequestTimeout = "REQUEST_TIMEOUT"
+	ReasonShuttingDown   = "SHUTTING_DOWN"
+	ReasonInternal       = "INTERNAL"
 )
 
 // BackendError marks a status that a backend sent, so that the chain passes

@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/portico-gw/portico/gateway/policy"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 )
 
 // Every rule about which headers and metadata cross the gateway, in both
@@ -47,6 +49,18 @@ func OutgoingContext(ctx context.Context) context.Context {
 	for k := range out {
 		if hopRequestKey(k) || credentialKey(k) || strings.HasPrefix(k, porticoPrefix) {
 			delete(out, k)
+		}
+	}
+	// A gRPC client's address joins x-forwarded-for, as grpc-gateway adds
+	// a REST client's: the backend sees the same chain of hops either way.
+	if p, ok := peer.FromContext(ctx); ok {
+		if tcp, ok := p.Addr.(*net.TCPAddr); ok {
+			host := tcp.AddrPort().Addr().Unmap().String()
+			if prev := out[MDForwardedFor]; len(prev) > 0 {
+				out[MDForwardedFor] = []string{strings.Join(prev, ", ") + ", " + host}
+			} else {
+				out[MDForwardedFor] = []string{host}
+			}
 		}
 	}
 	if c, ok := policy.FromContext(ctx); ok && c.Identity != nil {

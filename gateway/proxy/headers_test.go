@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"testing"
 
 	"github.com/portico-gw/portico/gateway/policy"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 )
 
 func TestIncomingHTTPHeaderNeverTakesPorticoKeys(t *testing.T) {
@@ -55,6 +57,13 @@ func TestOutgoingContext(t *testing.T) {
 		if got := out.Get(k); len(got) != 1 || got[0] != v {
 			t.Errorf("%s = %v, want %q", k, got, v)
 		}
+	}
+	// A gRPC client's own address joins x-forwarded-for.
+	pctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), metadata.Pairs("x-forwarded-for", "198.51.100.1")),
+		&peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("203.0.113.5"), Port: 4000}})
+	out, _ = metadata.FromOutgoingContext(OutgoingContext(pctx))
+	if got := out.Get("x-forwarded-for"); len(got) != 1 || got[0] != "198.51.100.1, 203.0.113.5" {
+		t.Errorf("x-forwarded-for = %v, want the client's address appended", got)
 	}
 	// Anonymous: no identity keys at all, even forged ones.
 	out, _ = metadata.FromOutgoingContext(OutgoingContext(metadata.NewIncomingContext(context.Background(), in)))

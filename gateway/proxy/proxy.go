@@ -3,10 +3,13 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
+	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gateway/stats"
 	"google.golang.org/grpc"
@@ -48,8 +51,12 @@ type Method struct {
 	mode   Mode // how requests and responses are held
 	meter  Meter
 	logger *slog.Logger
-	call   grpc.UnaryHandler // unary methods: the chain bound around Invoke
-	desc   *grpc.StreamDesc  // the backend stream's shape; nil for unary methods
+	// readLimit bounds the wait for a stream's first request message.
+	readLimit     time.Duration
+	onReadTimeout func()
+	shutdown      context.Context // ends open streams; nil: never
+	call          grpc.UnaryHandler // unary methods: the chain bound around Invoke
+	desc          *grpc.StreamDesc  // the backend stream's shape; nil for unary methods
 }
 
 // Option configures a Method.
@@ -57,6 +64,16 @@ type Option func(*Method)
 
 // WithMeter measures backend calls with meter (*stats.Stats).
 func WithMeter(meter Meter) Option { return func(m *Method) { m.meter = meter } }
+
+// WithReadLimit ends a stream whose first request message has not come
+// within d, calling onTimeout (to count it).
+func WithReadLimit(d time.Duration, onTimeout func()) Option {
+	return func(m *Method) { m.readLimit, m.onReadTimeout = d, onTimeout }
+}
+
+// WithShutdown ends the streams still open when ctx ends with UNAVAILABLE
+// (SHUTTING_DOWN): the gateway's grace is over.
+func WithShutdown(ctx context.Context) Option { return func(m *Method) { m.shutdown = ctx } }
 
 // WithLogger sets where the detail of failed backend connections goes.
 func WithLogger(l *slog.Logger) Option { return func(m *Method) { m.logger = l } }
@@ -210,6 +227,34 @@ func (m *Method) Invoke(ctx context.Context, req any) (any, error) {
 	return out, nil
 }
 
+// recvFirst receives a server stream's one request within the read limit.
+// The receive goes on in its goroutine until grpc-go ends the stream,
+// which the handler's return does; the limit is what ends the call.
+func (m *Method) recvFirst(ss grpc.ServerStream, first any) error {
+	if m.readLimit <= 0 {
+		return ss.RecvMsg(first)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ss.RecvMsg(first) }()
+	t := time.NewTimer(m.readLimit)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return m.readTimedOut()
+	}
+}
+
+// readTimedOut is the answer to a stream whose request did not come in time.
+func (m *Method) readTimedOut() error {
+	if m.onReadTimeout != nil {
+		m.onReadTimeout()
+	}
+	return policy.Error(codes.DeadlineExceeded, policy.ReasonRequestTimeout,
+		fmt.Sprintf("no request message arrived within %v", m.readLimit), nil)
+}
+
 // newRequest is what a client's next stream message is received into.
 func (m *Method) newRequest() any {
 	switch m.mode {
@@ -256,7 +301,7 @@ func (m *Method) stream(_ any, ss grpc.ServerStream) error {
 	var first any
 	if !m.route.ClientStreams {
 		first = m.newRequest()
-		if err := ss.RecvMsg(first); err != nil {
+		if err := m.recvFirst(ss, first); err != nil {
 			return err
 		}
 	}
@@ -276,6 +321,27 @@ func (m *Method) stream(_ any, ss grpc.ServerStream) error {
 	// half-closes or the call ends. A receive error (an invalid message, a
 	// client gone) ends the call with that error, not the backend's CANCELED.
 	var recvErr atomic.Pointer[error]
+	if m.shutdown != nil {
+		stop := context.AfterFunc(m.shutdown, func() {
+			err := policy.Error(codes.Unavailable, policy.ReasonShuttingDown, "the gateway is shutting down", nil)
+			recvErr.Store(&err)
+			cancel()
+		})
+		defer stop()
+	}
+	var received atomic.Bool // the client's first message, or its half-close
+	if first == nil && m.readLimit > 0 {
+		// A client stream's first message must come within the read limit;
+		// if not, the call ends with that error, not the backend's.
+		t := time.AfterFunc(m.readLimit, func() {
+			if !received.Load() {
+				err := m.readTimedOut()
+				recvErr.Store(&err)
+				cancel()
+			}
+		})
+		defer t.Stop()
+	}
 	if first != nil {
 		if err := cs.SendMsg(first); err == nil {
 			_ = cs.CloseSend()
@@ -284,11 +350,13 @@ func (m *Method) stream(_ any, ss grpc.ServerStream) error {
 		go func() {
 			for {
 				msg := m.newRequest()
-				if err := ss.RecvMsg(msg); err != nil {
+				err := ss.RecvMsg(msg)
+				received.Store(true)
+				if err != nil {
 					if errors.Is(err, io.EOF) {
 						_ = cs.CloseSend()
 					} else {
-						recvErr.Store(&err)
+						recvErr.CompareAndSwap(nil, &err)
 						cancel()
 					}
 					return

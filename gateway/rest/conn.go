@@ -24,6 +24,14 @@ type conn struct {
 var _ grpc.ClientConnInterface = (*conn)(nil)
 
 func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	if p := pendingFrom(ctx); p != nil && !p.invoked && p.b.method.Route().FullMethod == method {
+		// The outer half of the chain has run (early.go): the inner half now.
+		err := p.invokeInner(ctx, args, reply)
+		if sts, ok := grpc.ServerTransportStreamFromContext(ctx).(*transportStream); ok {
+			sts.giveTo(opts)
+		}
+		return err
+	}
 	m, ok := c.methods[method]
 	if !ok || m.Route().Streams() {
 		return c.streams.Invoke(ctx, method, args, reply, opts...)
@@ -44,16 +52,7 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 			_ = sts.SetTrailer(metadata.Pairs(policy.ErrorSourceKey, policy.SourceGateway))
 		}
 	}
-	sts.mu.Lock()
-	for _, o := range opts {
-		switch o := o.(type) {
-		case grpc.HeaderCallOption:
-			*o.HeaderAddr = sts.header
-		case grpc.TrailerCallOption:
-			*o.TrailerAddr = sts.trailer
-		}
-	}
-	sts.mu.Unlock()
+	sts.giveTo(opts)
 	if err != nil {
 		// As a gRPC server would send it: a status, Unknown for anything else.
 		return status.Convert(err).Err()
@@ -75,6 +74,21 @@ type transportStream struct {
 }
 
 func (s *transportStream) Method() string { return s.method }
+
+// giveTo hands the collected metadata to the Header and Trailer call
+// options, as a gRPC client connection would.
+func (s *transportStream) giveTo(opts []grpc.CallOption) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range opts {
+		switch o := o.(type) {
+		case grpc.HeaderCallOption:
+			*o.HeaderAddr = s.header
+		case grpc.TrailerCallOption:
+			*o.TrailerAddr = s.trailer
+		}
+	}
+}
 
 func (s *transportStream) SetHeader(md metadata.MD) error {
 	s.mu.Lock()

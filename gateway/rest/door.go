@@ -13,8 +13,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-// MaxBodyBytes is the largest REST body the door takes, as large as the
-// largest gRPC message the gateway's server takes (grpc-go's default).
+// MaxBodyBytes is the default largest REST body, as large as the largest
+// gRPC message the gateway's server takes (grpc-go's default). A route may
+// set its own (max_body_bytes).
 const MaxBodyBytes = 4 << 20
 
 // unmatched is the route of a request that matched none: a bounded label
@@ -32,20 +33,34 @@ type Config struct {
 	Trusted clientip.Trusted
 	// Refusals account for requests refused before the chain.
 	Refusals []chain.Refusals
+	// Chain, when set, runs each unary call's outer half before its body
+	// is read (early.go); without it the whole chain runs once grpc-gateway
+	// has decoded the body.
+	Chain *chain.Chain
+	// MaxHeaders caps the number of request header fields; 0 is no cap.
+	MaxHeaders int
+	// OnRefuse counts a refusal by reason (the edge's portico_refused_total).
+	OnRefuse func(reason string)
 }
 
 // Door serves REST.
 type Door struct {
-	cfg     Config
-	mux     *runtime.ServeMux
-	conn    *conn
-	handler http.Handler
+	cfg       Config
+	mux       *runtime.ServeMux
+	conn      *conn
+	handler   http.Handler
+	byPattern map[string]*binding
+	maxBody   int64 // the largest route body limit
 }
 
 // New builds the door; services register their routes on Mux with Conn.
 func New(cfg Config) *Door {
-	d := &Door{cfg: cfg, conn: &conn{methods: cfg.Methods, streams: cfg.Streams}}
+	d := &Door{cfg: cfg, conn: &conn{methods: cfg.Methods, streams: cfg.Streams}, maxBody: MaxBodyBytes}
+	for _, m := range cfg.Methods {
+		d.maxBody = max(d.maxBody, m.Route().MaxBodyBytes)
+	}
 	d.mux = runtime.NewServeMux(
+		runtime.WithMiddlewares(d.early),
 		runtime.WithErrorHandler(d.errorHandler),
 		runtime.WithRoutingErrorHandler(d.routingErrorHandler),
 		runtime.WithIncomingHeaderMatcher(proxy.IncomingHTTPHeader),
@@ -60,7 +75,8 @@ func New(cfg Config) *Door {
 			},
 		}),
 	)
-	d.handler = d.limitBody(d.mux)
+	d.byPattern = d.bindings()
+	d.handler = d.limitHeaders(d.limitBody(d.mux))
 	return d
 }
 

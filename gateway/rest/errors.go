@@ -32,6 +32,18 @@ func (d *Door) errorHandler(ctx context.Context, _ *runtime.ServeMux, _ runtime.
 		err = httpErr.Err
 	}
 	chainRan := source != ""
+	if p := pendingFrom(ctx); p != nil && p.resumed {
+		// Inside the chain (early.go): its outer half counts the call and
+		// marks its source once this returns, so the source is known from
+		// the inner half's error; a body that did not decode is the
+		// gateway's answer, and the outer half's result.
+		chainRan, source = true, policy.SourceGateway
+		if p.invoked {
+			source = policy.ErrorSource(p.err)
+		} else {
+			p.err = err
+		}
+	}
 	if !chainRan || source == policy.SourceGateway {
 		source = policy.SourceGateway
 		err = policy.WithErrorInfo(err)

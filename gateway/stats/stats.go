@@ -196,8 +196,10 @@ func (s *Stats) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 		}
 		ctx, cl := s.begin(ctx, c, r)
 		defer s.endPanicking(ctx, &cl)
-		cl.in = countBytes(cl.s.reqBytes, req)
 		resp, err := handler(ctx, req)
+		// After the call: a REST request's size is known once its body has
+		// been decoded, which the REST door does inside the chain.
+		cl.in = countBytes(cl.s.reqBytes, req)
 		if err == nil {
 			cl.out = countBytes(cl.s.respBytes, resp)
 		}

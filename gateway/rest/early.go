@@ -1,0 +1,193 @@
+package rest
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/proxy"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
+)
+
+// A unary REST call meets the chain before its body is read. Credentials
+// and the caller's address are headers, so auth and rate limiting (the
+// chain's outer half) run first; only a call they admit has its body read,
+// within the route's limit, and decoded by grpc-gateway, whose handler
+// then calls the inner half (validation, the embedder's interceptors) and
+// the proxy through conn. An anonymous 4 MiB body on a protected route
+// costs nothing but its headers.
+
+// binding is one unary REST route: its method and the two halves of its
+// bound chain.
+type binding struct {
+	method       *proxy.Method
+	template     string // the route's HTTP template, as in route.Route.HTTP
+	outer, inner grpc.UnaryHandler
+}
+
+// pending is a REST call between the chain's outer half and grpc-gateway's
+// handler. It travels as the outer half's request and in the context.
+type pending struct {
+	b      *binding
+	w      http.ResponseWriter
+	r      *http.Request
+	params map[string]string
+	next   runtime.HandlerFunc
+
+	resumed bool  // grpc-gateway's handler ran and wrote the answer
+	invoked bool  // the handler called the inner half
+	err     error // what the inner half answered, or why the handler could not call it
+	size    int   // the decoded request's encoded size, for stats
+	reply   sized // the response's, for stats
+}
+
+// sized is a message known only by its encoded size, as stats counts it.
+type sized int
+
+func (s sized) WireSize() int { return int(s) }
+
+// WireSize is the request's size once decoded; stats reads it after the
+// call.
+func (p *pending) WireSize() int { return p.size }
+
+type pendingKey struct{}
+
+func pendingFrom(ctx context.Context) *pending {
+	p, _ := ctx.Value(pendingKey{}).(*pending)
+	return p
+}
+
+// bindings maps "VERB template" to the unary routes' bindings.
+func (d *Door) bindings() map[string]*binding {
+	out := map[string]*binding{}
+	if d.cfg.Chain == nil {
+		return out
+	}
+	for full, m := range d.cfg.Methods {
+		if m.Route().Streams() {
+			continue
+		}
+		for _, h := range m.Route().HTTP {
+			b := &binding{method: m, template: h[strings.IndexByte(h, ' ')+1:]}
+			b.outer = d.cfg.Chain.BindOuter(full)(d.resume)
+			b.inner = d.cfg.Chain.BindInner(full)(m.Invoke)
+			out[h] = b
+		}
+	}
+	return out
+}
+
+// captureDefault turns grpc-gateway's "{id=*}" back into the template's
+// "{id}".
+var captureDefault = regexp.MustCompile(`\{([^={}]+)=\*\}`)
+
+func (d *Door) bindingOf(r *http.Request) *binding {
+	pat, ok := runtime.HTTPPattern(r.Context())
+	if !ok {
+		return nil
+	}
+	return d.byPattern[r.Method+" "+captureDefault.ReplaceAllString(pat.String(), "{$1}")]
+}
+
+// early runs the chain's outer half before grpc-gateway's handler reads
+// the body: a grpc-gateway middleware, so the route has matched.
+func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+		b := d.bindingOf(r)
+		if b == nil {
+			next(w, r, params)
+			return
+		}
+		if !d.limitRouteBody(w, r, b) {
+			return
+		}
+		full := b.method.Route().FullMethod
+		ctx, err := runtime.AnnotateContext(r.Context(), d.mux, r, full, runtime.WithHTTPPathPattern(b.template))
+		if err != nil {
+			d.errorHandler(r.Context(), d.mux, nil, w, r, err)
+			return
+		}
+		if max := b.method.Route().MaxTimeout; max > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, max)
+			defer cancel()
+		}
+		// What a gRPC server would give the chain: the headers as incoming
+		// metadata and none as outgoing, the REST door's peer, and a stream
+		// that collects response metadata.
+		md, _ := metadata.FromOutgoingContext(ctx)
+		sts := &transportStream{method: full}
+		ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
+		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, chain.RESTPeer), sts)
+		p := &pending{b: b, w: w, r: r, params: params, next: next}
+		_, err = b.outer(context.WithValue(ctx, pendingKey{}, p), p)
+		if p.resumed {
+			return // grpc-gateway's handler wrote the answer
+		}
+		// Refused before the body: the chain's error, with the metadata its
+		// policies set (WWW-Authenticate, Retry-After, RateLimit-*).
+		ctx = runtime.NewServerMetadataContext(ctx, runtime.ServerMetadata{HeaderMD: sts.header, TrailerMD: sts.trailer})
+		d.errorHandler(ctx, d.mux, nil, w, r, err)
+	}
+}
+
+// resume is the end of the outer half: grpc-gateway's handler now reads
+// and decodes the body and calls conn, which runs the inner half. Its
+// answer is the outer half's, for stats and the error source.
+func (d *Door) resume(ctx context.Context, _ any) (any, error) {
+	p := pendingFrom(ctx)
+	p.resumed = true
+	defer func() {
+		if v := recover(); v != nil {
+			// The handler wrote nothing: the chain's recovery answers, and
+			// the door writes that answer.
+			p.resumed = false
+			panic(v)
+		}
+	}()
+	p.next(p.w, p.r.WithContext(ctx), p.params)
+	if p.err != nil {
+		return nil, p.err
+	}
+	return p.reply, nil
+}
+
+// invokeInner is conn.Invoke for a call the outer half admitted.
+func (p *pending) invokeInner(ctx context.Context, args, reply any) error {
+	p.invoked = true
+	if m, ok := args.(proto.Message); ok {
+		p.size = proto.Size(m)
+	}
+	resp, err := p.b.inner(ctx, args)
+	switch r := resp.(type) {
+	case policy.Encoded:
+		p.reply = sized(r.WireSize())
+	case proto.Message:
+		p.reply = sized(proto.Size(r))
+	}
+	if err == nil {
+		err = proxy.DecodeReply(resp, reply)
+	}
+	p.err = err
+	return err
+}
+
+// limitRouteBody applies the route's body limit; false when it refused.
+func (d *Door) limitRouteBody(w http.ResponseWriter, r *http.Request, b *binding) bool {
+	max := b.method.Route().MaxBodyBytes
+	if r.ContentLength > max {
+		d.tooLarge(w, r, b.method.Route().FullMethod, r.Method+" "+b.template, max)
+		return false
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+	}
+	return true
+}
