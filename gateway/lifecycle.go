@@ -74,9 +74,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 	}
 	// The client listeners, each capped in open connections.
-	g.serve("grpc", func() error { return g.grpcServer.Serve(g.edge.Listener(g.listeners.grpc)) })
+	g.serve("grpc", func() error { return g.grpcServer.Serve(g.edge.GRPCListener(g.listeners.grpc)) })
 	g.serve("grpc-internal", func() error { return g.grpcServer.Serve(g.internal) })
-	g.serve("http", func() error { return g.httpServer.Serve(g.edge.Listener(g.listeners.http)) })
+	g.serve("http", func() error { return g.httpServer.Serve(g.edge.HTTPListener(g.listeners.http)) })
 	g.serve("admin", func() error { return g.adminServer.Serve(g.listeners.admin) })
 	g.wg.Go(func() { g.waitForConsul(ctx) })
 	g.register(ctx)

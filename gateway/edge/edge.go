@@ -135,8 +135,14 @@ func (e *Edge) Config() Config { return e.cfg }
 // Refused counts a refusal made for the edge elsewhere (the REST door).
 func (e *Edge) Refused(reason string) { e.refused.WithLabelValues(reason).Inc() }
 
-// Listener caps the open connections of l.
-func (e *Edge) Listener(l net.Listener) net.Listener {
+// GRPCListener is the gRPC listener l with the edge's connection limits.
+func (e *Edge) GRPCListener(l net.Listener) net.Listener { return e.limitConns(l) }
+
+// HTTPListener is the REST listener l with the edge's connection limits.
+func (e *Edge) HTTPListener(l net.Listener) net.Listener { return e.limitConns(l) }
+
+// limitConns caps the open connections of l.
+func (e *Edge) limitConns(l net.Listener) net.Listener {
 	return netutil.LimitListener(l, e.cfg.MaxConnections)
 }
 
