@@ -25,6 +25,7 @@ import (
 type Live interface {
 	Traffic() stats.Traffic
 	Backends() []stats.Backend
+	Consul() stats.ConsulStatus
 }
 
 var _ Live = (*stats.Stats)(nil)
@@ -181,6 +182,12 @@ func (s *Server) ListBackends(context.Context, *adminv1.ListBackendsRequest) (*a
 			pb.Instances = append(pb.Instances, &adminv1.Instance{Id: in.ID, Address: in.Addr, Calls: in.Calls, Errors: in.Errors})
 		}
 		out.Backends = append(out.Backends, pb)
+	}
+	c := s.live.Consul()
+	out.Consul = &adminv1.ConsulStatus{Reachable: c.Reachable, Unreachable: durationpb.New(c.Unreachable),
+		Outages: c.Outages, LastError: c.LastError}
+	if !c.Since.IsZero() {
+		out.Consul.Since = timestamppb.New(c.Since)
 	}
 	return out, nil
 }

@@ -20,10 +20,12 @@ import (
 type fakeLive struct {
 	traffic  stats.Traffic
 	backends []stats.Backend
+	consul   stats.ConsulStatus
 }
 
-func (f fakeLive) Traffic() stats.Traffic    { return f.traffic }
-func (f fakeLive) Backends() []stats.Backend { return f.backends }
+func (f fakeLive) Traffic() stats.Traffic     { return f.traffic }
+func (f fakeLive) Backends() []stats.Backend  { return f.backends }
+func (f fakeLive) Consul() stats.ConsulStatus { return f.consul }
 
 var testRoutes = []*adminv1.Route{
 	{Method: "/catalog.v1.CatalogService/GetProduct", Service: "catalog.v1.CatalogService", Backend: "catalog",
@@ -72,6 +74,7 @@ func TestRESTViews(t *testing.T) {
 		}}},
 		backends: []stats.Backend{{Name: "catalog", Resolved: true, LastWatchOK: ok,
 			Instances: []stats.Instance{{ID: "catalog-1", Addr: "10.0.0.1:7000", Calls: 9, Errors: 1}}}},
+		consul: stats.ConsulStatus{Since: ok, Unreachable: 90 * time.Second, Outages: 2, LastError: "connection refused"},
 	}, admin.WithRateLimitMode(func() (string, uint32) { return "cluster", 3 }))
 
 	var traffic struct {
@@ -94,11 +97,18 @@ func TestRESTViews(t *testing.T) {
 			Services          []string
 			Instances         []struct{ ID, Address, Calls string }
 		}
+		Consul struct {
+			Reachable                              bool
+			Since, Unreachable, Outages, LastError string
+		}
 	}
 	getJSON(t, url+"/admin/v1/backends", &backends)
 	b := backends.Backends[0]
 	if b.Name != "catalog" || b.LastWatchOk != "2026-01-02T03:04:05Z" || len(b.Services) != 1 || b.Instances[0].Calls != "9" {
 		t.Errorf("backends = %+v", backends)
+	}
+	if c := backends.Consul; c.Reachable || c.Since != "2026-01-02T03:04:05Z" || c.Unreachable != "90s" || c.Outages != "2" || c.LastError != "connection refused" {
+		t.Errorf("consul = %+v", c)
 	}
 
 	var limits struct {

@@ -12,8 +12,9 @@ import (
 // still is a Live source with no traffic, enough to mount the endpoints.
 type still struct{}
 
-func (still) Traffic() stats.Traffic    { return stats.Traffic{} }
-func (still) Backends() []stats.Backend { return nil }
+func (still) Traffic() stats.Traffic     { return stats.Traffic{} }
+func (still) Backends() []stats.Backend  { return nil }
+func (still) Consul() stats.ConsulStatus { return stats.ConsulStatus{} }
 
 // The gateway mounts the endpoints on its admin listener, next to /metrics,
 // /healthz and /readyz.

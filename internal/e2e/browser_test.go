@@ -142,6 +142,7 @@ func TestAdminPageInBrowser(t *testing.T) {
 	if got := js[string](t, ctx, `document.getElementById('ready').textContent`); got != "ready" {
 		t.Errorf("readiness shown as %q", got)
 	}
+	waitPage(t, ctx, "Consul shown as reachable", `document.getElementById('consul').textContent.startsWith("Consul reachable")`)
 
 	requests := getProduct + `.querySelector('td.requests').textContent`
 	before := js[float64](t, ctx, "Number("+requests+")")

@@ -122,6 +122,20 @@ function renderBackends(list) {
   }
 }
 
+function renderConsul(c) {
+  const e = document.getElementById("consul");
+  if (!c || !c.since) {
+    e.className = "pill unknown";
+    e.textContent = "Consul: no answer yet";
+    return;
+  }
+  const ago = span((Date.now() - Date.parse(c.since)) / 1000);
+  e.className = "pill " + (c.reachable ? "ok" : "bad");
+  e.textContent = c.reachable
+    ? "Consul reachable" + (Number(c.outages) > 0 ? " (back " + ago + " ago)" : "")
+    : "Consul unreachable for " + ago + ": routing to the last known instances" + (c.lastError ? " (" + c.lastError + ")" : "");
+}
+
 function renderReady(r) {
   const e = document.getElementById("ready");
   e.className = "pill " + (r.ready ? "ok" : "bad");
@@ -135,6 +149,7 @@ async function poll() {
       getJSON("/admin/v1/traffic"), getJSON("/admin/v1/backends"), getJSON("/readyz")]);
     renderTraffic(traffic);
     renderBackends(backends.backends || []);
+    renderConsul(backends.consul);
     renderReady(ready);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);

@@ -399,7 +399,9 @@ func (*ListBackendsRequest) Descriptor() ([]byte, []int) {
 type ListBackendsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Sorted by name.
-	Backends      []*Backend `protobuf:"bytes,1,rep,name=backends,proto3" json:"backends,omitempty"`
+	Backends []*Backend `protobuf:"bytes,1,rep,name=backends,proto3" json:"backends,omitempty"`
+	// Whether the gateway reaches Consul, from its watches' reports.
+	Consul        *ConsulStatus `protobuf:"bytes,2,opt,name=consul,proto3" json:"consul,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -441,6 +443,97 @@ func (x *ListBackendsResponse) GetBackends() []*Backend {
 	return nil
 }
 
+func (x *ListBackendsResponse) GetConsul() *ConsulStatus {
+	if x != nil {
+		return x.Consul
+	}
+	return nil
+}
+
+// ConsulStatus says whether the gateway reaches Consul. While it does not,
+// calls go to the instances it last knew, which may be going stale.
+type ConsulStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True while at least one backend's watch got its last answer.
+	Reachable bool `protobuf:"varint,1,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	// When reachable last changed; unset before any report.
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// How long Consul could not be reached since start, the outage in
+	// progress included.
+	Unreachable *durationpb.Duration `protobuf:"bytes,3,opt,name=unreachable,proto3" json:"unreachable,omitempty"`
+	// How many times Consul became unreachable.
+	Outages uint64 `protobuf:"varint,4,opt,name=outages,proto3" json:"outages,omitempty"`
+	// The watch error that made Consul unreachable, while it is.
+	LastError     string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsulStatus) Reset() {
+	*x = ConsulStatus{}
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsulStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsulStatus) ProtoMessage() {}
+
+func (x *ConsulStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsulStatus.ProtoReflect.Descriptor instead.
+func (*ConsulStatus) Descriptor() ([]byte, []int) {
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ConsulStatus) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
+	}
+	return false
+}
+
+func (x *ConsulStatus) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ConsulStatus) GetUnreachable() *durationpb.Duration {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
+func (x *ConsulStatus) GetOutages() uint64 {
+	if x != nil {
+		return x.Outages
+	}
+	return 0
+}
+
+func (x *ConsulStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
 // Backend is one Consul service that the gateway sends calls to.
 type Backend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -464,7 +557,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +569,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +582,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Backend) GetName() string {
@@ -558,7 +651,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +663,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +676,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Instance) GetId() string {
@@ -623,7 +716,7 @@ type GetRateLimitsRequest struct {
 
 func (x *GetRateLimitsRequest) Reset() {
 	*x = GetRateLimitsRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +728,7 @@ func (x *GetRateLimitsRequest) String() string {
 func (*GetRateLimitsRequest) ProtoMessage() {}
 
 func (x *GetRateLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +741,7 @@ func (x *GetRateLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitsRequest.ProtoReflect.Descriptor instead.
 func (*GetRateLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 // GetRateLimitsResponse lists the declared rate limits and how they are
@@ -670,7 +763,7 @@ type GetRateLimitsResponse struct {
 
 func (x *GetRateLimitsResponse) Reset() {
 	*x = GetRateLimitsResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +775,7 @@ func (x *GetRateLimitsResponse) String() string {
 func (*GetRateLimitsResponse) ProtoMessage() {}
 
 func (x *GetRateLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +788,7 @@ func (x *GetRateLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitsResponse.ProtoReflect.Descriptor instead.
 func (*GetRateLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetRateLimitsResponse) GetDefaultRateLimit() *RateLimit {
@@ -744,7 +837,7 @@ type MethodRateLimit struct {
 
 func (x *MethodRateLimit) Reset() {
 	*x = MethodRateLimit{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +849,7 @@ func (x *MethodRateLimit) String() string {
 func (*MethodRateLimit) ProtoMessage() {}
 
 func (x *MethodRateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +862,7 @@ func (x *MethodRateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodRateLimit.ProtoReflect.Descriptor instead.
 func (*MethodRateLimit) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MethodRateLimit) GetMethod() string {
@@ -809,7 +902,7 @@ type GetBuildInfoRequest struct {
 
 func (x *GetBuildInfoRequest) Reset() {
 	*x = GetBuildInfoRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +914,7 @@ func (x *GetBuildInfoRequest) String() string {
 func (*GetBuildInfoRequest) ProtoMessage() {}
 
 func (x *GetBuildInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +927,7 @@ func (x *GetBuildInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildInfoRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 // GetBuildInfoResponse says which binary is running.
@@ -858,7 +951,7 @@ type GetBuildInfoResponse struct {
 
 func (x *GetBuildInfoResponse) Reset() {
 	*x = GetBuildInfoResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +963,7 @@ func (x *GetBuildInfoResponse) String() string {
 func (*GetBuildInfoResponse) ProtoMessage() {}
 
 func (x *GetBuildInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +976,7 @@ func (x *GetBuildInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildInfoResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetBuildInfoResponse) GetModule() string {
@@ -937,7 +1030,7 @@ type GetTrafficRequest struct {
 
 func (x *GetTrafficRequest) Reset() {
 	*x = GetTrafficRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1042,7 @@ func (x *GetTrafficRequest) String() string {
 func (*GetTrafficRequest) ProtoMessage() {}
 
 func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1055,7 @@ func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficRequest.ProtoReflect.Descriptor instead.
 func (*GetTrafficRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 // GetTrafficResponse holds live numbers per route.
@@ -982,7 +1075,7 @@ type GetTrafficResponse struct {
 
 func (x *GetTrafficResponse) Reset() {
 	*x = GetTrafficResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1087,7 @@ func (x *GetTrafficResponse) String() string {
 func (*GetTrafficResponse) ProtoMessage() {}
 
 func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1100,7 @@ func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficResponse.ProtoReflect.Descriptor instead.
 func (*GetTrafficResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetTrafficResponse) GetTime() *timestamppb.Timestamp {
@@ -1063,7 +1156,7 @@ type RouteTraffic struct {
 
 func (x *RouteTraffic) Reset() {
 	*x = RouteTraffic{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1168,7 @@ func (x *RouteTraffic) String() string {
 func (*RouteTraffic) ProtoMessage() {}
 
 func (x *RouteTraffic) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1181,7 @@ func (x *RouteTraffic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteTraffic.ProtoReflect.Descriptor instead.
 func (*RouteTraffic) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RouteTraffic) GetMethod() string {
@@ -1160,7 +1253,7 @@ type CodeCount struct {
 
 func (x *CodeCount) Reset() {
 	*x = CodeCount{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1265,7 @@ func (x *CodeCount) String() string {
 func (*CodeCount) ProtoMessage() {}
 
 func (x *CodeCount) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1278,7 @@ func (x *CodeCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CodeCount.ProtoReflect.Descriptor instead.
 func (*CodeCount) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CodeCount) GetCode() string {
@@ -1231,9 +1324,17 @@ const file_portico_admin_v1_admin_proto_rawDesc = "" +
 	"\brequests\x18\x01 \x01(\rR\brequests\x121\n" +
 	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +
 	"\x05burst\x18\x03 \x01(\rR\x05burst\"\x15\n" +
-	"\x13ListBackendsRequest\"M\n" +
+	"\x13ListBackendsRequest\"\x85\x01\n" +
 	"\x14ListBackendsResponse\x125\n" +
-	"\bbackends\x18\x01 \x03(\v2\x19.portico.admin.v1.BackendR\bbackends\"\x9c\x02\n" +
+	"\bbackends\x18\x01 \x03(\v2\x19.portico.admin.v1.BackendR\bbackends\x126\n" +
+	"\x06consul\x18\x02 \x01(\v2\x1e.portico.admin.v1.ConsulStatusR\x06consul\"\xd4\x01\n" +
+	"\fConsulStatus\x12\x1c\n" +
+	"\treachable\x18\x01 \x01(\bR\treachable\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12;\n" +
+	"\vunreachable\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vunreachable\x12\x18\n" +
+	"\aoutages\x18\x04 \x01(\x04R\aoutages\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\"\x9c\x02\n" +
 	"\aBackend\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bresolved\x18\x02 \x01(\bR\bresolved\x128\n" +
@@ -1311,7 +1412,7 @@ func file_portico_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_portico_admin_v1_admin_proto_rawDescData
 }
 
-var file_portico_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_portico_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_portico_admin_v1_admin_proto_goTypes = []any{
 	(*ListRoutesRequest)(nil),     // 0: portico.admin.v1.ListRoutesRequest
 	(*ListRoutesResponse)(nil),    // 1: portico.admin.v1.ListRoutesResponse
@@ -1320,54 +1421,58 @@ var file_portico_admin_v1_admin_proto_goTypes = []any{
 	(*RateLimit)(nil),             // 4: portico.admin.v1.RateLimit
 	(*ListBackendsRequest)(nil),   // 5: portico.admin.v1.ListBackendsRequest
 	(*ListBackendsResponse)(nil),  // 6: portico.admin.v1.ListBackendsResponse
-	(*Backend)(nil),               // 7: portico.admin.v1.Backend
-	(*Instance)(nil),              // 8: portico.admin.v1.Instance
-	(*GetRateLimitsRequest)(nil),  // 9: portico.admin.v1.GetRateLimitsRequest
-	(*GetRateLimitsResponse)(nil), // 10: portico.admin.v1.GetRateLimitsResponse
-	(*MethodRateLimit)(nil),       // 11: portico.admin.v1.MethodRateLimit
-	(*GetBuildInfoRequest)(nil),   // 12: portico.admin.v1.GetBuildInfoRequest
-	(*GetBuildInfoResponse)(nil),  // 13: portico.admin.v1.GetBuildInfoResponse
-	(*GetTrafficRequest)(nil),     // 14: portico.admin.v1.GetTrafficRequest
-	(*GetTrafficResponse)(nil),    // 15: portico.admin.v1.GetTrafficResponse
-	(*RouteTraffic)(nil),          // 16: portico.admin.v1.RouteTraffic
-	(*CodeCount)(nil),             // 17: portico.admin.v1.CodeCount
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*ConsulStatus)(nil),          // 7: portico.admin.v1.ConsulStatus
+	(*Backend)(nil),               // 8: portico.admin.v1.Backend
+	(*Instance)(nil),              // 9: portico.admin.v1.Instance
+	(*GetRateLimitsRequest)(nil),  // 10: portico.admin.v1.GetRateLimitsRequest
+	(*GetRateLimitsResponse)(nil), // 11: portico.admin.v1.GetRateLimitsResponse
+	(*MethodRateLimit)(nil),       // 12: portico.admin.v1.MethodRateLimit
+	(*GetBuildInfoRequest)(nil),   // 13: portico.admin.v1.GetBuildInfoRequest
+	(*GetBuildInfoResponse)(nil),  // 14: portico.admin.v1.GetBuildInfoResponse
+	(*GetTrafficRequest)(nil),     // 15: portico.admin.v1.GetTrafficRequest
+	(*GetTrafficResponse)(nil),    // 16: portico.admin.v1.GetTrafficResponse
+	(*RouteTraffic)(nil),          // 17: portico.admin.v1.RouteTraffic
+	(*CodeCount)(nil),             // 18: portico.admin.v1.CodeCount
+	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_portico_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: portico.admin.v1.ListRoutesResponse.routes:type_name -> portico.admin.v1.Route
-	18, // 1: portico.admin.v1.Route.timeout:type_name -> google.protobuf.Duration
+	19, // 1: portico.admin.v1.Route.timeout:type_name -> google.protobuf.Duration
 	3,  // 2: portico.admin.v1.Route.policy:type_name -> portico.admin.v1.Policy
 	4,  // 3: portico.admin.v1.Policy.rate_limit:type_name -> portico.admin.v1.RateLimit
-	18, // 4: portico.admin.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	7,  // 5: portico.admin.v1.ListBackendsResponse.backends:type_name -> portico.admin.v1.Backend
-	8,  // 6: portico.admin.v1.Backend.instances:type_name -> portico.admin.v1.Instance
-	19, // 7: portico.admin.v1.Backend.last_watch_ok:type_name -> google.protobuf.Timestamp
-	4,  // 8: portico.admin.v1.GetRateLimitsResponse.default_rate_limit:type_name -> portico.admin.v1.RateLimit
-	11, // 9: portico.admin.v1.GetRateLimitsResponse.methods:type_name -> portico.admin.v1.MethodRateLimit
-	4,  // 10: portico.admin.v1.MethodRateLimit.rate_limit:type_name -> portico.admin.v1.RateLimit
-	4,  // 11: portico.admin.v1.MethodRateLimit.declared:type_name -> portico.admin.v1.RateLimit
-	19, // 12: portico.admin.v1.GetBuildInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	19, // 13: portico.admin.v1.GetTrafficResponse.time:type_name -> google.protobuf.Timestamp
-	18, // 14: portico.admin.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
-	18, // 15: portico.admin.v1.GetTrafficResponse.errors_window:type_name -> google.protobuf.Duration
-	16, // 16: portico.admin.v1.GetTrafficResponse.routes:type_name -> portico.admin.v1.RouteTraffic
-	17, // 17: portico.admin.v1.RouteTraffic.recent_errors:type_name -> portico.admin.v1.CodeCount
-	0,  // 18: portico.admin.v1.AdminService.ListRoutes:input_type -> portico.admin.v1.ListRoutesRequest
-	5,  // 19: portico.admin.v1.AdminService.ListBackends:input_type -> portico.admin.v1.ListBackendsRequest
-	9,  // 20: portico.admin.v1.AdminService.GetRateLimits:input_type -> portico.admin.v1.GetRateLimitsRequest
-	12, // 21: portico.admin.v1.AdminService.GetBuildInfo:input_type -> portico.admin.v1.GetBuildInfoRequest
-	14, // 22: portico.admin.v1.AdminService.GetTraffic:input_type -> portico.admin.v1.GetTrafficRequest
-	1,  // 23: portico.admin.v1.AdminService.ListRoutes:output_type -> portico.admin.v1.ListRoutesResponse
-	6,  // 24: portico.admin.v1.AdminService.ListBackends:output_type -> portico.admin.v1.ListBackendsResponse
-	10, // 25: portico.admin.v1.AdminService.GetRateLimits:output_type -> portico.admin.v1.GetRateLimitsResponse
-	13, // 26: portico.admin.v1.AdminService.GetBuildInfo:output_type -> portico.admin.v1.GetBuildInfoResponse
-	15, // 27: portico.admin.v1.AdminService.GetTraffic:output_type -> portico.admin.v1.GetTrafficResponse
-	23, // [23:28] is the sub-list for method output_type
-	18, // [18:23] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	19, // 4: portico.admin.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	8,  // 5: portico.admin.v1.ListBackendsResponse.backends:type_name -> portico.admin.v1.Backend
+	7,  // 6: portico.admin.v1.ListBackendsResponse.consul:type_name -> portico.admin.v1.ConsulStatus
+	20, // 7: portico.admin.v1.ConsulStatus.since:type_name -> google.protobuf.Timestamp
+	19, // 8: portico.admin.v1.ConsulStatus.unreachable:type_name -> google.protobuf.Duration
+	9,  // 9: portico.admin.v1.Backend.instances:type_name -> portico.admin.v1.Instance
+	20, // 10: portico.admin.v1.Backend.last_watch_ok:type_name -> google.protobuf.Timestamp
+	4,  // 11: portico.admin.v1.GetRateLimitsResponse.default_rate_limit:type_name -> portico.admin.v1.RateLimit
+	12, // 12: portico.admin.v1.GetRateLimitsResponse.methods:type_name -> portico.admin.v1.MethodRateLimit
+	4,  // 13: portico.admin.v1.MethodRateLimit.rate_limit:type_name -> portico.admin.v1.RateLimit
+	4,  // 14: portico.admin.v1.MethodRateLimit.declared:type_name -> portico.admin.v1.RateLimit
+	20, // 15: portico.admin.v1.GetBuildInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	20, // 16: portico.admin.v1.GetTrafficResponse.time:type_name -> google.protobuf.Timestamp
+	19, // 17: portico.admin.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
+	19, // 18: portico.admin.v1.GetTrafficResponse.errors_window:type_name -> google.protobuf.Duration
+	17, // 19: portico.admin.v1.GetTrafficResponse.routes:type_name -> portico.admin.v1.RouteTraffic
+	18, // 20: portico.admin.v1.RouteTraffic.recent_errors:type_name -> portico.admin.v1.CodeCount
+	0,  // 21: portico.admin.v1.AdminService.ListRoutes:input_type -> portico.admin.v1.ListRoutesRequest
+	5,  // 22: portico.admin.v1.AdminService.ListBackends:input_type -> portico.admin.v1.ListBackendsRequest
+	10, // 23: portico.admin.v1.AdminService.GetRateLimits:input_type -> portico.admin.v1.GetRateLimitsRequest
+	13, // 24: portico.admin.v1.AdminService.GetBuildInfo:input_type -> portico.admin.v1.GetBuildInfoRequest
+	15, // 25: portico.admin.v1.AdminService.GetTraffic:input_type -> portico.admin.v1.GetTrafficRequest
+	1,  // 26: portico.admin.v1.AdminService.ListRoutes:output_type -> portico.admin.v1.ListRoutesResponse
+	6,  // 27: portico.admin.v1.AdminService.ListBackends:output_type -> portico.admin.v1.ListBackendsResponse
+	11, // 28: portico.admin.v1.AdminService.GetRateLimits:output_type -> portico.admin.v1.GetRateLimitsResponse
+	14, // 29: portico.admin.v1.AdminService.GetBuildInfo:output_type -> portico.admin.v1.GetBuildInfoResponse
+	16, // 30: portico.admin.v1.AdminService.GetTraffic:output_type -> portico.admin.v1.GetTrafficResponse
+	26, // [26:31] is the sub-list for method output_type
+	21, // [21:26] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_portico_admin_v1_admin_proto_init() }
@@ -1381,7 +1486,7 @@ func file_portico_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portico_admin_v1_admin_proto_rawDesc), len(file_portico_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
