@@ -15,6 +15,7 @@ import (
 	"github.com/portico-gw/portico/gateway/ratelimit"
 	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gateway/stats"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 	"github.com/portico-gw/portico/gateway/validate"
 	"go.yaml.in/yaml/v3"
 )
@@ -33,6 +34,18 @@ type Config struct {
 	// IP addresses and localhost: a page a browser loads from another name
 	// (DNS rebinding) cannot read it.
 	AdminHosts []string `yaml:"admin_hosts"`
+
+	// TLS serves the REST and gRPC listeners over TLS; nil: plaintext.
+	TLS *tlsconfig.Config `yaml:"tls"`
+	// AdminTLS serves the admin listener over TLS; nil: plaintext.
+	AdminTLS *tlsconfig.Config `yaml:"admin_tls"`
+	// AdminTokenFile holds the bearer token every admin route but /healthz
+	// and /readyz requires; empty: none (refused on a non-loopback
+	// admin_addr).
+	AdminTokenFile string `yaml:"admin_token_file"`
+	// BackendTLS is the TLS of connections to every backend, unless a
+	// service sets its own (services.<name>.tls); nil: plaintext.
+	BackendTLS *tlsconfig.BackendConfig `yaml:"backend_tls"`
 
 	// Limits are the client listeners' limits on connections, streams,
 	// headers and time (package edge).

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 )
 
 // Config is what the route table takes from the gateway's config file.
@@ -50,6 +51,9 @@ type ServiceConfig struct {
 	// MaxBodyBytes is the largest REST body of the service's methods.
 	// Default 4 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// TLS is the TLS of connections to the service's backend; it replaces
+	// backend_tls.
+	TLS *tlsconfig.BackendConfig `yaml:"tls"`
 
 	// Access, Scopes and RateLimit override the service's proto options.
 	PolicyConfig `yaml:",inline"`

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 	optionsv1 "github.com/portico-gw/portico/gen/portico/options/v1"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/protobuf/proto"
@@ -34,6 +35,9 @@ type Route struct {
 	MaxTimeout time.Duration
 	// MaxBodyBytes is the largest REST body the method takes.
 	MaxBodyBytes int64
+	// TLS is the service's own backend TLS (services.<name>.tls); nil:
+	// the gateway's backend_tls.
+	TLS *tlsconfig.BackendConfig `json:"-"`
 	// ClientStreams and ServerStreams give the method's kind.
 	ClientStreams, ServerStreams bool
 	// Policy is the effective policy: proto options, then config overrides.
@@ -186,6 +190,7 @@ func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, err
 			ServerStreams: md.IsStreamingServer(),
 			Input:         in,
 			Output:        out,
+			TLS:           sc.TLS,
 		}
 		mo, _ := proto.GetExtension(md.Options(), optionsv1.E_Method).(*optionsv1.MethodOptions)
 		mc := sc.Methods[string(md.Name())]
