@@ -54,7 +54,7 @@ type Method struct {
 	// readLimit bounds the wait for a stream's first request message.
 	readLimit     time.Duration
 	onReadTimeout func()
-	shutdown      context.Context // ends open streams; nil: never
+	shutdown      context.Context   // ends open streams; nil: never
 	call          grpc.UnaryHandler // unary methods: the chain bound around Invoke
 	desc          *grpc.StreamDesc  // the backend stream's shape; nil for unary methods
 }
