@@ -60,7 +60,6 @@ func NewCA(name string) (*CA, error) {
 	return &CA{Cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
-
 // Server signs a server certificate for names (an IP, a URI such as
 // spiffe://example.org/shop, or a DNS name), valid for a day.
 func (ca *CA) Server(cn string, names ...string) (*Leaf, error) {
