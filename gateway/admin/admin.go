@@ -40,6 +40,8 @@ type Server struct {
 	build    *adminv1.GetBuildInfoResponse
 	live     Live
 
+	credentials []string // the kinds authenticated routes accept
+
 	rateLimitMode     func() (string, uint32)
 	rateLimitOverride func(service, method string) (*adminv1.RateLimit, bool)
 
@@ -89,6 +91,7 @@ func New(routes []*adminv1.Route, live Live, opts ...Option) (*Server, error) {
 	for _, opt := range opts {
 		opt(s)
 	}
+	s.routes = withCredentials(s.routes, s.credentials)
 
 	s.grpc = grpc.NewServer()
 	adminv1.RegisterAdminServiceServer(s.grpc, s)

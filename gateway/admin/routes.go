@@ -3,10 +3,13 @@ package admin
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 
+	"github.com/portico-gw/portico/gateway/auth"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/route"
 	adminv1 "github.com/portico-gw/portico/gen/portico/admin/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -33,6 +36,34 @@ func WithRateLimits(rl RateLimits) Option {
 			return RateLimit(o), true
 		}
 	}
+}
+
+// CredentialKinds is what the API asks the auth policy once: the kinds of
+// credentials the gateway accepts. *auth.Policy has it.
+type CredentialKinds interface {
+	CredentialKinds() []string
+}
+
+var _ CredentialKinds = (*auth.Policy)(nil)
+
+// WithCredentialKinds reports, for each authenticated route, the kinds of
+// credentials that authenticate its calls (a public route needs none).
+func WithCredentialKinds(kinds []string) Option {
+	return func(s *Server) { s.credentials = kinds }
+}
+
+// withCredentials returns the routes with their credentials filled in from
+// kinds, copies where they change.
+func withCredentials(routes []*adminv1.Route, kinds []string) []*adminv1.Route {
+	out := make([]*adminv1.Route, len(routes))
+	for i, r := range routes {
+		if r.GetPolicy().GetAccess() != policy.Public.String() && len(kinds) > 0 {
+			r = proto.CloneOf(r)
+			r.Credentials = slices.Clone(kinds)
+		}
+		out[i] = r
+	}
+	return out
 }
 
 // Routes describes the route table for the API.

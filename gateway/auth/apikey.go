@@ -58,7 +58,7 @@ func newAPIKeys(cfg []APIKeyConfig) *apiKeys {
 		var h [32]byte
 		b, _ := hex.DecodeString(k.SHA256) // validated before
 		copy(h[:], b)
-		s[h] = apiKey{hash: h, identity: &policy.Identity{Consumer: k.Consumer, Subject: k.Consumer, Scopes: k.Scopes, Method: "api_key"}}
+		s[h] = apiKey{hash: h, identity: &policy.Identity{Consumer: k.Consumer, Subject: k.Consumer, Scopes: k.Scopes, Method: KindAPIKey}}
 	}
 	return &apiKeys{static: s}
 }
@@ -106,7 +106,7 @@ func (a *apiKeys) loadKV(prefix string, pairs api.KVPairs, log *slog.Logger) {
 		}
 		var h [32]byte
 		copy(h[:], b)
-		s[h] = apiKey{hash: h, identity: &policy.Identity{Consumer: e.Consumer, Subject: e.Consumer, Scopes: e.Scopes, Method: "api_key"}}
+		s[h] = apiKey{hash: h, identity: &policy.Identity{Consumer: e.Consumer, Subject: e.Consumer, Scopes: e.Scopes, Method: KindAPIKey}}
 	}
 	a.fromKV.Store(&s)
 	log.Info("API keys loaded from consul", "prefix", prefix, "keys", len(s))

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,7 @@ type Policy struct {
 	opts    options
 	issuers map[string]*issuer
 	keys    *apiKeys
+	certs   *clientCerts // nil when no certificate is a credential
 	// failures is each client address's budget of failed authentications;
 	// nil when auth.failure_limit is off.
 	failures *failureBudget
@@ -117,7 +119,7 @@ func New(cfg Config, opts ...Option) (*Policy, error) {
 		cfg.APIKeysConsulPrefix = strings.TrimSuffix(pre, "/") + "/"
 	}
 	p := &Policy{cfg: cfg, opts: o, issuers: map[string]*issuer{}, keys: newAPIKeys(cfg.APIKeys),
-		parser: jwt.NewParser(jwt.WithoutClaimsValidation())}
+		certs: newClientCerts(cfg.ClientCertificates), parser: jwt.NewParser(jwt.WithoutClaimsValidation())}
 	p.failures = newFailureBudget(*cfg.FailureLimit, maxFailureAddrs, o.logger)
 	for _, ic := range cfg.JWT {
 		is, err := newIssuer(ic, cfg.Leeway)
@@ -150,6 +152,26 @@ func (p *Policy) Start(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// CredentialKinds lists the kinds of credentials the policy is configured
+// to accept, in a fixed order: "jwt" with token issuers, "api_key" with API
+// keys in the config or a Consul prefix, "client_certificate" with
+// client_certificates entries (which count only on listeners that verify
+// client certificates). An authenticated method accepts these; a public
+// one needs none.
+func (p *Policy) CredentialKinds() []string {
+	var out []string
+	if len(p.cfg.JWT) > 0 {
+		out = append(out, KindJWT)
+	}
+	if len(p.cfg.APIKeys) > 0 || p.cfg.APIKeysConsulPrefix != "" {
+		out = append(out, KindAPIKey)
+	}
+	if p.certs != nil {
+		out = append(out, KindClientCertificate)
+	}
+	return out
+}
+
 // Close stops the background work.
 func (p *Policy) Close() error {
 	if p.cancel != nil {
@@ -170,7 +192,9 @@ func (p *Policy) Close() error {
 // valid key from an invalid one would let a guesser go on at full speed
 // with the answer to each guess. A call without credentials is no attack
 // on the verifier, so it neither spends budget nor is refused for want of
-// it: it gets its usual answer (a public method, or 401).
+// it: it gets its usual answer (a public method, or 401). Nor is a call
+// whose only credential is a client certificate: the handshake verified
+// it, and nobody guesses a certificate.
 func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) error) error {
 	call, ok := policy.FromContext(ctx)
 	if !ok {
@@ -180,6 +204,7 @@ func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) erro
 		setHeader = func(md metadata.MD) error { return grpc.SetHeader(ctx, md) }
 	}
 	creds := credentialsOf(ctx)
+	creds.cert = call.ClientCert
 	if creds.present() {
 		if wait := p.failures.wait(call.ClientIP); wait > 0 {
 			p.failures.refused(call.ClientIP, ReasonTooManyFailures)
@@ -201,8 +226,7 @@ func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) erro
 	case id == nil && call.Policy.Access == policy.Public:
 		return nil
 	case id == nil:
-		return p.reject(setHeader, codes.Unauthenticated,
-			&failure{reason: ReasonMissing, desc: "credentials required: send Authorization: Bearer <token> or " + APIKeyHeader + ": <key>"}, realm)
+		return p.reject(setHeader, codes.Unauthenticated, &failure{reason: ReasonMissing, desc: p.missing(call.ClientCert)}, realm)
 	}
 	var missing []string
 	for _, s := range call.Policy.Scopes {
@@ -235,10 +259,26 @@ func (p *Policy) reject(setHeader func(metadata.MD) error, code codes.Code, f *f
 	return policy.Reject(code, PolicyName, f.reason, f.desc, nil)
 }
 
+// missing says what to send when a call brings no credentials. With
+// client certificates configured it names them too, and says so when the
+// call's certificate verified but no entry names it: the caller then knows
+// the certificate got through and the mapping is what is missing.
+func (p *Policy) missing(cert *x509.Certificate) string {
+	const send = "send Authorization: Bearer <token> or " + APIKeyHeader + ": <key>"
+	switch {
+	case p.certs == nil:
+		return "credentials required: " + send
+	case cert != nil:
+		return "credentials required: the client certificate is not mapped to a consumer; " + send
+	}
+	return "credentials required: " + send + ", or connect with a client certificate"
+}
+
 // credentials are what a call presents: its authorization and x-api-key
-// values.
+// values, and the leaf of its verified client certificate chain.
 type credentials struct {
 	authz, apiKeys []string
+	cert           *x509.Certificate
 }
 
 // credentialsOf reads the two keys it needs, not a copy of all the call's
@@ -250,10 +290,18 @@ func credentialsOf(ctx context.Context) credentials {
 	}
 }
 
+// present reports whether the call sends credentials that could be
+// guessed: a token or an API key, not a verified certificate.
 func (c credentials) present() bool { return len(c.authz) > 0 || len(c.apiKeys) > 0 }
 
 // authenticate returns the caller's identity, nil without credentials, or
-// why the credentials were refused. A bearer token wins over an API key.
+// why the credentials were refused. A bearer token wins over an API key,
+// and either over a client certificate: a certificate names the
+// connection, which a caller may share with others (a backend-for-frontend
+// or a sidecar holds one certificate and sends each user's token), while a
+// token or key is sent with each call. A token or key that fails fails the
+// call; the certificate never stands in for it. A certificate that no
+// entry names is no credential: the call is anonymous.
 func (p *Policy) authenticate(ctx context.Context, c credentials) (*policy.Identity, *failure) {
 	if authz := c.authz; len(authz) > 0 {
 		raw, f := ParseBearer(authz)
@@ -272,7 +320,7 @@ func (p *Policy) authenticate(ctx context.Context, c credentials) (*policy.Ident
 		}
 		return id, nil
 	}
-	return nil, nil
+	return p.certs.lookup(c.cert), nil
 }
 
 // ParseBearer extracts the token of an Authorization value

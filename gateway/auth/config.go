@@ -24,6 +24,12 @@ type Config struct {
 	// KV prefix and follows its changes: one key per API key, named by the
 	// key's SHA-256 (hex), holding {"consumer": "...", "scopes": [...]}.
 	APIKeysConsulPrefix string `yaml:"api_keys_consul_prefix"`
+	// ClientCertificates make verified client certificates credentials:
+	// a call that presents no token or API key, over a connection whose
+	// client certificate the listener verified (tls.client_ca_file), is
+	// the consumer of the first entry naming one of the certificate's
+	// SANs. A token or key, when sent, is the credential instead.
+	ClientCertificates []ClientCertConfig `yaml:"client_certificates"`
 	// FailureLimit is each client address's budget of failed
 	// authentications (bad or expired tokens, unknown API keys, malformed
 	// credentials): requests per period, bursts up to burst. An address
@@ -187,6 +193,28 @@ func (c Config) validate() error {
 			return fmt.Errorf("auth.api_keys[%d] (%s): the same key is listed twice", i, k.Consumer)
 		}
 		hashes[h] = true
+	}
+	names := map[string]bool{}
+	for i, cc := range c.ClientCertificates {
+		where := fmt.Sprintf("auth.client_certificates[%d] (%s)", i, cc.Consumer)
+		if cc.Consumer == "" || strings.Contains(cc.Consumer, "#") {
+			return fmt.Errorf("auth.client_certificates[%d]: consumer is required and may not contain '#' (reserved for token issuers)", i)
+		}
+		switch {
+		case (cc.URISAN == "") == (cc.DNSSAN == ""):
+			return fmt.Errorf("%s: set exactly one of uri_san and dns_san", where)
+		case cc.URISAN != "":
+			if u, err := url.Parse(cc.URISAN); err != nil || u.Scheme == "" {
+				return fmt.Errorf("%s: uri_san %q is not an absolute URI (such as spiffe://example.org/shop)", where, cc.URISAN)
+			}
+		case strings.ContainsAny(cc.DNSSAN, "* /:"):
+			return fmt.Errorf("%s: dns_san %q must be one DNS name, without wildcards", where, cc.DNSSAN)
+		}
+		kind, name := cc.name()
+		if names[kind+" "+name] {
+			return fmt.Errorf("%s: %s SAN %q is listed twice", where, kind, name)
+		}
+		names[kind+" "+name] = true
 	}
 	return nil
 }

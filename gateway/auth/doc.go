@@ -13,6 +13,16 @@
 // extension. API keys are stored only as SHA-256 hashes, in the config
 // file and optionally under a Consul KV prefix that is watched for changes.
 //
+// A client certificate can be a credential too (clientcert.go): on a
+// listener that verifies client certificates, a call that sends no token
+// or key is the consumer of the client_certificates entry that names one
+// of its certificate's URI or DNS SANs. Only a chain the handshake verified
+// counts (policy.Call.ClientCert, set by the chain's call facts from
+// either door); a token or key, when sent, wins over the certificate, and
+// a certificate that no entry names leaves the call anonymous.
+// CredentialKinds says which kinds are configured, for the route table and
+// the admin page.
+//
 // The method's policy (policy.Call.Policy) says whether credentials are
 // needed and which scopes. Missing or bad credentials are UNAUTHENTICATED
 // (401) with a WWW-Authenticate challenge; valid credentials without a

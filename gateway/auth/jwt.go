@@ -243,7 +243,7 @@ func (is *issuer) identity(claims jwt.MapClaims) (*policy.Identity, *failure) {
 	if consumer == "" {
 		return nil, &failure{reason: ReasonInvalidToken, desc: fmt.Sprintf("token has no %q claim to identify the consumer", is.cfg.ConsumerClaim)}
 	}
-	return &policy.Identity{Consumer: is.cfg.ConsumerPrefix + consumer, Subject: sub, Scopes: scopesOf(claims), Method: "jwt"}, nil
+	return &policy.Identity{Consumer: is.cfg.ConsumerPrefix + consumer, Subject: sub, Scopes: scopesOf(claims), Method: KindJWT}, nil
 }
 
 // scopesOf reads "scope" (space-separated, RFC 8693) or "scp" (a list or a

@@ -2,6 +2,8 @@ package chain
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 
@@ -10,14 +12,34 @@ import (
 	"github.com/portico-gw/portico/gateway/proxy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 )
 
 // RESTPeer is the peer of every in-process REST call. Its address tells the
-// chain that the REST door's metadata (proxy.MDRoute, proxy.MDClientIP) is
-// the door's own.
+// chain that the REST door's metadata (proxy.MDRoute, proxy.MDClientIP,
+// MDClientCert) is the door's own.
 var RESTPeer = &peer.Peer{Addr: restAddr{}}
+
+// NewRESTPeer is RESTPeer for a request that came over TLS: its AuthInfo
+// is the request's TLS state, as the gRPC door's is the connection's
+// (credentials.TLSInfo), so the chain reads a client certificate the same
+// way from both doors. Without TLS it is RESTPeer.
+func NewRESTPeer(cs *tls.ConnectionState) *peer.Peer {
+	if cs == nil {
+		return RESTPeer
+	}
+	return &peer.Peer{Addr: restAddr{}, AuthInfo: credentials.TLSInfo{State: *cs}}
+}
+
+// MDClientCert carries, from the REST door to the chain, the DER of the
+// leaf of a REST client's verified certificate chain, for REST streams:
+// they reach the chain over the in-memory connection, whose own peer has no
+// TLS. Binary metadata (-bin), so any bytes pass. Like every x-portico-*
+// key it is never taken from a client (proxy.IncomingHTTPHeader), believed
+// only on calls from the REST door, and never forwarded to a backend.
+const MDClientCert = "x-portico-internal-client-cert-bin"
 
 type restAddr struct{}
 
@@ -70,11 +92,45 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 		ClientIP:   c.clientIP(ctx),
 		Input:      r.Input.Descriptor(),
 	}
-	if p, ok := peer.FromContext(ctx); ok && fromRESTDoor(p.Addr) {
+	p, _ := peer.FromContext(ctx)
+	if p != nil && fromRESTDoor(p.Addr) {
 		call.Transport = policy.REST
 		call.HTTPRoute = first(metadata.ValueFromIncomingContext(ctx, proxy.MDRoute))
 	}
+	call.ClientCert = clientCert(ctx, p)
 	return call, nil
+}
+
+// clientCert is the leaf of the caller's verified certificate chain, or
+// nil. Only a chain the handshake verified counts: a certificate that was
+// presented but not verified (a listener that asks for one without
+// requiring it, or a CA the listener does not trust) proves nothing. A
+// gRPC connection and a unary REST call carry the TLS state in the peer; a
+// REST stream, whose peer is the in-memory connection, carries the REST
+// door's word (MDClientCert), which the door gives only for a verified
+// chain.
+func clientCert(ctx context.Context, p *peer.Peer) *x509.Certificate {
+	if p == nil {
+		return nil
+	}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+		if v := ti.State.VerifiedChains; len(v) > 0 && len(v[0]) > 0 {
+			return v[0][0]
+		}
+		return nil
+	}
+	if p.Addr == nil || p.Addr.Network() != bufconnNetwork {
+		return nil
+	}
+	der := metadata.ValueFromIncomingContext(ctx, MDClientCert)
+	if len(der) != 1 {
+		return nil
+	}
+	cert, err := x509.ParseCertificate([]byte(der[0]))
+	if err != nil {
+		return nil // the door parsed it once already: nothing to believe
+	}
+	return cert
 }
 
 // clientIP is the caller's address: the REST door's word for calls from

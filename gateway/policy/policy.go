@@ -2,7 +2,7 @@ package policy
 
 import (
 	"context"
-
+	"crypto/x509"
 	"fmt"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"strings"
@@ -76,13 +76,15 @@ const (
 // Identity is a verified caller, set by the auth policy.
 type Identity struct {
 	// Consumer is the name the gateway knows the caller by: the API key's
-	// consumer, or the token's subject.
+	// or the client certificate's consumer, or the token's subject.
 	Consumer string
-	// Subject is the token's sub claim, or the consumer for API keys.
+	// Subject is the token's sub claim, the consumer for API keys, or the
+	// client certificate's name (URI or DNS SAN) that matched.
 	Subject string
 	// Scopes granted to the caller.
 	Scopes []string
-	// Method is how the caller proved who they are: "jwt" or "api_key".
+	// Method is how the caller proved who they are: "jwt", "api_key" or
+	// "client_certificate".
 	Method string
 }
 
@@ -116,6 +118,11 @@ type Call struct {
 	HTTPRoute string
 	// ClientIP is the client's address, after trusted proxies.
 	ClientIP string
+	// ClientCert is the leaf of the client's verified TLS certificate
+	// chain, from either door; nil when the client presented none or it
+	// did not verify. A certificate the handshake did not verify is never
+	// put here, so a policy may take this one as proof.
+	ClientCert *x509.Certificate
 	// Identity is set by the auth policy; nil for anonymous calls.
 	Identity *Identity
 	// Input describes the method's request message.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 
-	"github.com/portico-gw/portico/gateway/chain"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"google.golang.org/grpc"
@@ -43,7 +42,7 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	md, _ := metadata.FromOutgoingContext(ctx)
 	sts := &transportStream{method: method}
 	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
-	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, chain.RESTPeer), sts)
+	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx)), sts)
 
 	resp, err := m.Call(ctx, args)
 	if err == nil {

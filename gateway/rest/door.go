@@ -2,6 +2,7 @@ package rest
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -10,6 +11,7 @@ import (
 	"github.com/portico-gw/portico/gateway/proxy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -86,16 +88,47 @@ func (d *Door) Mux() *runtime.ServeMux { return d.mux }
 // Conn is the connection the generated handlers call.
 func (d *Door) Conn() grpc.ClientConnInterface { return d.conn }
 
-func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.handler.ServeHTTP(w, r) }
+func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS != nil {
+		// For the peer of in-process calls (restPeer): grpc-gateway's
+		// handlers hand conn a context, not the request.
+		r = r.WithContext(context.WithValue(r.Context(), tlsKey{}, r.TLS))
+	}
+	d.handler.ServeHTTP(w, r)
+}
+
+// tlsKey holds a REST request's TLS state in its context.
+type tlsKey struct{}
+
+// restPeer is the peer an in-process REST call meets the chain with: the
+// REST door's, with the request's TLS state when it came over TLS, so the
+// chain finds the client's certificate where it finds a gRPC client's.
+func restPeer(ctx context.Context) *peer.Peer {
+	cs, _ := ctx.Value(tlsKey{}).(*tls.ConnectionState)
+	return chain.NewRESTPeer(cs)
+}
 
 // annotate passes the route template and the client's address to the chain,
-// for each request.
+// for each request, and to a stream the client's verified certificate: a
+// stream's peer is the in-memory connection, a unary call's is restPeer.
 func (d *Door) annotate(ctx context.Context, r *http.Request) metadata.MD {
 	route, _ := runtime.HTTPPathPattern(ctx)
-	return metadata.Pairs(
+	md := metadata.Pairs(
 		proxy.MDRoute, r.Method+" "+route,
 		proxy.MDClientIP, d.clientIP(r),
 	)
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 && d.streams(ctx) {
+		md[chain.MDClientCert] = []string{string(r.TLS.VerifiedChains[0][0].Raw)}
+	}
+	return md
+}
+
+// streams reports whether the call in ctx goes over the in-memory
+// connection.
+func (d *Door) streams(ctx context.Context) bool {
+	full, _ := runtime.RPCMethod(ctx)
+	m, ok := d.cfg.Methods[full]
+	return !ok || m.Route().Streams()
 }
 
 func (d *Door) clientIP(r *http.Request) string {

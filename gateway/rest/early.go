@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"github.com/portico-gw/portico/gateway/chain"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"google.golang.org/grpc"
@@ -125,7 +124,7 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 		md, _ := metadata.FromOutgoingContext(ctx)
 		sts := &transportStream{method: full}
 		ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
-		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, chain.RESTPeer), sts)
+		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx)), sts)
 		p := &pending{b: b, w: w, r: r, params: params, next: next}
 		_, err = b.outer(context.WithValue(ctx, pendingKey{}, p), p)
 		if p.resumed {

@@ -5,13 +5,53 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/portico-gw/portico/gateway/policy"
 )
+
+// PrintOption adds to the printed table.
+type PrintOption func(*printOptions)
+
+type printOptions struct {
+	credentials bool
+	kinds       []string
+}
+
+// WithCredentialKinds adds the CREDENTIALS column: the kinds of credentials
+// the gateway accepts (jwt, api_key, client_certificate; the auth policy's
+// CredentialKinds), which every authenticated route takes.
+func WithCredentialKinds(kinds []string) PrintOption {
+	return func(o *printOptions) { o.credentials, o.kinds = true, kinds }
+}
+
+// Credentials is what a route with policy p accepts as credentials, given
+// the kinds the gateway is configured for, as the route table and the
+// admin page say it: "none needed" for a public route, else the kinds, or
+// "none configured" (every call is refused).
+func Credentials(p *policy.Policy, kinds []string) string {
+	switch {
+	case p.Access == policy.Public:
+		return "none needed"
+	case len(kinds) == 0:
+		return "none configured"
+	}
+	return strings.Join(kinds, ",")
+}
 
 // Print writes the route table as aligned text: the first thing an
 // operator asks a gateway for.
-func Print(w io.Writer, routes []*Route) error {
+func Print(w io.Writer, routes []*Route, opts ...PrintOption) error {
+	var o printOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	creds := o.credentials
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tSCOPES\tRATE LIMIT")
+	head := "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tSCOPES\tRATE LIMIT"
+	if creds {
+		head = "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tCREDENTIALS\tSCOPES\tRATE LIMIT"
+	}
+	fmt.Fprintln(tw, head)
 	for _, r := range routes {
 		timeout := "none"
 		if r.Timeout > 0 {
@@ -28,8 +68,12 @@ func Print(w io.Writer, routes []*Route) error {
 		if scopes == "" {
 			scopes = "-"
 		}
+		auth := r.Policy.Access.String()
+		if creds {
+			auth += "\t" + Credentials(r.Policy, o.kinds)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(r.HTTP, ", "), r.FullMethod, backend, r.Kind(), timeout,
-			r.Policy.Access, scopes, r.Policy.RateLimit)
+			auth, scopes, r.Policy.RateLimit)
 	}
 	return tw.Flush()
 }

@@ -52,6 +52,8 @@ function renderRoutes(routes) {
     const p = r.policy || {};
     let access = p.access || "";
     if (p.scopes && p.scopes.length) access += " [" + p.scopes.join(", ") + "]";
+    let credentials = "none needed";
+    if (p.access !== "public") credentials = (r.credentials || []).length ? r.credentials.join(", ") : "none configured";
     const tr = el("tr", {},
       el("td", { className: "route" },
         el("div", { className: "http", textContent: (r.http || []).join(", ") }),
@@ -60,6 +62,7 @@ function renderRoutes(routes) {
       td("kind", r.kind),
       el("td", { className: "policy" },
         el("div", { className: "access", textContent: access }),
+        el("div", { className: "credentials muted", textContent: "credentials: " + credentials }),
         el("div", { className: "ratelimit muted", textContent: "limit " + rateLimit(p.rateLimit) })),
       td("num requests", "0"),
       td("num rps", "0.0"),

@@ -132,7 +132,13 @@ type Route struct {
 	// Deadline applied when the caller sets none; unset means none.
 	Timeout *durationpb.Duration `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// The effective policy, after proto options and config overrides.
-	Policy        *Policy `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *Policy `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The kinds of credentials that authenticate a call to this route, as
+	// the gateway is configured: "jwt", "api_key", "client_certificate".
+	// Empty on a public route, which needs none (a valid credential still
+	// identifies the caller), and on an authenticated route when no kind is
+	// configured, where every call is refused.
+	Credentials   []string `protobuf:"bytes,10,rep,name=credentials,proto3" json:"credentials,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -226,6 +232,13 @@ func (x *Route) GetTimeout() *durationpb.Duration {
 func (x *Route) GetPolicy() *Policy {
 	if x != nil {
 		return x.Policy
+	}
+	return nil
+}
+
+func (x *Route) GetCredentials() []string {
+	if x != nil {
+		return x.Credentials
 	}
 	return nil
 }
@@ -1302,7 +1315,7 @@ const file_portico_admin_v1_admin_proto_rawDesc = "" +
 	"\x1cportico/admin/v1/admin.proto\x12\x10portico.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n" +
 	"\x11ListRoutesRequest\"E\n" +
 	"\x12ListRoutesResponse\x12/\n" +
-	"\x06routes\x18\x01 \x03(\v2\x17.portico.admin.v1.RouteR\x06routes\"\x94\x02\n" +
+	"\x06routes\x18\x01 \x03(\v2\x17.portico.admin.v1.RouteR\x06routes\"\xb6\x02\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +
@@ -1314,7 +1327,9 @@ const file_portico_admin_v1_admin_proto_rawDesc = "" +
 	"datacenter\x12\x12\n" +
 	"\x04kind\x18\a \x01(\tR\x04kind\x123\n" +
 	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x120\n" +
-	"\x06policy\x18\t \x01(\v2\x18.portico.admin.v1.PolicyR\x06policy\"t\n" +
+	"\x06policy\x18\t \x01(\v2\x18.portico.admin.v1.PolicyR\x06policy\x12 \n" +
+	"\vcredentials\x18\n" +
+	" \x03(\tR\vcredentials\"t\n" +
 	"\x06Policy\x12\x16\n" +
 	"\x06access\x18\x01 \x01(\tR\x06access\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12:\n" +

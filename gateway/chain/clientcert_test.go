@@ -1,0 +1,80 @@
+package chain_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"testing"
+
+	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/internal/certs"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+)
+
+// bufconnAddr is the address of the in-memory connection's peer.
+type bufconnAddr struct{}
+
+func (bufconnAddr) Network() string { return "bufconn" }
+func (bufconnAddr) String() string  { return "bufconn" }
+
+// The call facts carry the leaf of a verified client certificate chain,
+// from whichever door the call came, and nothing else.
+func TestCallFactsClientCertificate(t *testing.T) {
+	ca, err := certs.NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Client("shop", "spiffe://example.org/shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	verified := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf.Cert}, VerifiedChains: [][]*x509.Certificate{{leaf.Cert, ca.Cert}}}
+	unverified := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf.Cert}}
+	tcp := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}
+	door := metadata.Pairs(chain.MDClientCert, string(leaf.Cert.Raw))
+
+	var got *policy.Call
+	bound := chain.New(chain.Config{Routes: table(t)}).Bind("/orders.v1.OrderService/GetOrder", nil)(func(ctx context.Context, _ any) (any, error) {
+		got, _ = policy.FromContext(ctx)
+		return nil, nil
+	})
+	for _, tc := range []struct {
+		name      string
+		peer      *peer.Peer
+		md        metadata.MD
+		transport policy.Transport
+		want      bool
+	}{
+		{"gRPC over TLS, verified", &peer.Peer{Addr: tcp, AuthInfo: credentials.TLSInfo{State: *verified}}, nil, policy.GRPC, true},
+		{"gRPC over TLS, presented but not verified", &peer.Peer{Addr: tcp, AuthInfo: credentials.TLSInfo{State: *unverified}}, nil, policy.GRPC, false},
+		{"gRPC, plaintext, claiming the REST door's word", &peer.Peer{Addr: tcp}, door, policy.GRPC, false},
+		{"gRPC over TLS without a verified chain, claiming the REST door's word", &peer.Peer{Addr: tcp, AuthInfo: credentials.TLSInfo{State: *unverified}}, door, policy.GRPC, false},
+		{"REST unary, verified", chain.NewRESTPeer(verified), nil, policy.REST, true},
+		{"REST unary, not verified", chain.NewRESTPeer(unverified), nil, policy.REST, false},
+		{"REST unary, plaintext", chain.NewRESTPeer(nil), nil, policy.REST, false},
+		{"REST stream with the door's word", &peer.Peer{Addr: bufconnAddr{}}, door, policy.REST, true},
+		{"REST stream without it", &peer.Peer{Addr: bufconnAddr{}}, nil, policy.REST, false},
+		{"REST stream, garbage for a certificate", &peer.Peer{Addr: bufconnAddr{}}, metadata.Pairs(chain.MDClientCert, "not DER"), policy.REST, false},
+	} {
+		got = nil
+		ctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), tc.md), tc.peer)
+		if _, err := bound(ctx, nil); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got.Transport != tc.transport {
+			t.Errorf("%s: transport %s, want %s", tc.name, got.Transport, tc.transport)
+		}
+		if has := got.ClientCert != nil; has != tc.want {
+			t.Errorf("%s: client certificate %v, want %v", tc.name, has, tc.want)
+		} else if has && !got.ClientCert.Equal(leaf.Cert) {
+			t.Errorf("%s: the facts carry another certificate", tc.name)
+		}
+	}
+	if chain.NewRESTPeer(nil) != chain.RESTPeer {
+		t.Error("a plaintext REST call's peer is not RESTPeer")
+	}
+}
