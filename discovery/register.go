@@ -30,6 +30,16 @@ type Registration struct {
 	// points it at its admin listener's /readyz.
 	CheckHTTP string
 
+	// GRPCUseTLS makes Consul's gRPC check speak TLS to an instance that
+	// serves TLS. TLSServerName is the name it sends as SNI and verifies;
+	// TLSSkipVerify skips the verification. The check never presents a
+	// client certificate of its own (Consul offers only the agent's, with
+	// the agent-wide enable_agent_tls_for_checks), so an instance that
+	// requires client certificates must answer grpc.health.v1 without one.
+	GRPCUseTLS    bool
+	TLSServerName string
+	TLSSkipVerify bool
+
 	CheckInterval   time.Duration // how often Consul checks the instance; default 2s
 	CheckTimeout    time.Duration // default 1s
 	DeregisterAfter time.Duration // critical this long: Consul removes it; default 1m
@@ -87,9 +97,13 @@ func Register(ctx context.Context, client *api.Client, reg Registration, opts ..
 		Interval:                       reg.CheckInterval.String(),
 		Timeout:                        reg.CheckTimeout.String(),
 		DeregisterCriticalServiceAfter: reg.DeregisterAfter.String(),
+		GRPCUseTLS:                     reg.GRPCUseTLS,
+		TLSServerName:                  reg.TLSServerName,
+		TLSSkipVerify:                  reg.TLSSkipVerify,
 	}
 	if reg.CheckHTTP != "" {
 		check.Name, check.GRPC, check.HTTP, check.Method = "http readiness", "", reg.CheckHTTP, "GET"
+		check.GRPCUseTLS = false
 	}
 	svc := &api.AgentServiceRegistration{
 		ID:      reg.ID,

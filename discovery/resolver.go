@@ -194,7 +194,25 @@ func (r *consulResolver) watch(ctx context.Context) {
 	})
 }
 
-type instanceIDKey struct{}
+type (
+	instanceIDKey struct{}
+	tlsMarkKey    struct{}
+)
+
+// TLSMeta is the Consul service meta key by which an instance says whether
+// it serves TLS: "true" or "false". Portico's example services set it. A
+// gateway dials a marked instance as the mark says and an unmarked one as
+// its service's configuration says, so a fleet moves to TLS one instance
+// at a time. A value that is not a Go boolean counts as no mark.
+const TLSMeta = "portico-tls"
+
+// InstanceTLS reads the TLS mark of a resolved address from its
+// attributes (credentials.ClientHandshakeInfo carries them to a
+// handshake): marked is false when the instance's Consul entry has none.
+func InstanceTLS(a *attributes.Attributes) (on, marked bool) {
+	on, marked = a.Value(tlsMarkKey{}).(bool)
+	return on, marked
+}
 
 // InstanceID returns the Consul service ID of a resolved endpoint, or "".
 func InstanceID(ep resolver.Endpoint) string {
@@ -203,7 +221,8 @@ func InstanceID(ep resolver.Endpoint) string {
 }
 
 // endpoints turns Consul entries into resolver endpoints and a sorted list
-// of their addresses (to tell a real change from a no-op wake-up).
+// of their addresses, ids and TLS marks (to tell a real change from a no-op
+// wake-up).
 func endpoints(entries []*api.ServiceEntry) ([]resolver.Endpoint, []string) {
 	eps := make([]resolver.Endpoint, 0, len(entries))
 	addrs := make([]string, 0, len(entries))
@@ -216,11 +235,20 @@ func endpoints(entries []*api.ServiceEntry) ([]resolver.Endpoint, []string) {
 			host = e.Node.Address
 		}
 		addr := net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
+		// The mark goes on the address, not the endpoint: an address's
+		// attributes are what a transport handshake sees, and a changed
+		// mark makes a new connection.
+		a := resolver.Address{Addr: addr}
+		mark := "-"
+		if on, err := strconv.ParseBool(e.Service.Meta[TLSMeta]); err == nil {
+			a.Attributes = attributes.New(tlsMarkKey{}, on)
+			mark = strconv.FormatBool(on)
+		}
 		eps = append(eps, resolver.Endpoint{
-			Addresses:  []resolver.Address{{Addr: addr}},
+			Addresses:  []resolver.Address{a},
 			Attributes: attributes.New(instanceIDKey{}, e.Service.ID),
 		})
-		addrs = append(addrs, addr+"|"+e.Service.ID)
+		addrs = append(addrs, addr+"|"+e.Service.ID+"|"+mark)
 	}
 	slices.Sort(addrs)
 	return eps, addrs

@@ -1,6 +1,8 @@
 // Command catalog runs the example catalog service and registers it in
 // Consul. It serves until SIGINT or SIGTERM, then deregisters and lets
-// in-flight calls finish for up to 10s.
+// in-flight calls finish for up to 10s. With -tls-cert and -tls-key it
+// serves TLS; with -tls-client-ca it serves only clients that CA signed
+// (the gateway), health excepted.
 package main
 
 import (
@@ -22,16 +24,17 @@ import (
 func main() {
 	addr := flag.String("addr", host.DefaultAddr, "gRPC listen address")
 	consulCfg := host.ConsulFlags(flag.CommandLine)
+	tlsCfg := host.TLSFlags(flag.CommandLine)
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*addr, *consulCfg, logger); err != nil {
+	if err := run(*addr, *consulCfg, *tlsCfg, logger); err != nil {
 		logger.Error("catalog failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, consulCfg discovery.ConsulConfig, logger *slog.Logger) error {
+func run(addr string, consulCfg discovery.ConsulConfig, tlsCfg host.TLS, logger *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -44,5 +47,6 @@ func run(addr string, consulCfg discovery.ConsulConfig, logger *slog.Logger) err
 		Name:     "catalog",
 		Addr:     addr,
 		Register: func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, srv) },
+		TLS:      tlsCfg,
 	}, consul, logger)
 }

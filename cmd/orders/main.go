@@ -1,6 +1,8 @@
 // Command orders runs the example orders service and registers it in Consul.
 // It finds the catalog through Consul too. It serves until SIGINT or SIGTERM,
-// then deregisters and lets in-flight calls finish for up to 10s.
+// then deregisters and lets in-flight calls finish for up to 10s. With
+// -tls-cert and -tls-key it serves TLS; with -tls-client-ca it serves only
+// clients that CA signed (the gateway), health excepted.
 package main
 
 import (
@@ -25,6 +27,7 @@ import (
 type config struct {
 	addr       string
 	consul     discovery.ConsulConfig
+	tls        host.TLS
 	catalog    string
 	statusStep time.Duration
 }
@@ -33,10 +36,11 @@ func main() {
 	var cfg config
 	flag.StringVar(&cfg.addr, "addr", host.DefaultAddr, "gRPC listen address")
 	consulCfg := host.ConsulFlags(flag.CommandLine)
+	tlsCfg := host.TLSFlags(flag.CommandLine)
 	flag.StringVar(&cfg.catalog, "catalog", "catalog", "Consul service name of the catalog")
 	flag.DurationVar(&cfg.statusStep, "status-step", 5*time.Second, "time an order spends in each status before it moves on; 0 disables")
 	flag.Parse()
-	cfg.consul = *consulCfg
+	cfg.consul, cfg.tls = *consulCfg, *tlsCfg
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if err := run(cfg, logger); err != nil {
@@ -71,5 +75,6 @@ func run(cfg config, logger *slog.Logger) error {
 		Name:     "orders",
 		Addr:     cfg.addr,
 		Register: func(s *grpc.Server) { ordersv1.RegisterOrderServiceServer(s, srv) },
+		TLS:      cfg.tls,
 	}, consul, logger)
 }

@@ -10,6 +10,12 @@
 // same instance id is the Consul service ID, so a test or an operator can
 // tell from any response which registered instance served it.
 //
+// With Config.TLS the Host serves TLS, and with a client CA it admits only
+// clients whose certificate that CA signed (the gateway), except to
+// grpc.health.v1, which Consul's check calls without a certificate. Its
+// Consul entry says whether it serves TLS (meta portico-tls), which the
+// gateway follows when it dials the instance.
+//
 // Start and Stop are what tests use in-process; Kill drops an instance
 // without deregistering it, the way a crash would. Run is what a binary uses:
 // it serves until its context ends, then shuts down gracefully.

@@ -19,3 +19,14 @@ func ConsulFlags(fs *flag.FlagSet) *discovery.ConsulConfig {
 	fs.StringVar(&c.Datacenter, "consul-dc", "", "Consul datacenter (default: the agent's)")
 	return &c
 }
+
+// TLSFlags defines -tls-cert, -tls-key and -tls-client-ca on fs and returns
+// the TLS they fill in when fs is parsed. Without them the service serves
+// plaintext.
+func TLSFlags(fs *flag.FlagSet) *TLS {
+	var t TLS
+	fs.StringVar(&t.CertFile, "tls-cert", "", "serve TLS with this certificate (PEM; reloaded when it changes)")
+	fs.StringVar(&t.KeyFile, "tls-key", "", "the key of -tls-cert (PEM)")
+	fs.StringVar(&t.ClientCAFile, "tls-client-ca", "", "accept only clients with a certificate this CA signed, such as the gateway's (health excepted)")
+	return &t
+}

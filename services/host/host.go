@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 )
 
 // DefaultAddr is where a Host listens when Config.Addr is empty: a free port
@@ -42,9 +44,12 @@ type Config struct {
 	// tests wrap one to break connections.
 	Listener net.Listener
 	// Logger receives what happens to the Consul entry after start: Consul
-	// unreachable, or the entry lost and registered again. Run's logger
-	// when nil there, else slog.Default().
+	// unreachable, or the entry lost and registered again, and TLS files
+	// that do not reload. Run's logger when nil there, else slog.Default().
 	Logger *slog.Logger
+	// TLS serves the instance over TLS, and with a client CA only to
+	// clients that CA signed; the zero value serves plaintext.
+	TLS TLS
 }
 
 // Host is one running instance of a service.
@@ -54,6 +59,7 @@ type Host struct {
 	srv    *grpc.Server
 	health *health.Server
 	reg    *discovery.Registered // nil when running without Consul
+	tls    *tlsconfig.Source     // nil when serving plaintext
 
 	served   chan struct{} // closed when Serve has returned
 	serveErr error         // Serve's result; read only after served is closed
@@ -72,9 +78,30 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 	if cfg.Register == nil {
 		return nil, errors.New("host: Config.Register is required")
 	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
 	addr := cfg.Addr
 	if addr == "" {
 		addr = DefaultAddr
+	}
+	var (
+		opts   []grpc.ServerOption
+		unary  []grpc.UnaryServerInterceptor
+		stream []grpc.StreamServerInterceptor
+		src    *tlsconfig.Source
+	)
+	if cfg.TLS.Enabled() {
+		var err error
+		if src, err = loadTLS(cfg.Name, cfg.TLS, logger); err != nil {
+			return nil, fmt.Errorf("host: %s: %w", cfg.Name, err)
+		}
+		opts = append(opts, grpc.Creds(serverCredentials(src)))
+		if cfg.TLS.ClientCAFile != "" {
+			u, st := requireClientCert()
+			unary, stream = append(unary, u), append(stream, st)
+		}
 	}
 	lis := cfg.Listener
 	if lis == nil {
@@ -86,10 +113,11 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 	}
 
 	id := discovery.NewServiceID(cfg.Name)
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(unaryInstanceID(id)),
-		grpc.ChainStreamInterceptor(streamInstanceID(id)),
-	)
+	// The instance id goes first, so a refused call names the instance too.
+	srv := grpc.NewServer(append(opts,
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{unaryInstanceID(id)}, unary...)...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{streamInstanceID(id)}, stream...)...),
+	)...)
 	cfg.Register(srv)
 
 	// Health reports on "" (the whole server, which is what Consul's check
@@ -103,7 +131,11 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
-	h := &Host{id: id, addr: lis.Addr(), srv: srv, health: hs, served: make(chan struct{})}
+	h := &Host{id: id, addr: lis.Addr(), srv: srv, health: hs, tls: src, served: make(chan struct{})}
+	if src != nil {
+		// Rotated files are picked up until Stop or Kill, which own it.
+		_ = src.Start(context.Background())
+	}
 	go func() {
 		defer close(h.served)
 		h.serveErr = srv.Serve(lis)
@@ -115,17 +147,30 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 	// Registering after Serve has started lets Consul's first check pass.
 	// The entry is kept: an agent that loses it (restarted empty, or it
 	// dropped the instance after a long pause) gets it back within seconds.
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
 	host, port := advertised(lis.Addr())
+	serverName := ""
+	if src != nil {
+		serverName = cfg.Name
+	}
 	reg, err := discovery.Register(ctx, consul, discovery.Registration{
 		Service:       cfg.Name,
 		ID:            id,
 		Address:       host,
 		Port:          port,
 		CheckInterval: cfg.CheckInterval,
+		// The mark tells a gateway how to dial this instance, whatever its
+		// configuration says for the service: a fleet moves to TLS one
+		// instance at a time.
+		Meta: map[string]string{discovery.TLSMeta: strconv.FormatBool(src != nil)},
+		// Consul's check speaks TLS to a TLS instance, and health answers
+		// it without a client certificate (serverCredentials). It does not
+		// verify the certificate: Consul knows only its agent's CA or the
+		// system roots, not the service's CA, and the check asks whether
+		// the instance serves, not who it is; the gateway verifies the
+		// certificate on every connection it makes.
+		GRPCUseTLS:    src != nil,
+		TLSServerName: serverName,
+		TLSSkipVerify: src != nil,
 	}, discovery.WithLogger(logger))
 	if err != nil {
 		h.Kill()
@@ -167,6 +212,7 @@ func (h *Host) Stop(ctx context.Context) error {
 			h.deregisterErr = h.reg.Deregister(ctx)
 		}
 	})
+	defer h.closeTLS()
 	// NOT_SERVING tells clients that watch health to move on too.
 	h.health.Shutdown()
 
@@ -194,6 +240,14 @@ func (h *Host) Kill() {
 	}
 	h.srv.Stop()
 	<-h.served
+	h.closeTLS()
+}
+
+// closeTLS stops reloading the TLS files; Close may be called again.
+func (h *Host) closeTLS() {
+	if h.tls != nil {
+		_ = h.tls.Close()
+	}
 }
 
 // Run starts a Host, logs where it listens, and serves until ctx ends; then
