@@ -9,7 +9,7 @@ BUF := $(GO) tool -modfile=$(CURDIR)/tools/buf/go.mod buf
 PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2 $(BIN)/protoc-gen-portico
 PROTODEPS := build/protodeps
 
-.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check tidy-check test test-unit fuzz bench screenshot run consul tools clean
+.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check tidy-check test test-unit fuzz bench screenshot run certs consul tools clean
 
 all: build
 
@@ -136,6 +136,12 @@ screenshot: consul
 
 run: build consul $(BIN)/grpcurl
 	./scripts/run.sh
+
+# Throwaway certificates for trying TLS locally (a CA, a server certificate
+# for localhost and 127.0.0.1, a client certificate with a SPIFFE ID), valid
+# for a day; it prints how to use them. See docs/tls.md.
+certs:
+	$(GO) run ./cmd/portico-certs -out build/certs
 
 clean:
 	rm -rf bin build

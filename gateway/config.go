@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -149,6 +151,40 @@ func (c Config) withDefaults() Config {
 		c.DrainDelay = 5 * time.Second
 	}
 	return c
+}
+
+// checkTLS checks the listeners' TLS keys before any file is read: the
+// files each needs, and a token for an admin listener other hosts can
+// reach, where the routes, backends and metrics would be anyone's to read.
+func (c Config) checkTLS() error {
+	for _, l := range []struct {
+		key string
+		cfg *tlsconfig.Config
+	}{{"tls", c.TLS}, {"admin_tls", c.AdminTLS}} {
+		if l.cfg != nil && (l.cfg.CertFile == "" || l.cfg.KeyFile == "") {
+			return fmt.Errorf("%s: %s needs cert_file and key_file", c.where(), l.key)
+		}
+	}
+	if c.AdminTokenFile == "" && !loopback(c.AdminAddr) {
+		return fmt.Errorf("%s: admin_addr %s is not a loopback address, and without admin_token_file anyone "+
+			"who reaches it can read the routes, backends and metrics: set admin_token_file to a file holding "+
+			"a bearer token, or bind admin_addr to 127.0.0.1", c.where(), c.AdminAddr)
+	}
+	return nil
+}
+
+// loopback reports whether addr (host:port) listens on loopback only. A
+// host name other than localhost counts as reachable: New does no DNS.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func (c Config) where() string {

@@ -108,6 +108,9 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	if g.edge, err = edge.New(cfg.Limits, routes, reg); err != nil {
 		return nil, fmt.Errorf("gateway: %s: %w", cfg.where(), err)
 	}
+	if err := g.setupTLS(reg); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	pols, err := policies(cfg, routes, env, o)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -143,7 +146,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		list = append(list, m)
 	}
 
-	g.grpcServer = grpc.NewServer(slices.Concat(ch.ServerOptions(proxy.DecodeStream), g.edge.GRPCServerOptions(),
+	g.grpcServer = grpc.NewServer(slices.Concat(ch.ServerOptions(proxy.DecodeStream), g.edge.GRPCServerOptions(), g.grpcTLS(),
 		[]grpc.ServerOption{grpc.ForceServerCodecV2(proxy.Codec()),
 			grpc.InitialWindowSize(windowSize), grpc.InitialConnWindowSize(windowSize)})...)
 	g.health = health.NewServer()

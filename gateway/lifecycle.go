@@ -73,16 +73,26 @@ func (g *Gateway) Start(ctx context.Context) error {
 			return fmt.Errorf("gateway: starting policies: %w", err)
 		}
 	}
-	// The client listeners, each capped in open connections.
+	// The client listeners, each capped in open connections, with TLS on
+	// top when it is set: the gRPC server's credentials make the handshake
+	// (tls.go), except on the REST door's in-memory connection.
+	t := g.listenerTLS()
+	var internal net.Listener = g.internal
+	if t.client != nil {
+		internal = internalListener{g.internal}
+	}
+	rest := t.restListener(g.httpServer, g.edge.HTTPListener(g.listeners.http))
+	adm := t.adminListener(g.adminServer, g.listeners.admin)
 	g.serve("grpc", func() error { return g.grpcServer.Serve(g.edge.GRPCListener(g.listeners.grpc)) })
-	g.serve("grpc-internal", func() error { return g.grpcServer.Serve(g.internal) })
-	g.serve("http", func() error { return g.httpServer.Serve(g.edge.HTTPListener(g.listeners.http)) })
-	g.serve("admin", func() error { return g.adminServer.Serve(g.listeners.admin) })
+	g.serve("grpc-internal", func() error { return g.grpcServer.Serve(internal) })
+	g.serve("http", func() error { return g.httpServer.Serve(rest) })
+	g.serve("admin", func() error { return g.adminServer.Serve(adm) })
 	g.wg.Go(func() { g.waitForConsul(ctx) })
 	g.register(ctx)
 	g.opts.logger.Info("portico gateway started",
 		"http", g.listeners.http.Addr().String(), "grpc", g.listeners.grpc.Addr().String(),
-		"admin", g.listeners.admin.Addr().String(), "routes", len(g.routes.All()))
+		"admin", g.listeners.admin.Addr().String(), "routes", len(g.routes.All()),
+		"tls", t.client != nil, "admin_tls", t.admin != nil, "admin_token", t.adminToken != nil)
 	return nil
 }
 
@@ -245,7 +255,7 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, http.StatusOK, map[string]any{"routes": g.routes.All()})
 	})
-	return g.adminHostsOnly(mux)
+	return g.adminHostsOnly(g.listenerTLS().adminTokenOnly(mux))
 }
 
 // adminHostsOnly answers only requests addressed to an IP address,
