@@ -138,8 +138,13 @@ func (e *Edge) Refused(reason string) { e.refused.WithLabelValues(reason).Inc() 
 // GRPCListener is the gRPC listener l with the edge's connection limits.
 func (e *Edge) GRPCListener(l net.Listener) net.Listener { return e.limitConns(l) }
 
-// HTTPListener is the REST listener l with the edge's connection limits.
-func (e *Edge) HTTPListener(l net.Listener) net.Listener { return e.limitConns(l) }
+// HTTPListener is the REST listener l with the edge's connection limits;
+// each connection reads the framing of its HTTP/1 requests (http1.go), for
+// the handler of HTTPServer to refuse what RFC 9112 calls ambiguous. Over
+// TLS, a FramedListener above the TLS listener reads them instead.
+func (e *Edge) HTTPListener(l net.Listener) net.Listener {
+	return framedListener{e.limitConns(l)}
+}
 
 // limitConns caps the open connections of l.
 func (e *Edge) limitConns(l net.Listener) net.Listener {
@@ -163,15 +168,20 @@ func (e *Edge) GRPCServerOptions() []grpc.ServerOption {
 
 // HTTPServer is the REST listener's server around h: a deadline for the
 // headers and for the whole request, an idle timeout, the header size cap
-// (net/http answers 431 beyond it) and the HTTP/2 stream cap.
+// (net/http answers 431 beyond it), the HTTP/2 stream cap, and 400 with the
+// connection closed for a request whose framing HTTPListener's connection
+// found ambiguous or broken.
 func (e *Edge) HTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           e.checkFraming(h),
+		ConnContext:       withFramedConn,
 		ReadHeaderTimeout: e.cfg.RequestReadTimeout,
 		ReadTimeout:       e.cfg.BodyTimeout,
 		IdleTimeout:       e.cfg.IdleTimeout,
 		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: int(e.cfg.MaxConcurrentStreams)},
+		// checkFraming answers OPTIONS *: it counts every request.
+		DisableGeneralOptionsHandler: true,
 	}
 }
 
