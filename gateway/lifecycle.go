@@ -78,10 +78,13 @@ func (g *Gateway) Start(ctx context.Context) error {
 	// (tls.go), except on the REST door's in-memory connection.
 	t := g.listenerTLS()
 	var internal net.Listener = g.internal
+	rest := g.edge.HTTPListener(g.listeners.http)
 	if t.client != nil {
 		internal = internalListener{g.internal}
+		// The edge reads HTTP/1 framing where the requests are readable:
+		// above TLS.
+		rest = g.edge.FramedListener(t.restListener(g.httpServer, rest))
 	}
-	rest := t.restListener(g.httpServer, g.edge.HTTPListener(g.listeners.http))
 	adm := t.adminListener(g.adminServer, g.listeners.admin)
 	g.serve("grpc", func() error { return g.grpcServer.Serve(g.edge.GRPCListener(g.listeners.grpc)) })
 	g.serve("grpc-internal", func() error { return g.grpcServer.Serve(internal) })

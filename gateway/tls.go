@@ -109,11 +109,8 @@ func (g *Gateway) grpcTLS() []grpc.ServerOption {
 }
 
 // restListener is the REST listener l (the edge's, over TCP) with TLS on
-// top when tls is set; srv is made to serve h2 as well as HTTP/1.1.
+// top; srv is made to serve h2 as well as HTTP/1.1. tls must be set.
 func (t *listenerTLS) restListener(srv *http.Server, l net.Listener) net.Listener {
-	if t.client == nil {
-		return l
-	}
 	return t.serveTLS("rest", srv, l, t.client.ServerConfig(t.clientMin, "h2", "http/1.1"))
 }
 

@@ -231,6 +231,40 @@ func TestTLSListeners(t *testing.T) {
 	}
 }
 
+// TestTLSRESTFramingChecked: over TLS, the edge still reads the framing of
+// HTTP/1.1 requests: one with both Content-Length and Transfer-Encoding is
+// refused and its connection closed, a good one served.
+func TestTLSRESTFramingChecked(t *testing.T) {
+	p := newPKI(t)
+	w := newWorld(t, false, func(c *gateway.Config) { c.TLS = p.listener(false) })
+	w.startCatalog()
+	dial := func() *rawConn {
+		t.Helper()
+		c, err := tls.Dial("tcp", w.gw.HTTPAddr(), p.client(nil, "http/1.1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return &rawConn{t: t, conn: c, br: bufio.NewReader(c)}
+	}
+	c := dial()
+	c.send("GET /v1/products/prd-000001 HTTP/1.1\r\nHost: portico\r\n\r\n")
+	if resp, body := c.response(); resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("a good request over TLS: %d close=%v %s", resp.StatusCode, resp.Close, body)
+	}
+	c = dial()
+	c.send("POST /v1/products HTTP/1.1\r\nHost: portico\r\nX-Api-Key: %[1]s\r\nContent-Type: application/json\r\n" +
+		"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
+		"GET /v1/products/prd-000001 HTTP/1.1\r\nHost: portico\r\n\r\n")
+	resp, body := c.response()
+	if resp.StatusCode != http.StatusBadRequest || !resp.Close {
+		t.Errorf("both Content-Length and Transfer-Encoding over TLS: %d close=%v %s, want 400 with Connection: close", resp.StatusCode, resp.Close, body)
+	}
+	if closed, extra := c.closedWithin(5 * time.Second); !closed || extra != 0 {
+		t.Errorf("connection closed %v, %d bytes after the 400 (a smuggled request answered?)", closed, extra)
+	}
+}
+
 // TestTLSClientCertificates: with client_ca_file, both listeners serve
 // only clients with a certificate the CA signed.
 func TestTLSClientCertificates(t *testing.T) {
