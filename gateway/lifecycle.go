@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/gateway/admin"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -80,7 +78,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	var internal net.Listener = g.internal
 	rest := g.edge.HTTPListener(g.listeners.http)
 	if t.client != nil {
-		internal = internalListener{g.internal}
+		internal = tlsconfig.Internal(g.internal)
 		// The edge reads HTTP/1 framing where the requests are readable:
 		// above TLS.
 		rest = g.edge.FramedListener(t.restListener(g.httpServer, rest))
@@ -258,25 +256,5 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, http.StatusOK, map[string]any{"routes": g.routes.All()})
 	})
-	return g.adminHostsOnly(g.listenerTLS().adminTokenOnly(mux))
-}
-
-// adminHostsOnly answers only requests addressed to an IP address,
-// localhost or a name in admin_hosts. A DNS rebinding attack needs a name
-// of the attacker's that resolves to the admin listener; its Host is that
-// name, so it is refused.
-func (g *Gateway) adminHostsOnly(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		host = strings.Trim(host, "[]")
-		if _, err := netip.ParseAddr(host); err == nil || strings.EqualFold(host, "localhost") || slices.Contains(g.cfg.AdminHosts, host) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		admin.WriteJSON(w, http.StatusForbidden, map[string]any{
-			"error": fmt.Sprintf("host %q is not one this admin listener answers to; add it to admin_hosts", host)})
-	})
+	return admin.HostsOnly(g.cfg.AdminHosts, g.listenerTLS().adminToken.Only(mux))
 }
