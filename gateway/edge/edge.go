@@ -50,6 +50,11 @@ type Config struct {
 	// keepalive pings; a client pinging more often is sent GOAWAY.
 	// Default 10s.
 	KeepaliveMinTime time.Duration `yaml:"keepalive_min_time"`
+	// MaxResetsPerSecond caps the RST_STREAM frames one gRPC client
+	// connection may send in a second; beyond it the connection is sent
+	// GOAWAY (ENHANCE_YOUR_CALM) and closed: a rapid-reset flood. Unset:
+	// 10 x MaxConcurrentStreams (see rapidreset.go for why); 0 turns it off.
+	MaxResetsPerSecond *int `yaml:"max_resets_per_second"`
 }
 
 // The defaults. Envoy's 60 KiB and 100 headers are the reference for the
@@ -64,6 +69,9 @@ const (
 	DefaultIdleTimeout           = 2 * time.Minute
 	DefaultMaxConnectionAgeGrace = 30 * time.Second
 	DefaultKeepaliveMinTime      = 10 * time.Second
+	// DefaultResetsPerStream times MaxConcurrentStreams is the default of
+	// MaxResetsPerSecond.
+	DefaultResetsPerStream = 10
 )
 
 // WithDefaults fills the fields left zero.
@@ -90,12 +98,18 @@ func (c Config) WithDefaults() Config {
 	set(&c.IdleTimeout, DefaultIdleTimeout)
 	set(&c.MaxConnectionAgeGrace, DefaultMaxConnectionAgeGrace)
 	set(&c.KeepaliveMinTime, DefaultKeepaliveMinTime)
+	if c.MaxResetsPerSecond == nil {
+		c.MaxResetsPerSecond = new(DefaultResetsPerStream * int(c.MaxConcurrentStreams))
+	}
 	return c
 }
 
 func (c Config) validate() error {
 	if c.MaxConnections < 0 || c.MaxHeaderBytes < 0 || c.MaxHeaders < 0 {
 		return errors.New("limits: counts and sizes must be positive")
+	}
+	if n := c.MaxResetsPerSecond; n != nil && *n < 0 {
+		return fmt.Errorf("limits.max_resets_per_second %d: want 0 (off) or more", *n)
 	}
 	for name, d := range map[string]time.Duration{"request_read_timeout": c.RequestReadTimeout, "body_timeout": c.BodyTimeout,
 		"idle_timeout": c.IdleTimeout, "max_connection_age": c.MaxConnectionAge, "keepalive_min_time": c.KeepaliveMinTime} {
@@ -135,8 +149,18 @@ func (e *Edge) Config() Config { return e.cfg }
 // Refused counts a refusal made for the edge elsewhere (the REST door).
 func (e *Edge) Refused(reason string) { e.refused.WithLabelValues(reason).Inc() }
 
-// GRPCListener is the gRPC listener l with the edge's connection limits.
-func (e *Edge) GRPCListener(l net.Listener) net.Listener { return e.limitConns(l) }
+// GRPCListener is the gRPC listener l with the edge's connection limits
+// and, unless max_resets_per_second is 0, its rapid-reset guard
+// (rapidreset.go; over TLS it needs GRPCCredentials too). The guard wraps
+// the capped listener's connections, so a flooded connection holds its
+// slot until its socket is really closed.
+func (e *Edge) GRPCListener(l net.Listener) net.Listener {
+	l = e.limitConns(l)
+	if n := *e.cfg.MaxResetsPerSecond; n > 0 {
+		l = guardResets(l, resetGuard{limit: n, onFlood: func() { e.Refused("rapid_reset") }})
+	}
+	return l
+}
 
 // HTTPListener is the REST listener l with the edge's connection limits;
 // each connection reads the framing of its HTTP/1 requests (http1.go), for
