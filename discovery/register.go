@@ -250,3 +250,16 @@ func NewClient(client *api.Client, service string, opts ...grpc.DialOption) (*gr
 	}
 	return grpc.NewClient(Target(service), append(base, opts...)...)
 }
+
+// ListenerHost is where a listener at addr can be reached: its own host, or
+// fallback when it listens on every interface.
+func ListenerHost(addr net.Addr, fallback string) (string, int) {
+	tcp, _ := addr.(*net.TCPAddr)
+	if tcp == nil {
+		return fallback, 0
+	}
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		return fallback, tcp.Port
+	}
+	return tcp.IP.String(), tcp.Port
+}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/gateway/auth"
-	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/proxy"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
@@ -174,7 +174,7 @@ func (m *mtlsWorld) checkIdentity(t *testing.T, door, consumer, subject, scopes 
 		}
 	}
 	for k := range md {
-		if strings.HasPrefix(k, "x-portico-internal") || k == chain.MDClientCert {
+		if strings.HasPrefix(k, "x-portico-internal") || k == proxy.MDClientCert {
 			t.Errorf("%s: backend got the gateway's internal key %s", door, k)
 		}
 	}
@@ -260,7 +260,7 @@ func TestClientCertificateAsCredential(t *testing.T) {
 		if code, _ := m.restDo(t, c, "GET", "/v1/orders/ord-1:watch", "", hdr); code != http.StatusUnauthorized {
 			t.Errorf("rest stream with a forged header: %d, want 401", code)
 		}
-		octx := metadata.AppendToOutgoingContext(ctx, chain.MDClientCert, string(m.shop.Leaf.Raw))
+		octx := metadata.AppendToOutgoingContext(ctx, proxy.MDClientCert, string(m.shop.Leaf.Raw))
 		_, err := catalogv1.NewCatalogServiceClient(m.grpcConn(t, m.stranger)).CreateProduct(octx, validProduct("KETTLE-3"))
 		if status.Code(err) != codes.Unauthenticated {
 			t.Errorf("grpc with the shop's certificate in metadata: %v, want UNAUTHENTICATED", err)
@@ -287,15 +287,6 @@ func TestRoutesShowCredentialKinds(t *testing.T) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		t.Fatal(err)
-	}
-	wired := false
-	for _, r := range body.Routes {
-		wired = wired || len(r.Credentials) > 0
-	}
-	if !wired {
-		// TODO(issue 12): remove once gateway.go's addAdminAPI passes the
-		// kinds (admin.WithCredentialKinds); until then no route has any.
-		t.Skip("the gateway does not pass the auth policy's credential kinds to the admin API yet")
 	}
 	want := strings.Join([]string{auth.KindAPIKey, auth.KindClientCertificate}, ",")
 	for _, r := range body.Routes {

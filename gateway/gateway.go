@@ -196,11 +196,21 @@ func (g *Gateway) addAdminAPI() error {
 	if rl, ok := find[admin.RateLimits](g.parts); ok {
 		opts = append(opts, admin.WithRateLimits(rl))
 	}
+	opts = append(opts, admin.WithCredentialKinds(g.CredentialKinds()))
 	adm, err := admin.New(admin.Routes(g.routes.All()), live, opts...)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
 	g.parts = append(g.parts, adm)
+	return nil
+}
+
+// CredentialKinds are the credentials authenticated routes accept, as auth
+// is configured: jwt, api_key, client_certificate.
+func (g *Gateway) CredentialKinds() []string {
+	if ck, ok := find[admin.CredentialKinds](g.parts); ok {
+		return ck.CredentialKinds()
+	}
 	return nil
 }
 

@@ -76,11 +76,11 @@ func (g *Gateway) register(ctx context.Context) {
 	if fallback == "" {
 		fallback = "127.0.0.1"
 	}
-	httpHost, httpPort := listenerHost(g.listeners.http.Addr(), fallback)
+	httpHost, httpPort := discovery.ListenerHost(g.listeners.http.Addr(), fallback)
 	if r.cfg.Address != "" {
 		httpHost = r.cfg.Address
 	}
-	adminHost, adminPort := listenerHost(g.listeners.admin.Addr(), fallback)
+	adminHost, adminPort := discovery.ListenerHost(g.listeners.admin.Addr(), fallback)
 	reg := discovery.Registration{
 		Service: r.cfg.Service, ID: r.id, Address: httpHost, Port: httpPort, Tags: r.cfg.Tags,
 		Meta:            map[string]string{"grpc": g.listeners.grpc.Addr().String(), "admin": g.listeners.admin.Addr().String()},
@@ -116,17 +116,4 @@ func (g *Gateway) deregister(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return r.reg.Deregister(ctx)
-}
-
-// listenerHost is where a listener can be reached: its own host, or
-// fallback when it listens on every interface.
-func listenerHost(addr net.Addr, fallback string) (string, int) {
-	tcp, _ := addr.(*net.TCPAddr)
-	if tcp == nil {
-		return fallback, 0
-	}
-	if tcp.IP == nil || tcp.IP.IsUnspecified() {
-		return fallback, tcp.Port
-	}
-	return tcp.IP.String(), tcp.Port
 }

@@ -36,6 +36,9 @@ func (g *Gateway) setupTLS(reg prometheus.Registerer) error {
 	if err := g.cfg.checkTLS(); err != nil {
 		return err
 	}
+	if len(g.cfg.Auth.ClientCertificates) > 0 && (g.cfg.TLS == nil || g.cfg.TLS.ClientCAFile == "") {
+		g.opts.logger.Warn("auth.client_certificates name consumers, but without tls.client_ca_file no client certificate is verified, so none is a credential")
+	}
 	m, err := tlsconfig.NewMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("tls metrics: %w", err)
@@ -81,7 +84,8 @@ func (g *Gateway) grpcTLS() []grpc.ServerOption {
 	if t.client == nil {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.Creds(tlsconfig.ServerCredentials(t.client.ServerConfig(t.clientMin, "h2"), t.handshakeFailed("grpc")))}
+	creds := tlsconfig.ServerCredentials(t.client.ServerConfig(t.clientMin, "h2"), t.handshakeFailed("grpc"))
+	return []grpc.ServerOption{grpc.Creds(g.edge.GRPCCredentials(creds))} // the rapid-reset guard on the decrypted frames
 }
 
 // restListener is the REST listener l (the edge's, over TCP) with TLS on

@@ -89,7 +89,7 @@ func run(args []string) error {
 		return err
 	}
 	if *printRoutes {
-		return route.Print(os.Stdout, gw.Routes())
+		return route.Print(os.Stdout, gw.Routes(), route.WithCredentialKinds(gw.CredentialKinds()))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

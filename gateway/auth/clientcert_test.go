@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/gateway/chain"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/proxy"
 	"github.com/portico-gw/portico/gateway/route"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	"github.com/portico-gw/portico/internal/certs"
@@ -166,7 +167,7 @@ func TestUnverifiedClientCertificateIsNoCredential(t *testing.T) {
 	}
 	// Nor does a gRPC client's metadata pass for the REST door's word on a
 	// certificate: only the in-memory connection's calls carry it.
-	md := metadata.Pairs(chain.MDClientCert, string(w.mapped.Cert.Raw))
+	md := metadata.Pairs(proxy.MDClientCert, string(w.mapped.Cert.Raw))
 	if got := w.call(t, "CreateProduct", nil, md); got.code != codes.Unauthenticated || got.identity != nil {
 		t.Errorf("certificate in metadata from a TCP client: %s, identity %+v", got.code, got.identity)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/portico-gw/portico/gateway/chain"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/proxy"
 	"github.com/portico-gw/portico/internal/certs"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -35,7 +36,7 @@ func TestCallFactsClientCertificate(t *testing.T) {
 	verified := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf.Cert}, VerifiedChains: [][]*x509.Certificate{{leaf.Cert, ca.Cert}}}
 	unverified := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf.Cert}}
 	tcp := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}
-	door := metadata.Pairs(chain.MDClientCert, string(leaf.Cert.Raw))
+	door := metadata.Pairs(proxy.MDClientCert, string(leaf.Cert.Raw))
 
 	var got *policy.Call
 	bound := chain.New(chain.Config{Routes: table(t)}).Bind("/orders.v1.OrderService/GetOrder", nil)(func(ctx context.Context, _ any) (any, error) {
@@ -58,7 +59,7 @@ func TestCallFactsClientCertificate(t *testing.T) {
 		{"REST unary, plaintext", chain.NewRESTPeer(nil), nil, policy.REST, false},
 		{"REST stream with the door's word", &peer.Peer{Addr: bufconnAddr{}}, door, policy.REST, true},
 		{"REST stream without it", &peer.Peer{Addr: bufconnAddr{}}, nil, policy.REST, false},
-		{"REST stream, garbage for a certificate", &peer.Peer{Addr: bufconnAddr{}}, metadata.Pairs(chain.MDClientCert, "not DER"), policy.REST, false},
+		{"REST stream, garbage for a certificate", &peer.Peer{Addr: bufconnAddr{}}, metadata.Pairs(proxy.MDClientCert, "not DER"), policy.REST, false},
 	} {
 		got = nil
 		ctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), tc.md), tc.peer)

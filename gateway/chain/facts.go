@@ -19,7 +19,7 @@ import (
 
 // RESTPeer is the peer of every in-process REST call. Its address tells the
 // chain that the REST door's metadata (proxy.MDRoute, proxy.MDClientIP,
-// MDClientCert) is the door's own.
+// proxy.MDClientCert) is the door's own.
 var RESTPeer = &peer.Peer{Addr: restAddr{}}
 
 // NewRESTPeer is RESTPeer for a request that came over TLS: its AuthInfo
@@ -32,14 +32,6 @@ func NewRESTPeer(cs *tls.ConnectionState) *peer.Peer {
 	}
 	return &peer.Peer{Addr: restAddr{}, AuthInfo: credentials.TLSInfo{State: *cs}}
 }
-
-// MDClientCert carries, from the REST door to the chain, the DER of the
-// leaf of a REST client's verified certificate chain, for REST streams:
-// they reach the chain over the in-memory connection, whose own peer has no
-// TLS. Binary metadata (-bin), so any bytes pass. Like every x-portico-*
-// key it is never taken from a client (proxy.IncomingHTTPHeader), believed
-// only on calls from the REST door, and never forwarded to a backend.
-const MDClientCert = "x-portico-internal-client-cert-bin"
 
 type restAddr struct{}
 
@@ -107,7 +99,7 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 // requiring it, or a CA the listener does not trust) proves nothing. A
 // gRPC connection and a unary REST call carry the TLS state in the peer; a
 // REST stream, whose peer is the in-memory connection, carries the REST
-// door's word (MDClientCert), which the door gives only for a verified
+// door's word (proxy.MDClientCert), which the door gives only for a verified
 // chain.
 func clientCert(ctx context.Context, p *peer.Peer) *x509.Certificate {
 	if p == nil {
@@ -122,7 +114,7 @@ func clientCert(ctx context.Context, p *peer.Peer) *x509.Certificate {
 	if p.Addr == nil || p.Addr.Network() != bufconnNetwork {
 		return nil
 	}
-	der := metadata.ValueFromIncomingContext(ctx, MDClientCert)
+	der := metadata.ValueFromIncomingContext(ctx, proxy.MDClientCert)
 	if len(der) != 1 {
 		return nil
 	}

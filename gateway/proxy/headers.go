@@ -26,6 +26,13 @@ const (
 	// route template and the client's address) to the chain.
 	MDRoute    = porticoPrefix + "internal-route"
 	MDClientIP = porticoPrefix + "internal-client-ip"
+	// MDClientCert carries, from the REST door to the chain, the DER of the
+	// leaf of a REST client's verified certificate chain, for REST streams:
+	// they reach the chain over the in-memory connection, whose own peer has no
+	// TLS. Binary metadata (-bin), so any bytes pass. Like every x-portico-*
+	// key it is never taken from a client (proxy.IncomingHTTPHeader), believed
+	// only on calls from the REST door, and never forwarded to a backend.
+	MDClientCert = "x-portico-internal-client-cert-bin"
 	// MDForwardedFor is where a gRPC client's proxies put its address.
 	MDForwardedFor = "x-forwarded-for"
 

@@ -118,7 +118,7 @@ func (d *Door) annotate(ctx context.Context, r *http.Request) metadata.MD {
 		proxy.MDClientIP, d.clientIP(r),
 	)
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 && d.streams(ctx) {
-		md[chain.MDClientCert] = []string{string(r.TLS.VerifiedChains[0][0].Raw)}
+		md[proxy.MDClientCert] = []string{string(r.TLS.VerifiedChains[0][0].Raw)}
 	}
 	return md
 }
