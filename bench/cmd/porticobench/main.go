@@ -1,7 +1,9 @@
 // Command porticobench is the side-by-side benchmark of issue 6: the same
 // requests to one backend directly, through Portico with its policy chain on
 // and off, through a bare grpc-gateway and vanguard (REST), and through
-// nginx's grpc_pass (native gRPC), all on loopback, all in one run.
+// nginx's grpc_pass (native gRPC), all on loopback, all in one run. Issue 12
+// adds TLS: Portico, nginx (gRPC) and grpc-gateway (REST) again with TLS on
+// their client listeners, each compared with itself in plaintext.
 //
 //	porticobench [flags]              run everything, write bench/results
 //	porticobench serve ROLE [flags]   one server (the benchmark runs itself)
@@ -19,6 +21,7 @@ import (
 	"syscall"
 
 	"github.com/portico-gw/portico/bench/internal/servers"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 )
 
 func main() {
@@ -51,16 +54,23 @@ func serve(ctx context.Context, role string, args []string) error {
 	backend := fs.String("backend", "", "backend gRPC address")
 	chain := fs.Bool("chain", true, "portico: run the policy chain")
 	accessLog := fs.String("access-log", "", "portico: access log file")
+	var tc tlsconfig.Config
+	fs.StringVar(&tc.CertFile, "tls-cert", "", "portico, grpc-gateway: serve TLS with this certificate (PEM)")
+	fs.StringVar(&tc.KeyFile, "tls-key", "", "portico, grpc-gateway: the certificate's key (PEM)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var tlsConf *tlsconfig.Config // nil: plaintext
+	if tc.CertFile != "" {
+		tlsConf = &tc
 	}
 	switch role {
 	case roleBackend:
 		return servers.Backend(ctx, *consulAddr, *ready)
 	case rolePortico:
-		return servers.Portico(ctx, *consulAddr, *chain, *accessLog, *ready)
+		return servers.Portico(ctx, *consulAddr, *chain, *accessLog, tlsConf, *ready)
 	case roleGRPCGateway:
-		return servers.GRPCGateway(ctx, *backend, *ready)
+		return servers.GRPCGateway(ctx, *backend, tlsConf, *ready)
 	case roleVanguard:
 		return servers.Vanguard(ctx, *backend, *ready)
 	}

@@ -1,13 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/portico-gw/portico/internal/testconsul"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +24,9 @@ import (
 	"github.com/portico-gw/portico/bench/internal/procs"
 	"github.com/portico-gw/portico/bench/internal/report"
 	"github.com/portico-gw/portico/bench/internal/servers"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
+	"github.com/portico-gw/portico/internal/certs"
+	"github.com/portico-gw/portico/internal/testconsul"
 )
 
 type settings struct {
@@ -34,6 +39,7 @@ type settings struct {
 	openWorkers int
 	profile     time.Duration
 	workloads   []load.Workload
+	modes       []string // in the order of report.Modes
 	keep        bool
 	render      string
 }
@@ -51,6 +57,7 @@ func parseSettings(args []string) (settings, error) {
 	fs.IntVar(&s.openWorkers, "open-workers", 128, "open-loop senders (the most requests in flight)")
 	fs.DurationVar(&s.profile, "profile", 4*time.Second, "pprof capture per profiled phase; 0 skips profiling")
 	names := fs.String("workloads", "get,list,create,stream", "workloads to run")
+	modes := fs.String("modes", strings.Join(report.Modes(), ","), "modes to run; a TLS mode brings its plaintext counterpart, which it is compared with")
 	fs.BoolVar(&s.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
 	fs.StringVar(&s.render, "render", "", "measure nothing: rewrite the table and chart from this latest.json")
 	if err := fs.Parse(args); err != nil {
@@ -64,33 +71,57 @@ func parseSettings(args []string) (settings, error) {
 		}
 		s.workloads = append(s.workloads, all[i])
 	}
+	want := map[string]bool{}
+	for _, m := range strings.Split(*modes, ",") {
+		if !slices.Contains(report.Modes(), m) {
+			return s, fmt.Errorf("unknown mode %q (modes: %s)", m, strings.Join(report.Modes(), ","))
+		}
+		want[m], want[report.Plain(m)] = true, true
+	}
+	for _, m := range report.Modes() {
+		if want[m] {
+			s.modes = append(s.modes, m)
+		}
+	}
 	return s, nil
 }
 
-// target is one path to the backend.
+// runs reports whether the run measures a mode that keep selects.
+func (s settings) runs(keep func(mode string) bool) bool { return slices.ContainsFunc(s.modes, keep) }
+
+// target is one path to the backend: a process (none for direct) whose
+// listeners serve plaintext or, for the TLS modes, TLS.
 type target struct {
-	name  string
-	proc  *procs.Process // nil for direct
-	debug string         // Go child's debug listener; "" for nginx and direct
-	rest  *load.RESTClient
-	grpc  map[string]*load.GRPCClient // by mode
-	rss   int64                       // peak seen
+	name    string
+	tls     bool
+	addr    string         // the gRPC listener, or else the REST one
+	proc    *procs.Process // nil for direct
+	debug   string         // Go child's debug listener; "" for nginx and direct
+	clients map[string]client
+	rss     int64 // peak seen
 }
 
-func (t *target) call(mode string, w load.Workload) load.Call {
-	if mode == report.REST {
-		return t.rest.Call(w)
-	}
-	return t.grpc[mode].Call(w)
+// client is a load.GRPCClient or a load.RESTClient.
+type client interface {
+	Call(load.Workload) load.Call
+	Close()
 }
+
+func (t *target) call(mode string, w load.Workload) load.Call { return t.clients[mode].Call(w) }
 
 // serves reports whether t takes w in mode.
 func (t *target) serves(mode string, w load.Workload) bool {
-	if mode == report.REST {
-		// Vanguard streams over REST only google.api.HttpBody.
-		return t.rest != nil && !(t.name == report.Vanguard && w.Name == "stream")
+	// Vanguard streams over REST only google.api.HttpBody.
+	return t.clients[mode] != nil && !(t.name == report.Vanguard && report.IsREST(mode) && w.Name == "stream")
+}
+
+// label names t's process, which a TLS path does not share with the
+// plaintext path of the same name.
+func (t *target) label() string {
+	if t.tls {
+		return t.name + " (TLS)"
 	}
-	return t.grpc != nil
+	return t.name
 }
 
 type bench struct {
@@ -99,6 +130,7 @@ type bench struct {
 	self    string
 	stop    []func()
 	targets []*target
+	tlsNote string // what the TLS paths negotiate
 	run     report.Run
 }
 
@@ -132,10 +164,7 @@ func run(ctx context.Context, args []string) error {
 
 func (b *bench) close() {
 	for _, t := range b.targets {
-		if t.rest != nil {
-			t.rest.Close()
-		}
-		for _, c := range t.grpc {
+		for _, c := range t.clients {
 			c.Close()
 		}
 	}
@@ -173,11 +202,8 @@ func (b *bench) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.addTarget(report.Direct, nil, procs.Ready{GRPC: backend.GRPC})
-	for _, c := range []struct {
-		name string
-		args []string
-	}{
+	b.addTarget(report.Direct, nil, procs.Ready{GRPC: backend.GRPC}, nil)
+	for _, c := range []childSpec{
 		{report.Portico, []string{rolePortico, "-consul", consulAddr, "-access-log", filepath.Join(b.tmp, "portico-access.log")}},
 		{report.PorticoOff, []string{rolePortico, "-consul", consulAddr, "-chain=false"}},
 		{report.GRPCGateway, []string{roleGRPCGateway, "-backend", backend.GRPC}},
@@ -187,24 +213,124 @@ func (b *bench) start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
-		b.addTarget(c.name, p, r)
+		b.addTarget(c.name, p, r, nil)
 	}
 	b.run.Host = map[string]string{"machine": fmt.Sprintf("%d cores, %s/%s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH), "go": runtime.Version()}
-	dir := filepath.Join(b.tmp, "nginx")
+	if err := b.nginx(ctx, "nginx", backend.GRPC, nil, nil); err != nil {
+		return err
+	}
+	if b.s.runs(report.IsTLS) {
+		if err := b.startTLS(ctx, consulAddr, backend.GRPC); err != nil {
+			return err
+		}
+	}
+	return b.waitServing(ctx)
+}
+
+// startTLS starts the TLS paths: Portico with TLS on both listeners,
+// grpc-gateway behind Go's crypto/tls (REST's peer) and nginx terminating
+// TLS (gRPC's peer), all with one throwaway certificate.
+func (b *bench) startTLS(ctx context.Context, consulAddr, backend string) error {
+	files, clientConf, err := b.certificates()
+	if err != nil {
+		return err
+	}
+	withCert := []string{"-tls-cert", files.CertFile, "-tls-key", files.KeyFile}
+	children := []childSpec{{report.Portico, []string{rolePortico, "-consul", consulAddr, "-access-log", filepath.Join(b.tmp, "portico-tls-access.log")}}}
+	if b.s.runs(func(m string) bool { return report.IsTLS(m) && report.IsREST(m) }) {
+		children = append(children, childSpec{report.GRPCGateway, []string{roleGRPCGateway, "-backend", backend}})
+	}
+	for _, c := range children {
+		p, r, err := b.child(ctx, c.args[0], append(c.args[1:], withCert...)...)
+		if err != nil {
+			return fmt.Errorf("%s (TLS): %w", c.name, err)
+		}
+		b.addTarget(c.name, p, r, clientConf)
+	}
+	if b.s.runs(func(m string) bool { return m == report.GRPCTLS }) {
+		if err := b.nginx(ctx, "nginx-tls", backend, files, clientConf); err != nil {
+			return err
+		}
+	}
+	b.tlsNote = b.describeTLS(clientConf)
+	return nil
+}
+
+// certificates makes a throwaway CA and a server certificate for
+// 127.0.0.1 (ECDSA P-256), writes the certificate and key for the servers
+// and returns them with the load clients' TLS config, which trusts only
+// that CA.
+func (b *bench) certificates() (*tlsconfig.Config, *tls.Config, error) {
+	ca, err := certs.NewCA("porticobench CA")
+	if err != nil {
+		return nil, nil, err
+	}
+	leaf, err := ca.Server("localhost", "localhost", "127.0.0.1")
+	if err != nil {
+		return nil, nil, err
+	}
+	dir := filepath.Join(b.tmp, "tls")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	cert, key, err := leaf.WriteFiles(dir, "server")
+	if err != nil {
+		return nil, nil, err
+	}
+	return &tlsconfig.Config{CertFile: cert, KeyFile: key}, &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}, nil
+}
+
+// nginx starts nginx in tmp/dir, terminating TLS with files when they are
+// given. An nginx that does not start is left out with a note: the other
+// paths are still worth measuring.
+func (b *bench) nginx(ctx context.Context, dir, backend string, files *tlsconfig.Config, clientConf *tls.Config) error {
+	dir = filepath.Join(b.tmp, dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	np, addr, version, err := servers.Nginx(ctx, dir, backend.GRPC)
+	p, addr, version, err := servers.Nginx(ctx, dir, backend, files)
 	if err != nil {
-		// The other paths are still worth measuring; the report says why nginx is missing.
-		b.run.Notes = append(b.run.Notes, "nginx was not measured: "+err.Error())
-		fmt.Fprintln(os.Stderr, "nginx:", err)
-	} else {
-		b.stop = append(b.stop, np.Stop)
-		b.addTarget(report.Nginx, np, procs.Ready{GRPC: addr})
-		b.run.Host["nginx"] = version
+		name := report.Nginx
+		if files != nil {
+			name += " (TLS)"
+		}
+		b.run.Notes = append(b.run.Notes, name+" was not measured: "+err.Error())
+		fmt.Fprintln(os.Stderr, name+":", err)
+		return nil
 	}
-	return b.waitServing(ctx)
+	b.stop = append(b.stop, p.Stop)
+	b.addTarget(report.Nginx, p, procs.Ready{GRPC: addr}, clientConf)
+	b.run.Host["nginx"] = version
+	return nil
+}
+
+// describeTLS says what each TLS path negotiates with a client configured
+// as the load clients are: version, cipher suite and key exchange.
+func (b *bench) describeTLS(clientConf *tls.Config) string {
+	var out []string
+	for _, t := range b.targets {
+		if !t.tls {
+			continue
+		}
+		c := clientConf.Clone()
+		c.NextProtos = []string{"h2"}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", t.addr, c)
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", t.name, err))
+			continue
+		}
+		st := conn.ConnectionState()
+		conn.Close()
+		out = append(out, fmt.Sprintf("%s %s %s %s", t.name, tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), st.CurveID))
+	}
+	return strings.Join(out, "; ") + "; ECDSA P-256 certificate"
+}
+
+// childSpec is a path served by `porticobench serve`: its name in the
+// report, and the role and flags.
+type childSpec struct {
+	name string
+	args []string // role, flags
 }
 
 // child starts `porticobench serve role` and waits until it serves.
@@ -224,35 +350,49 @@ func (b *bench) child(ctx context.Context, role string, args ...string) (*procs.
 	return p, r, nil
 }
 
-func (b *bench) addTarget(name string, p *procs.Process, r procs.Ready) {
-	t := &target{name: name, proc: p, debug: r.Debug}
+// addTarget adds a path with a client for each mode of the run it serves:
+// the plaintext modes or, with clientConf, the TLS modes, whose clients
+// trust the run's CA.
+func (b *bench) addTarget(name string, p *procs.Process, r procs.Ready, clientConf *tls.Config) {
+	t := &target{name: name, tls: clientConf != nil, addr: cmp.Or(r.GRPC, r.HTTP), proc: p, debug: r.Debug, clients: map[string]client{}}
 	if name == report.Direct {
 		t.debug = "" // the backend's costs are not a proxy's
 	}
-	if r.HTTP != "" {
-		t.rest = load.NewREST("http://"+r.HTTP, max(b.s.concurrency, b.s.openWorkers))
+	scheme, opts := "http://", []load.Option(nil)
+	if t.tls {
+		scheme, opts = "https://", []load.Option{load.WithTLS(clientConf)}
 	}
-	if r.GRPC != "" {
-		t.grpc = map[string]*load.GRPCClient{}
-		for mode, n := range map[string]int{report.GRPC: 1, report.GRPCConns: b.s.conns} {
-			c, err := load.DialGRPC(r.GRPC, n)
+	for _, mode := range b.s.modes {
+		switch {
+		case report.IsTLS(mode) != t.tls:
+			// A mode of the other kind of listener.
+		case report.IsREST(mode) && r.HTTP != "":
+			o := opts
+			if mode == report.RESTH2TLS {
+				o = append(slices.Clip(o), load.WithHTTP2())
+			}
+			t.clients[mode] = load.NewREST(scheme+r.HTTP, max(b.s.concurrency, b.s.openWorkers), o...)
+		case !report.IsREST(mode) && r.GRPC != "":
+			n := 1
+			if mode == report.GRPCConns {
+				n = b.s.conns
+			}
+			c, err := load.DialGRPC(r.GRPC, n, opts...)
 			if err != nil {
 				panic(err) // NewClient fails only on a malformed target
 			}
-			t.grpc[mode] = c
+			t.clients[mode] = c
 		}
 	}
 	b.targets = append(b.targets, t)
 }
-
-var modes = []string{report.GRPC, report.GRPCConns, report.REST}
 
 // waitServing waits until every path answers every workload: Portico once
 // Consul has listed the backend as passing.
 func (b *bench) waitServing(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for _, t := range b.targets {
-		for _, mode := range modes {
+		for _, mode := range b.s.modes {
 			for _, w := range b.s.workloads {
 				if !t.serves(mode, w) {
 					continue
@@ -281,6 +421,9 @@ func (b *bench) measure(ctx context.Context) error {
 		"open_loop":   fmt.Sprintf("%s per path and rate after %s warm-up, up to %d in flight", s.open, s.warm, s.openWorkers),
 		"grpc_conns":  fmt.Sprintf("%d (grpc-nconn)", s.conns),
 	}
+	if b.tlsNote != "" {
+		b.run.Settings["tls"] = b.tlsNote
+	}
 	for _, w := range s.workloads {
 		if n := w.BodyBytes(); n > 0 {
 			b.run.Settings["body_"+w.Name] = fmt.Sprintf("%d bytes of JSON", n)
@@ -288,7 +431,7 @@ func (b *bench) measure(ctx context.Context) error {
 	}
 	// Closed loop: rounds of every path, rotated, so drift hits all alike.
 	for round := range s.rounds {
-		for _, mode := range modes {
+		for _, mode := range s.modes {
 			for _, w := range s.workloads {
 				ts := b.serving(mode, w)
 				for i := range ts {
@@ -305,9 +448,15 @@ func (b *bench) measure(ctx context.Context) error {
 	// at half the slowest path's, which every path sustains.
 	b.run.RESTReference = map[string]*report.Phase{}
 	direct := b.targets[0]
-	for _, mode := range modes {
+	for _, mode := range s.modes {
 		for _, w := range s.workloads {
-			ref := b.run.Find(mode, w.Name, report.Reference(mode))
+			// A TLS mode runs at its plaintext counterpart's rates (that
+			// mode runs first), so that a path's latencies over TLS and in
+			// plaintext compare: the same issue's rate, and the same common
+			// rate unless it is above 60% of a TLS path's throughput (TLS
+			// makes a path slower; the common rate is half the slowest's).
+			plain := report.Plain(mode)
+			ref := b.run.Find(plain, w.Name, report.Reference(plain))
 			ts := b.serving(mode, w)
 			if ref == nil || ref.PerSecond == 0 || len(ts) == 0 {
 				continue
@@ -315,6 +464,10 @@ func (b *bench) measure(ctx context.Context) error {
 			slowest := ref.PerSecond
 			for _, t := range ts {
 				slowest = min(slowest, b.run.Find(mode, w.Name, t.name).PerSecond)
+			}
+			common := slowest / 2
+			if report.IsTLS(mode) && ref.Common != nil && ref.Common.Rate <= 0.6*slowest {
+				common = ref.Common.Rate
 			}
 			var base *report.Phase
 			if mode == report.REST {
@@ -327,7 +480,7 @@ func (b *bench) measure(ctx context.Context) error {
 				set  func(*report.Phase, *report.Latency)
 			}{
 				{ref.PerSecond / 2, func(p *report.Phase, l *report.Latency) { p.Half = l }},
-				{slowest / 2, func(p *report.Phase, l *report.Latency) { p.Common = l }},
+				{common, func(p *report.Phase, l *report.Latency) { p.Common = l }},
 			} {
 				if base != nil {
 					at.set(base, b.open(ctx, direct.call(report.GRPC, w), at.rate, 0))
@@ -345,7 +498,7 @@ func (b *bench) measure(ctx context.Context) error {
 			if b.run.PeakRSS == nil {
 				b.run.PeakRSS = map[string]float64{}
 			}
-			b.run.PeakRSS[t.name] = float64(t.rss) / (1 << 20)
+			b.run.PeakRSS[t.label()] = float64(t.rss) / (1 << 20)
 		}
 	}
 	b.run.CheckTargets()
@@ -450,7 +603,7 @@ func (b *bench) profile(ctx context.Context) error {
 	if b.s.profile <= 0 {
 		return nil
 	}
-	t := b.targets[slices.IndexFunc(b.targets, func(t *target) bool { return t.name == report.Portico })]
+	t := b.targets[slices.IndexFunc(b.targets, func(t *target) bool { return t.name == report.Portico && !t.tls })]
 	dir := filepath.Join(b.s.out, "profiles")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err

@@ -3,6 +3,7 @@ package load
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -70,14 +72,42 @@ func mustJSON(m proto.Message) []byte {
 	return b
 }
 
+// Option changes how a client connects.
+type Option func(*options)
+
+type options struct {
+	tls   *tls.Config
+	http2 bool
+}
+
+// WithTLS dials over TLS with c (its RootCAs trust the server); without
+// it, clients speak plaintext.
+func WithTLS(c *tls.Config) Option { return func(o *options) { o.tls = c } }
+
+// WithHTTP2 makes a REST client speak h2, chosen by ALPN, so it needs
+// WithTLS; without it, a REST client speaks HTTP/1.1.
+func WithHTTP2() Option { return func(o *options) { o.http2 = true } }
+
+func apply(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // GRPCClient is a set of connections to one gRPC address.
 type GRPCClient struct{ conns []*grpc.ClientConn }
 
 // DialGRPC opens n connections to addr.
-func DialGRPC(addr string, n int) (*GRPCClient, error) {
+func DialGRPC(addr string, n int, opts ...Option) (*GRPCClient, error) {
+	creds := insecure.NewCredentials()
+	if o := apply(opts); o.tls != nil {
+		creds = credentials.NewTLS(o.tls)
+	}
 	c := &GRPCClient{}
 	for range n {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -134,17 +164,32 @@ func wantMessages(n int) error {
 	return nil
 }
 
-// RESTClient sends HTTP/1.1 requests over keep-alive connections.
+// RESTClient sends HTTP/1.1 requests over keep-alive connections, or h2
+// requests over one connection.
 type RESTClient struct {
 	base   string
 	client *http.Client
+	proto  int // the HTTP major version every response must come in
 }
 
-// NewREST is a client for base (http://host:port) keeping up to conns
-// idle connections.
-func NewREST(base string, conns int) *RESTClient {
-	t := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, DisableCompression: true, IdleConnTimeout: time.Minute}
-	return &RESTClient{base: base, client: &http.Client{Transport: t, Timeout: 10 * time.Second}}
+// NewREST is a client for base (http://host:port, or https:// with
+// WithTLS) keeping up to conns idle HTTP/1.1 connections.
+func NewREST(base string, conns int, opts ...Option) *RESTClient {
+	o := apply(opts)
+	t := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, DisableCompression: true, IdleConnTimeout: time.Minute,
+		Protocols: new(http.Protocols)}
+	if o.tls != nil {
+		// A clone: the transport writes its ALPN protocols into the config.
+		t.TLSClientConfig = o.tls.Clone()
+	}
+	c := &RESTClient{base: base, client: &http.Client{Transport: t, Timeout: 10 * time.Second}, proto: 1}
+	if o.http2 {
+		t.Protocols.SetHTTP2(true)
+		c.proto = 2
+	} else {
+		t.Protocols.SetHTTP1(true)
+	}
+	return c
 }
 
 // Close drops the idle connections.
@@ -177,6 +222,9 @@ func (c *RESTClient) Call(w Workload) Call {
 		}
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("%s %s: %s: %.200s", w.httpMethod, w.path, resp.Status, raw)
+		}
+		if resp.ProtoMajor != c.proto {
+			return fmt.Errorf("%s %s: answered over %s, want HTTP/%d", w.httpMethod, w.path, resp.Proto, c.proto)
 		}
 		if w.stream {
 			return wantMessages(bytes.Count(raw, []byte("\n")))

@@ -31,8 +31,8 @@ func (r *Run) Chart(path string) error {
 	for _, g := range groups {
 		labels = append(labels, g[0]+"\n"+g[1])
 	}
-	thr, err := r.barPlot(groups, labels, "throughput, x the reference (direct for gRPC, grpc-gateway for REST)", func(mode, wl string, p *Phase) float64 {
-		if ref := r.Find(mode, wl, Reference(mode)); ref != nil && ref.PerSecond > 0 {
+	thr, err := r.barPlot(groups, labels, "throughput, x the reference (direct for gRPC, grpc-gateway for REST, the same path in plaintext for a TLS mode)", func(_, _ string, p *Phase) float64 {
+		if ref := r.Ref(p); ref != nil && ref.PerSecond > 0 {
 			return p.PerSecond / ref.PerSecond
 		}
 		return 0
@@ -50,7 +50,8 @@ func (r *Run) Chart(path string) error {
 		return err
 	}
 	const rows = 2
-	img := vgimg.New(16*vg.Inch, 10*vg.Inch)
+	// Wider with more groups, so that a group's bars keep apart.
+	img := vgimg.New(vg.Length(max(16, 0.8*float64(len(groups))))*vg.Inch, 10*vg.Inch)
 	dc := draw.New(img)
 	tiles := draw.Tiles{Rows: rows, Cols: 1, PadTop: vg.Points(6), PadBottom: vg.Points(6), PadX: vg.Points(6), PadY: vg.Points(12)}
 	canvases := plot.Align([][]*plot.Plot{{thr}, {lat}}, tiles, dc)

@@ -24,12 +24,50 @@ const (
 )
 
 // Modes: REST over HTTP/1.1 keep-alive; gRPC over one shared connection or
-// over many.
+// over many; and three over TLS, each measured against its plaintext
+// counterpart (Plain): gRPC over one connection, REST over HTTP/1.1
+// keep-alive, and REST over h2 (chosen by ALPN) on one connection.
 const (
 	REST      = "rest"
 	GRPC      = "grpc-1conn"
 	GRPCConns = "grpc-nconn"
+	GRPCTLS   = "grpc-tls"
+	RESTTLS   = "rest-tls"
+	RESTH2TLS = "rest-h2-tls"
 )
+
+// Modes lists every mode in the order a run measures them: each TLS mode
+// right after its plaintext counterpart, so that drift on the machine
+// falls on both alike.
+func Modes() []string { return []string{GRPC, GRPCTLS, GRPCConns, REST, RESTTLS, RESTH2TLS} }
+
+// Plain is the plaintext mode a TLS mode is compared with; a plaintext
+// mode is its own.
+func Plain(mode string) string {
+	switch mode {
+	case GRPCTLS:
+		return GRPC
+	case RESTTLS, RESTH2TLS:
+		return REST
+	}
+	return mode
+}
+
+// IsTLS reports whether mode runs over TLS.
+func IsTLS(mode string) bool { return Plain(mode) != mode }
+
+// IsREST reports whether mode is REST, over TLS or not.
+func IsREST(mode string) bool { return Plain(mode) == REST }
+
+// TLSPeer is the path Portico is compared with over TLS: nginx
+// terminating TLS for gRPC, and for REST grpc-gateway behind Go's
+// crypto/tls, the TLS stack Portico's REST door uses.
+func TLSPeer(mode string) string {
+	if IsREST(mode) {
+		return GRPCGateway
+	}
+	return Nginx
+}
 
 // Phase is one path under one workload in one mode: its closed-loop
 // throughput and cost, and its open-loop latency.
@@ -106,12 +144,21 @@ func (r *Run) Find(mode, workload, path string) *Phase {
 	return nil
 }
 
-// Reference is the path a mode's throughput is compared with.
+// Reference is the path a plaintext mode's throughput is compared with.
 func Reference(mode string) string {
 	if mode == REST {
 		return GRPCGateway
 	}
 	return Direct
+}
+
+// Ref is the phase p's throughput is compared with: its mode's reference,
+// or for a TLS mode the same path and workload in plaintext.
+func (r *Run) Ref(p *Phase) *Phase {
+	if IsTLS(p.Mode) {
+		return r.Find(Plain(p.Mode), p.Workload, p.Path)
+	}
+	return r.Find(p.Mode, p.Workload, Reference(p.Mode))
 }
 
 // WriteJSON writes the run to path.
@@ -146,7 +193,7 @@ func (r *Run) CheckTargets() {
 	for _, g := range r.groups() {
 		mode, wl := g[0], g[1]
 		on, off := r.Find(mode, wl, Portico), r.Find(mode, wl, PorticoOff)
-		if on == nil {
+		if on == nil || IsTLS(mode) { // issue 6 set its targets in plaintext
 			continue
 		}
 		tag := mode + " " + wl
@@ -190,21 +237,22 @@ func (r *Run) CheckTargets() {
 
 // Markdown writes the results tables and the targets.
 func (r *Run) Markdown(w io.Writer) {
-	fmt.Fprintf(w, "Run %s on %s (%s, nginx %s). Throughput: closed loop, %s; \"x ref\" is the ratio to the direct path (gRPC) or to bare grpc-gateway (REST) in this run. CPU and allocations are the proxy process's own, per call.\n\n",
-		r.Date, r.Host["machine"], r.Host["go"], r.Host["nginx"], r.Settings["closed_loop"])
+	fmt.Fprintf(w, "Run %s on %s (%s, nginx %s). Throughput: closed loop, %s; \"x ref\" is the ratio to the direct path (gRPC) or to bare grpc-gateway (REST) in this run, and for a TLS mode (%s) to the same path in plaintext (%s) in this run: the TLS cost. CPU and allocations are the proxy process's own, per call.\n\n",
+		r.Date, r.Host["machine"], r.Host["go"], r.Host["nginx"], r.Settings["closed_loop"],
+		strings.Join([]string{GRPCTLS, RESTTLS, RESTH2TLS}, ", "), strings.Join([]string{GRPC, REST, REST}, ", "))
 	r.Summary(w)
+	r.TLSSummary(w)
 	fmt.Fprintln(w, "\nEvery path:")
 	fmt.Fprintln(w)
 	header(w, 3, "mode", "workload", "path", "calls/s", "x ref", "CPU us/call", "allocs/call", "errors")
 	for _, g := range r.groups() {
 		mode, wl := g[0], g[1]
-		ref := r.Find(mode, wl, Reference(mode))
 		for _, p := range r.Phases {
 			if p.Mode != mode || p.Workload != wl {
 				continue
 			}
 			x := ""
-			if ref != nil && ref.PerSecond > 0 {
+			if ref := r.Ref(p); ref != nil && ref.PerSecond > 0 {
 				x = fmt.Sprintf("%.2f", p.PerSecond/ref.PerSecond)
 			}
 			errs := p.Errors
@@ -218,7 +266,7 @@ func (r *Run) Markdown(w io.Writer) {
 		}
 	}
 	r.costs(w)
-	fmt.Fprintf(w, "\nLatency, open loop (%s), in ms from each request's scheduled send time; \"+p99\" is over the direct gRPC path at the same rate. \"Half ref\": the issue's rate, half the reference's throughput. \"Common\": half the slowest path's throughput, a rate every path sustains.\n\n", r.Settings["open_loop"])
+	fmt.Fprintf(w, "\nLatency, open loop (%s), in ms from each request's scheduled send time; \"+p99\" is over the direct gRPC path at the same rate, and for a TLS mode over the same path in plaintext at the same rate. \"Half ref\": the issue's rate, half the reference's throughput. \"Common\": half the slowest path's throughput, a rate every path of the mode sustains. A TLS mode runs at its plaintext counterpart's rates (its common rate only if that is at most 60%% of every TLS path's throughput; else at half the slowest's, without \"+p99\").\n\n", r.Settings["open_loop"])
 	header(w, 3, "mode", "workload", "path", "half ref: rate/s", "p50", "p99", "p99.9", "+p99 us", "common: rate/s", "p50", "p99", "p99.9", "+p99 us")
 	for _, g := range r.groups() {
 		mode, wl := g[0], g[1]
@@ -236,6 +284,9 @@ func (r *Run) Markdown(w io.Writer) {
 			var hb, cb *Latency
 			if base != nil && p.Path != Direct {
 				hb, cb = base.Half, base.Common
+			}
+			if plain := r.Ref(p); IsTLS(mode) && plain != nil {
+				hb, cb = sameRate(plain.Half, p.Half), sameRate(plain.Common, p.Common)
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", mode, wl, p.Path, latencyCells(p.Half, hb), latencyCells(p.Common, cb))
 		}
@@ -256,6 +307,14 @@ func (r *Run) Markdown(w io.Writer) {
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "\n%s\n", n)
 	}
+}
+
+// sameRate is base when it ran at l's rate, else nil.
+func sameRate(base, l *Latency) *Latency {
+	if base == nil || l == nil || base.Rate != l.Rate {
+		return nil
+	}
+	return base
 }
 
 // latencyCells formats one open-loop phase: rate, p50, p99, p99.9 and the

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"google.golang.org/grpc"
@@ -12,13 +13,15 @@ import (
 )
 
 // GRPCGateway is the REST baseline: grpc-gateway's generated handlers with
-// its default options, dialling the backend directly, no policies.
-func GRPCGateway(ctx context.Context, backendAddr, readyPath string) error {
+// its default options, dialling the backend directly, no policies. With
+// tc it is also the peer of Portico's REST door over TLS: the same
+// handlers behind net/http and Go's crypto/tls, the TLS stack Portico uses.
+func GRPCGateway(ctx context.Context, backendAddr string, tc *tlsconfig.Config, readyPath string) error {
 	mux, err := NewGRPCGateway(ctx, backendAddr)
 	if err != nil {
 		return err
 	}
-	return serveREST(ctx, mux, readyPath)
+	return serveREST(ctx, mux, tc, readyPath)
 }
 
 // NewGRPCGateway is the bare grpc-gateway mux; its connections to the

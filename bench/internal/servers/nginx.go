@@ -14,10 +14,12 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/bench/internal/procs"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 )
 
 // nginxConf proxies gRPC to the backend the way a production nginx would:
-// one worker per core, keep-alive upstream connections, an access log.
+// one worker per core, keep-alive upstream connections, an access log;
+// with TLS, it terminates TLS (h2 by ALPN) with a shared session cache.
 // Every path it writes is under Dir, so it needs no system directories.
 var nginxConf = template.Must(template.New("nginx").Parse(`
 daemon off;
@@ -42,7 +44,15 @@ http {
     keepalive_requests 100000000;
   }
   server {
+{{- if .TLS}}
+    listen {{.Listen}} ssl http2;
+    ssl_certificate {{.TLS.CertFile}};
+    ssl_certificate_key {{.TLS.KeyFile}};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+{{- else}}
     listen {{.Listen}} http2;
+{{- end}}
     http2_max_concurrent_streams 1024;
     location / {
       grpc_pass grpc://backend;
@@ -52,9 +62,10 @@ http {
 `))
 
 // Nginx is the native gRPC baseline: nginx from Debian's packages with
-// grpc_pass to the backend. It installs nginx with apt-get when there is
+// grpc_pass to the backend; with tc, the same terminating TLS, the peer of
+// Portico's gRPC over TLS. It installs nginx with apt-get when there is
 // none. It returns the running nginx, its gRPC address and its version.
-func Nginx(ctx context.Context, dir, backendAddr string) (*procs.Process, string, string, error) {
+func Nginx(ctx context.Context, dir, backendAddr string, tc *tlsconfig.Config) (*procs.Process, string, string, error) {
 	bin, err := findNginx(ctx)
 	if err != nil {
 		return nil, "", "", err
@@ -69,7 +80,7 @@ func Nginx(ctx context.Context, dir, backendAddr string) (*procs.Process, string
 	listen := l.Addr().String()
 	l.Close()
 	var conf bytes.Buffer
-	if err := nginxConf.Execute(&conf, map[string]any{"Dir": dir, "Backend": backendAddr, "Listen": listen, "Root": os.Geteuid() == 0}); err != nil {
+	if err := nginxConf.Execute(&conf, map[string]any{"Dir": dir, "Backend": backendAddr, "Listen": listen, "Root": os.Geteuid() == 0, "TLS": tc}); err != nil {
 		return nil, "", "", err
 	}
 	confPath := filepath.Join(dir, "nginx.conf")

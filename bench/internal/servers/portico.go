@@ -14,6 +14,7 @@ import (
 	"github.com/portico-gw/portico/gateway/auth"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/stats"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 	"github.com/portico-gw/portico/gen/registry"
 )
 
@@ -40,10 +41,17 @@ func PorticoConfig(consulAddr string) gateway.Config {
 	}
 }
 
+// Option changes the benchmark's gateway config.
+type Option func(*gateway.Config)
+
+// WithTLS serves the gateway's REST and gRPC listeners over TLS with tc;
+// nil leaves them plaintext.
+func WithTLS(tc *tlsconfig.Config) Option { return func(c *gateway.Config) { c.TLS = tc } }
+
 // NewPortico builds the benchmark's gateway, with the chain on or off. With
 // the chain on, access log lines go to accessLog as the gateway's default
 // config writes them to standard output: JSON, buffered.
-func NewPortico(consulAddr string, chain bool, accessLog io.Writer) (*gateway.Gateway, error) {
+func NewPortico(consulAddr string, chain bool, accessLog io.Writer, cfgOpts ...Option) (*gateway.Gateway, error) {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts := []gateway.Option{gateway.WithLogger(logger)}
 	if chain {
@@ -51,12 +59,17 @@ func NewPortico(consulAddr string, chain bool, accessLog io.Writer) (*gateway.Ga
 	} else {
 		opts = append(opts, gateway.WithoutPolicies())
 	}
-	return gateway.New(PorticoConfig(consulAddr), registry.Services(), opts...)
+	cfg := PorticoConfig(consulAddr)
+	for _, o := range cfgOpts {
+		o(&cfg)
+	}
+	return gateway.New(cfg, registry.Services(), opts...)
 }
 
 // Portico runs the gateway, with the chain on or off, and writes its
-// access log to the file accessLog.
-func Portico(ctx context.Context, consulAddr string, chain bool, accessLog, readyPath string) error {
+// access log to the file accessLog. With tc, both its REST and gRPC
+// listeners serve over TLS.
+func Portico(ctx context.Context, consulAddr string, chain bool, accessLog string, tc *tlsconfig.Config, readyPath string) error {
 	var log io.Writer = io.Discard
 	if chain {
 		f, err := os.Create(accessLog)
@@ -66,7 +79,7 @@ func Portico(ctx context.Context, consulAddr string, chain bool, accessLog, read
 		defer f.Close()
 		log = f
 	}
-	gw, err := NewPortico(consulAddr, chain, log)
+	gw, err := NewPortico(consulAddr, chain, log, WithTLS(tc))
 	if err != nil {
 		return err
 	}

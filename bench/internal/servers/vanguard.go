@@ -30,5 +30,5 @@ func Vanguard(ctx context.Context, backendAddr, readyPath string) error {
 	if err != nil {
 		return err
 	}
-	return serveREST(ctx, tc, readyPath)
+	return serveREST(ctx, tc, nil, readyPath)
 }
