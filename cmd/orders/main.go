@@ -2,7 +2,9 @@
 // It finds the catalog through Consul too. It serves until SIGINT or SIGTERM,
 // then deregisters and lets in-flight calls finish for up to 10s. With
 // -tls-cert and -tls-key it serves TLS; with -tls-client-ca it serves only
-// clients that CA signed (the gateway), health excepted.
+// clients that CA signed (the gateway), health excepted. With -catalog-ca
+// (and -catalog-cert, -catalog-key for a catalog that requires a client
+// certificate) it calls the catalog over TLS.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/services/host"
@@ -29,6 +32,7 @@ type config struct {
 	consul     discovery.ConsulConfig
 	tls        host.TLS
 	catalog    string
+	catalogTLS tlsconfig.BackendConfig
 	statusStep time.Duration
 }
 
@@ -38,6 +42,9 @@ func main() {
 	consulCfg := host.ConsulFlags(flag.CommandLine)
 	tlsCfg := host.TLSFlags(flag.CommandLine)
 	flag.StringVar(&cfg.catalog, "catalog", "catalog", "Consul service name of the catalog")
+	flag.StringVar(&cfg.catalogTLS.CAFile, "catalog-ca", "", "call the catalog over TLS, verifying its certificate with this CA (PEM)")
+	flag.StringVar(&cfg.catalogTLS.CertFile, "catalog-cert", "", "the client certificate to present to the catalog (PEM)")
+	flag.StringVar(&cfg.catalogTLS.KeyFile, "catalog-key", "", "the key of -catalog-cert (PEM)")
 	flag.DurationVar(&cfg.statusStep, "status-step", 5*time.Second, "time an order spends in each status before it moves on; 0 disables")
 	flag.Parse()
 	cfg.consul, cfg.tls = *consulCfg, *tlsCfg
@@ -57,13 +64,20 @@ func run(cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// NewClient does no I/O: the catalog may start after orders, and
+	// Dial does no network I/O: the catalog may start after orders, and
 	// CreateOrder reports Unavailable until it does.
-	cc, err := discovery.NewClient(consul, cfg.catalog)
+	var catalogTLS *tlsconfig.BackendConfig
+	if cfg.catalogTLS != (tlsconfig.BackendConfig{}) {
+		catalogTLS = &cfg.catalogTLS
+	}
+	cc, err := host.Dial(consul, cfg.catalog, catalogTLS, logger)
 	if err != nil {
 		return fmt.Errorf("catalog client: %w", err)
 	}
 	defer cc.Close()
+	if err := cc.Start(ctx); err != nil {
+		return err
+	}
 
 	srv := orders.NewServer(catalogv1.NewCatalogServiceClient(cc), orders.WithStatusStep(cfg.statusStep))
 	// Runs after host.Run has stopped the gRPC server, so no call is left
