@@ -280,6 +280,15 @@ func TestAttackDeadlineCap(t *testing.T) {
 		t.Errorf("grpc: %v after %v, backend saw %v; want DEADLINE_EXCEEDED at the 1s maximum", err, took, seen)
 	}
 
+	// A caller that sets no deadline gets the route's timeout (500ms), not
+	// its maximum.
+	_, err = w.catalogClient().GetProduct(context.Background(), &catalogv1.GetProductRequest{Id: "prd-000001"})
+	seen = <-slow.seen
+	t.Logf("grpc: no deadline asked, the backend saw %v: %v", seen.Round(time.Millisecond), err)
+	if status.Code(err) != codes.DeadlineExceeded || seen > 500*time.Millisecond || seen < 0 {
+		t.Errorf("grpc without a deadline: %v, backend saw %v; want the 500ms timeout", err, seen)
+	}
+
 	req, _ := http.NewRequest("GET", w.base+"/v1/products/prd-000001", nil)
 	req.Header.Set("Grpc-Timeout", "99999999H")
 	start = time.Now()

@@ -227,9 +227,18 @@ func (e *Edge) Tap(ctx context.Context, info *tap.Info) (context.Context, error)
 	if !ok || r.MaxTimeout <= 0 {
 		return ctx, nil
 	}
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > r.MaxTimeout {
-		ctx, cancel := context.WithTimeout(ctx, r.MaxTimeout)
-		context.AfterFunc(ctx, cancel) // released with the stream
+	// A caller that sets no deadline gets the route's timeout; one that asks
+	// for more than the maximum gets the maximum.
+	limit := r.MaxTimeout
+	dl, has := ctx.Deadline()
+	if !has && r.Timeout > 0 {
+		limit = r.Timeout
+	}
+	if !has || time.Until(dl) > limit {
+		ctx, cancel := context.WithTimeout(ctx, limit)
+		// The stream's end cancels its context and so this one; the
+		// cancel is held only so that nothing leaks if that ever changes.
+		context.AfterFunc(ctx, cancel)
 		return ctx, nil
 	}
 	return ctx, nil

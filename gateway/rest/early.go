@@ -77,22 +77,28 @@ func (d *Door) bindings() map[string]*binding {
 			b := &binding{method: m, template: h[strings.IndexByte(h, ' ')+1:]}
 			b.outer = d.cfg.Chain.BindOuter(full)(d.resume)
 			b.inner = d.cfg.Chain.BindInner(full)(m.Invoke)
-			out[h] = b
+			out[patternKey(h)] = b
 		}
 	}
 	return out
 }
 
-// captureDefault turns grpc-gateway's "{id=*}" back into the template's
-// "{id}".
-var captureDefault = regexp.MustCompile(`\{([^={}]+)=\*\}`)
+// captureDefault finds a template's captures without a pattern ("{id}"),
+// which grpc-gateway's Pattern.String writes as "{id=*}".
+var captureDefault = regexp.MustCompile(`\{([^={}]+)\}`)
+
+// patternKey is "VERB template" as grpc-gateway's Pattern.String writes
+// the template, worked out once per route so a request only looks it up.
+func patternKey(binding string) string {
+	return captureDefault.ReplaceAllString(binding, "{$1=*}")
+}
 
 func (d *Door) bindingOf(r *http.Request) *binding {
 	pat, ok := runtime.HTTPPattern(r.Context())
 	if !ok {
 		return nil
 	}
-	return d.byPattern[r.Method+" "+captureDefault.ReplaceAllString(pat.String(), "{$1}")]
+	return d.byPattern[r.Method+" "+pat.String()]
 }
 
 // early runs the chain's outer half before grpc-gateway's handler reads
