@@ -2,12 +2,9 @@ package gateway_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -54,28 +51,7 @@ func TestShutdownDrains(t *testing.T) {
 
 	// A client on a new connection every 20ms; the first refusal is noted.
 	start := time.Now()
-	var firstRefused atomic.Int64 // ns after start; 0: none yet
-	stopClient := make(chan struct{})
-	clientDone := make(chan struct{})
-	go func() {
-		defer close(clientDone)
-		client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		for {
-			select {
-			case <-stopClient:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			r, err := client.Get(w.base + "/v1/products/prd-000001")
-			if err != nil {
-				if errors.Is(err, syscall.ECONNREFUSED) && firstRefused.Load() == 0 {
-					firstRefused.Store(int64(time.Since(start)))
-				}
-				continue
-			}
-			r.Body.Close()
-		}
-	}()
+	client := testutil.WatchRefusals(w.base+"/v1/products/prd-000001", 20*time.Millisecond)
 
 	shutdownDone := make(chan error, 1)
 	go func() {
@@ -93,9 +69,7 @@ func TestShutdownDrains(t *testing.T) {
 	ended := time.Since(start)
 	body, _ := io.ReadAll(resp.Body)
 	<-shutdownDone
-	close(stopClient)
-	<-clientDone
-	refusedAt := time.Duration(firstRefused.Load())
+	refusedAt := client.Stop()
 	t.Logf("drain %v, grace %v: first connection refused after %v; gRPC stream ended after %v with %v; REST stream's last line %q",
 		drain, grace, refusedAt.Round(time.Millisecond), ended.Round(time.Millisecond), got, lastLine(body))
 	if refusedAt != 0 && refusedAt < drain {

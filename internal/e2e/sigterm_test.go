@@ -3,12 +3,10 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -87,27 +85,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	}
 
 	start := time.Now()
-	var firstRefused atomic.Int64
-	stopClient, clientDone := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(clientDone)
-		client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		for {
-			select {
-			case <-stopClient:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			r, err := client.Get("http://" + httpAddr + "/v1/products/prd-000001")
-			if err != nil {
-				if errors.Is(err, syscall.ECONNREFUSED) && firstRefused.Load() == 0 {
-					firstRefused.Store(int64(time.Since(start)))
-				}
-				continue
-			}
-			r.Body.Close()
-		}
-	}()
+	client := testutil.WatchRefusals("http://"+httpAddr+"/v1/products/prd-000001", 20*time.Millisecond)
 	if err := gw.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -130,9 +108,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Error("gateway did not exit")
 	}
-	close(stopClient)
-	<-clientDone
-	refusedAt := time.Duration(firstRefused.Load())
+	refusedAt := client.Stop()
 	t.Logf("SIGTERM with drain %v, grace %v: first refusal after %v; gRPC stream ended after %v: %v; REST stream's last line: %s",
 		drain, grace, refusedAt.Round(time.Millisecond), ended.Round(time.Millisecond), err, last)
 	if refusedAt != 0 && refusedAt < drain {

@@ -1,17 +1,11 @@
 package host
 
 import (
-	"slices"
 	"testing"
-	"time"
 
-	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	"github.com/portico-gw/portico/internal/testconsul"
-	"github.com/portico-gw/portico/internal/testutil"
-	"github.com/portico-gw/portico/services/catalog"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -22,20 +16,7 @@ import (
 func TestDialTLSInstance(t *testing.T) {
 	client := testconsul.Shared(t).Client(t)
 	f := newTLSFiles(t)
-	h, err := Start(testCtx(t), Config{
-		Name:          "catalog-dial",
-		Register:      func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, catalog.NewServer()) },
-		CheckInterval: 200 * time.Millisecond,
-		TLS:           TLS{CertFile: f.certFile, KeyFile: f.keyFile, ClientCAFile: f.caFile},
-	}, client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Kill)
-	testutil.Eventually(t, 10*time.Second, "consul to pass the TLS instance", func() bool {
-		entries, _, err := client.Health().Service("catalog-dial", "", true, nil)
-		return err == nil && slices.ContainsFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.ID == h.ID() })
-	})
+	startConsulTLSHost(t, client, "catalog-dial", f)
 	cli, err := f.ca.Client("orders")
 	if err != nil {
 		t.Fatal(err)

@@ -284,13 +284,13 @@ func TestTLSFlags(t *testing.T) {
 	}
 }
 
-// Consul's gRPC check reaches a host that requires client certificates:
-// over TLS, without one, to health. The entry says the instance serves TLS.
-func TestTLSHostPassesConsulCheck(t *testing.T) {
-	client := testconsul.New(t).Client(t)
-	f := newTLSFiles(t)
+// startConsulTLSHost starts a catalog named name that requires client
+// certificates signed by f's CA, registered in Consul with a short check,
+// and waits until Consul passes it; it returns the host and its entry.
+func startConsulTLSHost(t *testing.T, client *api.Client, name string, f tlsFiles) (*Host, *api.ServiceEntry) {
+	t.Helper()
 	h, err := Start(testCtx(t), Config{
-		Name:          "catalog",
+		Name:          name,
 		Register:      func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, catalog.NewServer()) },
 		CheckInterval: 200 * time.Millisecond,
 		TLS:           TLS{CertFile: f.certFile, KeyFile: f.keyFile, ClientCAFile: f.caFile},
@@ -301,7 +301,7 @@ func TestTLSHostPassesConsulCheck(t *testing.T) {
 	t.Cleanup(h.Kill)
 	var entry *api.ServiceEntry
 	testutil.Eventually(t, 10*time.Second, "consul to pass the TLS instance", func() bool {
-		entries, _, err := client.Health().Service("catalog", "", true, nil)
+		entries, _, err := client.Health().Service(name, "", true, nil)
 		if err != nil {
 			return false
 		}
@@ -312,6 +312,13 @@ func TestTLSHostPassesConsulCheck(t *testing.T) {
 		entry = entries[i]
 		return true
 	})
+	return h, entry
+}
+
+// Consul's gRPC check reaches a host that requires client certificates:
+// over TLS, without one, to health. The entry says the instance serves TLS.
+func TestTLSHostPassesConsulCheck(t *testing.T) {
+	_, entry := startConsulTLSHost(t, testconsul.New(t).Client(t), "catalog", newTLSFiles(t))
 	if got := entry.Service.Meta[discovery.TLSMeta]; got != "true" {
 		t.Errorf("meta %s = %q, want true", discovery.TLSMeta, got)
 	}
