@@ -11,13 +11,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/hashicorp/consul/api"
@@ -26,6 +24,7 @@ import (
 	"github.com/portico-gw/portico/gateway/policy"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
+	"github.com/portico-gw/portico/internal/testjwks"
 	"github.com/portico-gw/portico/internal/testutil"
 	"github.com/portico-gw/portico/services/orders"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -43,44 +42,6 @@ const (
 	testAudience = "portico"
 	hmacSecret   = "0123456789abcdef0123456789abcdef-shared"
 )
-
-// jwksServer is an issuer's real JWKS endpoint on loopback whose key set a
-// test can rotate.
-type jwksServer struct {
-	*httptest.Server
-	mu   sync.Mutex
-	keys map[string]any // kid -> public key
-}
-
-func newJWKSServer(t *testing.T) *jwksServer {
-	t.Helper()
-	s := &jwksServer{keys: map[string]any{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		store := jwkset.NewMemoryStorage()
-		s.mu.Lock()
-		for kid, pub := range s.keys {
-			jwk, err := jwkset.NewJWKFromKey(pub, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: kid}})
-			if err != nil {
-				s.mu.Unlock()
-				http.Error(w, err.Error(), 500)
-				return
-			}
-			_ = store.KeyWrite(r.Context(), jwk)
-		}
-		s.mu.Unlock()
-		raw, _ := store.JSONPublic(r.Context())
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(raw)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *jwksServer) publish(kid string, pub any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.keys[kid] = pub
-}
 
 // signer mints tokens.
 type signer struct {
@@ -269,12 +230,12 @@ func callGRPC(t *testing.T, w *world, req request) outcome {
 
 // policyWorld is a gateway with a JWKS issuer, an HS256 issuer, an API key in
 // the config file and API keys in Consul KV.
-func policyWorld(t *testing.T) (*world, *jwksServer, map[string]signer, string) {
+func policyWorld(t *testing.T) (*world, *testjwks.Server, map[string]signer, string) {
 	t.Helper()
-	jwks := newJWKSServer(t)
+	jwks := testjwks.New(t)
 	signers := newSigners(t)
 	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
-		jwks.publish(signers[alg].kid, signers[alg].key.Public())
+		jwks.Publish(signers[alg].kid, signers[alg].key.Public())
 	}
 	kvPrefix := "portico/apikeys/" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")) + "/"
 	w := newWorld(t, false, func(c *gateway.Config) {
@@ -421,7 +382,7 @@ func TestPoliciesSameOnBothTransports(t *testing.T) {
 		if got := callGRPC(t, w, req); got.reason != auth.ReasonUnknownKey {
 			t.Fatalf("before rotation: %+v", got)
 		}
-		jwks.publish(s["rotated"].kid, s["rotated"].key.Public())
+		jwks.Publish(s["rotated"].kid, s["rotated"].key.Public())
 		// The refetch on an unknown kid is capped at one per 20ms here.
 		waitFor(t, "the rotated key to be fetched", func() bool { return callGRPC(t, w, req).code == codes.OK })
 		req.body = validProduct("RO-2")

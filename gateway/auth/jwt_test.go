@@ -15,13 +15,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/internal/testjwks"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -41,46 +40,6 @@ const (
 	testKey       = "pk_test-key"
 	readOnlyKey   = "pk_read-only-key"
 )
-
-// jwksServer is an issuer's JWKS endpoint whose key set a test can rotate
-// and whose fetches it can count.
-type jwksServer struct {
-	*httptest.Server
-	fetches atomic.Int32
-	mu      sync.Mutex
-	keys    map[string]any // kid -> public key
-}
-
-func newJWKSServer(t *testing.T) *jwksServer {
-	t.Helper()
-	s := &jwksServer{keys: map[string]any{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.fetches.Add(1)
-		store := jwkset.NewMemoryStorage()
-		s.mu.Lock()
-		for kid, pub := range s.keys {
-			jwk, err := jwkset.NewJWKFromKey(pub, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: kid}})
-			if err != nil {
-				s.mu.Unlock()
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
-			}
-			_ = store.KeyWrite(r.Context(), jwk)
-		}
-		s.mu.Unlock()
-		raw, _ := store.JSONPublic(r.Context())
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(raw)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *jwksServer) publish(kid string, pub any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.keys[kid] = pub
-}
 
 // signer mints tokens with one key under one kid.
 type signer struct {
@@ -271,9 +230,9 @@ func keyHeader(k string) metadata.MD { return metadata.Pairs(APIKeyHeader, k) }
 
 func TestJWTMatrix(t *testing.T) {
 	s := keys()
-	jwks := newJWKSServer(t)
+	jwks := testjwks.New(t)
 	for _, k := range []signer{s.rs, s.es, s.ed} {
-		jwks.publish(k.kid, k.key.Public())
+		jwks.Publish(k.kid, k.key.Public())
 	}
 	p := startPolicy(t, jwks.URL, nil)
 
@@ -409,46 +368,46 @@ func TestJWKSRotation(t *testing.T) {
 	write := &policy.Policy{Access: policy.Authenticated, Scopes: []string{"catalog.write"}}
 
 	t.Run("a new kid is fetched on its first token", func(t *testing.T) {
-		jwks := newJWKSServer(t)
-		jwks.publish(s.rs.kid, s.rs.key.Public())
+		jwks := testjwks.New(t)
+		jwks.Publish(s.rs.kid, s.rs.key.Public())
 		p := startPolicy(t, jwks.URL, nil)
-		if n := jwks.fetches.Load(); n != 2 { // one per JWKS issuer, at Start
+		if n := jwks.Fetches(); n != 2 { // one per JWKS issuer, at Start
 			t.Fatalf("%d fetches at start, want 2", n)
 		}
-		jwks.publish(s.rotated.kid, s.rotated.key.Public())
+		jwks.Publish(s.rotated.kid, s.rotated.key.Public())
 		if got := callUnary(t, p, write, bearer(sign(t, s.rotated, nil))); got.code != codes.OK {
-			t.Fatalf("first token of the rotated key: %s %s %q (%d fetches)", got.code, got.reason, got.message, jwks.fetches.Load())
+			t.Fatalf("first token of the rotated key: %s %s %q (%d fetches)", got.code, got.reason, got.message, jwks.Fetches())
 		}
 		if got := callStream(t, p, write, bearer(sign(t, s.rotated, nil))); got.code != codes.OK {
 			t.Fatalf("second token of the rotated key: %s %s %q", got.code, got.reason, got.message)
 		}
-		if n := jwks.fetches.Load(); n != 3 {
+		if n := jwks.Fetches(); n != 3 {
 			t.Errorf("%d fetches, want 3: one refetch for the new kid, then the cached key", n)
 		}
 	})
 
 	t.Run("refetches on unknown kids are capped", func(t *testing.T) {
-		jwks := newJWKSServer(t)
-		jwks.publish(s.rs.kid, s.rs.key.Public())
+		jwks := testjwks.New(t)
+		jwks.Publish(s.rs.kid, s.rs.key.Public())
 		p := startPolicy(t, jwks.URL, func(c *Config) { c.JWT[0].UnknownKIDInterval = time.Hour })
 		unknown := bearer(sign(t, signer{"nope-1", jwt.SigningMethodRS256, s.rotated.key}, nil))
-		before := jwks.fetches.Load()
+		before := jwks.Fetches()
 		if got := callUnary(t, p, write, unknown); got.code != codes.Unauthenticated || got.reason != ReasonUnknownKey {
 			t.Fatalf("unknown kid: %s %s %q", got.code, got.reason, got.message)
 		}
-		if n := jwks.fetches.Load() - before; n != 1 {
+		if n := jwks.Fetches() - before; n != 1 {
 			t.Fatalf("an unknown kid caused %d refetches, want 1", n)
 		}
 		// The budget is spent: a key published now is not fetched, and
 		// the call fails at once instead of waiting an hour.
-		jwks.publish(s.rotated.kid, s.rotated.key.Public())
+		jwks.Publish(s.rotated.kid, s.rotated.key.Public())
 		start := time.Now()
 		for range 3 {
 			if got := callStream(t, p, write, bearer(sign(t, s.rotated, nil))); got.code != codes.Unauthenticated || got.reason != ReasonUnknownKey {
 				t.Fatalf("kid published after the budget was spent: %s %s %q", got.code, got.reason, got.message)
 			}
 		}
-		if n := jwks.fetches.Load() - before; n != 1 {
+		if n := jwks.Fetches() - before; n != 1 {
 			t.Errorf("%d refetches, want 1: the cap let more through", n)
 		}
 		if d := time.Since(start); d > 5*time.Second {
@@ -461,8 +420,8 @@ func TestJWKSRotation(t *testing.T) {
 	})
 
 	t.Run("keys not loaded before Start", func(t *testing.T) {
-		jwks := newJWKSServer(t)
-		jwks.publish(s.rs.kid, s.rs.key.Public())
+		jwks := testjwks.New(t)
+		jwks.Publish(s.rs.kid, s.rs.key.Public())
 		p, err := New(Config{JWT: []IssuerConfig{{Issuer: jwksIssuer, Audiences: []string{audience}, JWKSURL: jwks.URL}}})
 		if err != nil {
 			t.Fatal(err)
@@ -471,7 +430,7 @@ func TestJWKSRotation(t *testing.T) {
 		if got.code != codes.Unauthenticated || got.reason != ReasonUnknownKey || !strings.Contains(got.message, "not loaded yet") {
 			t.Errorf("before Start: %s %s %q", got.code, got.reason, got.message)
 		}
-		if n := jwks.fetches.Load(); n != 0 {
+		if n := jwks.Fetches(); n != 0 {
 			t.Errorf("New fetched the JWKS %d times: it must do no I/O", n)
 		}
 	})
@@ -496,8 +455,8 @@ func TestJWKSRotation(t *testing.T) {
 
 func TestCriticalHeaderExtensions(t *testing.T) {
 	s := keys()
-	jwks := newJWKSServer(t)
-	jwks.publish(s.rs.kid, s.rs.key.Public())
+	jwks := testjwks.New(t)
+	jwks.Publish(s.rs.kid, s.rs.key.Public())
 	p := startPolicy(t, jwks.URL, nil)
 	write := &policy.Policy{Access: policy.Authenticated, Scopes: []string{"catalog.write"}}
 	for _, tc := range []struct {
@@ -515,7 +474,7 @@ func TestCriticalHeaderExtensions(t *testing.T) {
 		{"with an unknown kid", signer{"nope-crit", jwt.SigningMethodRS256, s.rotated.key}, map[string]any{"crit": []string{"b64"}}, `"crit": "b64"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := jwks.fetches.Load()
+			before := jwks.Fetches()
 			md := bearer(signWithHeader(t, tc.signer, tc.header, nil))
 			for door, got := range map[string]outcome{"unary": callUnary(t, p, write, md), "stream": callStream(t, p, write, md)} {
 				if got.code != codes.Unauthenticated || got.reason != ReasonInvalidToken || !strings.Contains(got.message, tc.msg) ||
@@ -524,7 +483,7 @@ func TestCriticalHeaderExtensions(t *testing.T) {
 				}
 				checkOutcome(t, door, got, codes.Unauthenticated, ReasonInvalidToken, "", md)
 			}
-			if n := jwks.fetches.Load() - before; n != 0 {
+			if n := jwks.Fetches() - before; n != 0 {
 				t.Errorf("a token with crit caused %d JWKS fetches", n)
 			}
 		})
@@ -537,8 +496,8 @@ func TestCriticalHeaderExtensions(t *testing.T) {
 
 func TestMaxTokenLifetime(t *testing.T) {
 	s := keys()
-	jwks := newJWKSServer(t)
-	jwks.publish(s.rs.kid, s.rs.key.Public())
+	jwks := testjwks.New(t)
+	jwks.Publish(s.rs.kid, s.rs.key.Public())
 	p := startPolicy(t, jwks.URL, func(c *Config) {
 		c.JWT[0].MaxTokenLifetime = time.Hour // jwksIssuer; rsaOnlyIssuer has none
 	})
