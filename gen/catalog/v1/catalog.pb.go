@@ -690,16 +690,16 @@ const file_catalog_v1_catalog_proto_rawDesc = "" +
 	"\aproduct\x18\x01 \x01(\v2\x13.catalog.v1.ProductR\aproduct\"1\n" +
 	"\x14DeleteProductRequest\x12\x19\n" +
 	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"\x17\n" +
-	"\x15DeleteProductResponse2\xba\x05\n" +
-	"\x0eCatalogService\x12m\n" +
-	"\fListProducts\x12\x1f.catalog.v1.ListProductsRequest\x1a .catalog.v1.ListProductsResponse\"\x1a\xa2\x9f\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/products\x12l\n" +
+	"\x15DeleteProductResponse2\xc3\x05\n" +
+	"\x0eCatalogService\x12p\n" +
+	"\fListProducts\x12\x1f.catalog.v1.ListProductsRequest\x1a .catalog.v1.ListProductsResponse\"\x1d\xa2\x9f\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/products\x90\x02\x01\x12o\n" +
 	"\n" +
-	"GetProduct\x12\x1d.catalog.v1.GetProductRequest\x1a\x1e.catalog.v1.GetProductResponse\"\x1f\xa2\x9f\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/products/{id}\x12\x90\x01\n" +
+	"GetProduct\x12\x1d.catalog.v1.GetProductRequest\x1a\x1e.catalog.v1.GetProductResponse\"\"\xa2\x9f\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/products/{id}\x90\x02\x01\x12\x90\x01\n" +
 	"\rCreateProduct\x12 .catalog.v1.CreateProductRequest\x1a!.catalog.v1.CreateProductResponse\":\xa2\x9f\x19\x19\x1a\rcatalog.write\"\b\b\n" +
 	"\x12\x02\b<\x18\n" +
 	"\x82\xd3\xe4\x93\x02\x17:\aproduct\"\f/v1/products\x12\x93\x01\n" +
-	"\rUpdateProduct\x12 .catalog.v1.UpdateProductRequest\x1a!.catalog.v1.UpdateProductResponse\"=\xa2\x9f\x19\x0f\x1a\rcatalog.write\x82\xd3\xe4\x93\x02$:\aproduct2\x19/v1/products/{product.id}\x12\x82\x01\n" +
-	"\rDeleteProduct\x12 .catalog.v1.DeleteProductRequest\x1a!.catalog.v1.DeleteProductResponse\",\xa2\x9f\x19\x0f\x1a\rcatalog.write\x82\xd3\xe4\x93\x02\x13*\x11/v1/products/{id}\x1a\x1d\xa2\x9f\x19\x19\n" +
+	"\rUpdateProduct\x12 .catalog.v1.UpdateProductRequest\x1a!.catalog.v1.UpdateProductResponse\"=\xa2\x9f\x19\x0f\x1a\rcatalog.write\x82\xd3\xe4\x93\x02$:\aproduct2\x19/v1/products/{product.id}\x12\x85\x01\n" +
+	"\rDeleteProduct\x12 .catalog.v1.DeleteProductRequest\x1a!.catalog.v1.DeleteProductResponse\"/\xa2\x9f\x19\x0f\x1a\rcatalog.write\x82\xd3\xe4\x93\x02\x13*\x11/v1/products/{id}\x90\x02\x02\x1a\x1d\xa2\x9f\x19\x19\n" +
 	"\acatalog\x12\x02\b\x05\x18\x02*\b\b2\x12\x02\b\x01\x18dB8Z6github.com/portico-gw/portico/gen/catalog/v1;catalogv1b\x06proto3"
 
 var (

@@ -801,17 +801,17 @@ const file_orders_v1_orders_proto_rawDesc = "" +
 	"\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n" +
 	"\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x18\n" +
 	"\x14ORDER_STATUS_SHIPPED\x10\x03\x12\x1a\n" +
-	"\x16ORDER_STATUS_CANCELLED\x10\x042\xab\x04\n" +
+	"\x16ORDER_STATUS_CANCELLED\x10\x042\xb4\x04\n" +
 	"\fOrderService\x12c\n" +
 	"\vCreateOrder\x12\x1d.orders.v1.CreateOrderRequest\x1a\x1e.orders.v1.CreateOrderResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
-	"/v1/orders\x12\\\n" +
-	"\bGetOrder\x12\x1a.orders.v1.GetOrderRequest\x1a\x1b.orders.v1.GetOrderResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/orders/{id}\x12]\n" +
+	"/v1/orders\x12_\n" +
+	"\bGetOrder\x12\x1a.orders.v1.GetOrderRequest\x1a\x1b.orders.v1.GetOrderResponse\"\x1a\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/orders/{id}\x90\x02\x01\x12`\n" +
 	"\n" +
-	"ListOrders\x12\x1c.orders.v1.ListOrdersRequest\x1a\x1d.orders.v1.ListOrdersResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
-	"/v1/orders\x12o\n" +
-	"\vCancelOrder\x12\x1d.orders.v1.CancelOrderRequest\x1a\x1e.orders.v1.CancelOrderResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/orders/{id}:cancel\x12j\n" +
+	"ListOrders\x12\x1c.orders.v1.ListOrdersRequest\x1a\x1d.orders.v1.ListOrdersResponse\"\x15\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/orders\x90\x02\x01\x12o\n" +
+	"\vCancelOrder\x12\x1d.orders.v1.CancelOrderRequest\x1a\x1e.orders.v1.CancelOrderResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/orders/{id}:cancel\x12m\n" +
 	"\n" +
-	"WatchOrder\x12\x1c.orders.v1.WatchOrderRequest\x1a\x1d.orders.v1.WatchOrderResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{id}:watch0\x01\x1a\x1c\xa2\x9f\x19\x18\n" +
+	"WatchOrder\x12\x1c.orders.v1.WatchOrderRequest\x1a\x1d.orders.v1.WatchOrderResponse\" \x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{id}:watch\x90\x02\x010\x01\x1a\x1c\xa2\x9f\x19\x18\n" +
 	"\x06orders\x12\x02\b\n" +
 	"\x18\x02*\b\b\x14\x12\x02\b\x01\x18(B6Z4github.com/portico-gw/portico/gen/orders/v1;ordersv1b\x06proto3"
 

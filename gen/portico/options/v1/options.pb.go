@@ -198,7 +198,11 @@ type MethodOptions struct {
 	// Longest deadline a caller may ask for; replaces the service's.
 	MaxTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=max_timeout,json=maxTimeout,proto3" json:"max_timeout,omitempty"`
 	// Largest REST body this method takes, in bytes; replaces the service's.
-	MaxBodyBytes  uint32 `protobuf:"varint,6,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
+	MaxBodyBytes uint32 `protobuf:"varint,6,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
+	// The method is safe to retry after its request reached a backend, as
+	// if it declared option idempotency_level = IDEMPOTENT. Use it when the
+	// standard option cannot be set; either one turns on retries.
+	Idempotent    bool `protobuf:"varint,7,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -273,6 +277,13 @@ func (x *MethodOptions) GetMaxBodyBytes() uint32 {
 		return x.MaxBodyBytes
 	}
 	return 0
+}
+
+func (x *MethodOptions) GetIdempotent() bool {
+	if x != nil {
+		return x.Idempotent
+	}
+	return false
 }
 
 // RateLimit is a token bucket per caller (the consumer when authenticated,
@@ -390,7 +401,7 @@ const file_portico_options_v1_options_proto_rawDesc = "" +
 	"rate_limit\x18\x05 \x01(\v2\x1d.portico.options.v1.RateLimitR\trateLimit\x12:\n" +
 	"\vmax_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"maxTimeout\x12$\n" +
-	"\x0emax_body_bytes\x18\a \x01(\rR\fmaxBodyBytes\"\xb0\x02\n" +
+	"\x0emax_body_bytes\x18\a \x01(\rR\fmaxBodyBytes\"\xd0\x02\n" +
 	"\rMethodOptions\x123\n" +
 	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x122\n" +
 	"\x06access\x18\x02 \x01(\x0e2\x1a.portico.options.v1.AccessR\x06access\x12\x16\n" +
@@ -399,7 +410,10 @@ const file_portico_options_v1_options_proto_rawDesc = "" +
 	"rate_limit\x18\x04 \x01(\v2\x1d.portico.options.v1.RateLimitR\trateLimit\x12:\n" +
 	"\vmax_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"maxTimeout\x12$\n" +
-	"\x0emax_body_bytes\x18\x06 \x01(\rR\fmaxBodyBytes\"p\n" +
+	"\x0emax_body_bytes\x18\x06 \x01(\rR\fmaxBodyBytes\x12\x1e\n" +
+	"\n" +
+	"idempotent\x18\a \x01(\bR\n" +
+	"idempotent\"p\n" +
 	"\tRateLimit\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\rR\brequests\x121\n" +
 	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +
