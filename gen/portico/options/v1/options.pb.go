@@ -352,6 +352,166 @@ func (x *RateLimit) GetBurst() uint32 {
 	return 0
 }
 
+// Compose makes a method composite: the gateway serves it itself, without a
+// backend, by calling other routed methods (the steps) as the caller, and
+// builds the response from their answers. Requests and the response are CEL
+// expressions, type-checked against the descriptors when the gateway starts.
+// A step runs as soon as the steps its expressions name have answered, so
+// independent steps run in parallel. See docs/aggregation.md.
+type Compose struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The steps, in any order: the references between them decide when each runs.
+	Steps []*ComposeStep `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
+	// CEL expression of the method's output type, built from `request` (the
+	// composite's request) and each step by name, for example
+	// `OrderDetails{order: order.order, products: products.map(p, p.product)}`.
+	Response      string `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Compose) Reset() {
+	*x = Compose{}
+	mi := &file_portico_options_v1_options_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compose) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compose) ProtoMessage() {}
+
+func (x *Compose) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_options_v1_options_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compose.ProtoReflect.Descriptor instead.
+func (*Compose) Descriptor() ([]byte, []int) {
+	return file_portico_options_v1_options_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Compose) GetSteps() []*ComposeStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *Compose) GetResponse() string {
+	if x != nil {
+		return x.Response
+	}
+	return ""
+}
+
+// ComposeStep is one call of a composite method.
+type ComposeStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the step: a CEL identifier, by which the response and other
+	// steps refer to its answer. Not `request` or `item`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The routed unary method to call, as package.Service/Method, for example
+	// `orders.v1.OrderService/GetOrder`.
+	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// CEL expression of the method's input type, for example
+	// `orders.v1.GetOrderRequest{id: request.id}`. It sees `request`, the
+	// steps it names and, with for_each, `item`.
+	Request string `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	// CEL expression of a list: the step calls its method once per element
+	// (`item` in request), and its answer is the list of the answers, in order.
+	ForEach string `protobuf:"bytes,4,opt,name=for_each,json=forEach,proto3" json:"for_each,omitempty"`
+	// A failure of this step does not fail the composite: its answer is left
+	// empty (for for_each, the failed calls' answers are left out) and the
+	// response says which step failed (x-portico-partial-failure).
+	Optional bool `protobuf:"varint,5,opt,name=optional,proto3" json:"optional,omitempty"`
+	// Calls of a for_each step in flight at once. Default 10.
+	MaxConcurrency uint32 `protobuf:"varint,6,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ComposeStep) Reset() {
+	*x = ComposeStep{}
+	mi := &file_portico_options_v1_options_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComposeStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComposeStep) ProtoMessage() {}
+
+func (x *ComposeStep) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_options_v1_options_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComposeStep.ProtoReflect.Descriptor instead.
+func (*ComposeStep) Descriptor() ([]byte, []int) {
+	return file_portico_options_v1_options_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ComposeStep) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ComposeStep) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ComposeStep) GetRequest() string {
+	if x != nil {
+		return x.Request
+	}
+	return ""
+}
+
+func (x *ComposeStep) GetForEach() string {
+	if x != nil {
+		return x.ForEach
+	}
+	return ""
+}
+
+func (x *ComposeStep) GetOptional() bool {
+	if x != nil {
+		return x.Optional
+	}
+	return false
+}
+
+func (x *ComposeStep) GetMaxConcurrency() uint32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
 var file_portico_options_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.ServiceOptions)(nil),
@@ -367,6 +527,14 @@ var file_portico_options_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 		Field:         51700,
 		Name:          "portico.options.v1.method",
 		Tag:           "bytes,51700,opt,name=method",
+		Filename:      "portico/options/v1/options.proto",
+	},
+	{
+		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
+		ExtensionType: (*Compose)(nil),
+		Field:         51701,
+		Name:          "portico.options.v1.compose",
+		Tag:           "bytes,51701,opt,name=compose",
 		Filename:      "portico/options/v1/options.proto",
 	},
 }
@@ -385,6 +553,10 @@ var (
 	//
 	// optional portico.options.v1.MethodOptions method = 51700;
 	E_Method = &file_portico_options_v1_options_proto_extTypes[1]
+	// The plan of a composite method, served by the gateway itself.
+	//
+	// optional portico.options.v1.Compose compose = 51701;
+	E_Compose = &file_portico_options_v1_options_proto_extTypes[2]
 )
 
 var File_portico_options_v1_options_proto protoreflect.FileDescriptor
@@ -417,13 +589,24 @@ const file_portico_options_v1_options_proto_rawDesc = "" +
 	"\tRateLimit\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\rR\brequests\x121\n" +
 	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +
-	"\x05burst\x18\x03 \x01(\rR\x05burst*M\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"\\\n" +
+	"\aCompose\x125\n" +
+	"\x05steps\x18\x01 \x03(\v2\x1f.portico.options.v1.ComposeStepR\x05steps\x12\x1a\n" +
+	"\bresponse\x18\x02 \x01(\tR\bresponse\"\xb3\x01\n" +
+	"\vComposeStep\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x18\n" +
+	"\arequest\x18\x03 \x01(\tR\arequest\x12\x19\n" +
+	"\bfor_each\x18\x04 \x01(\tR\aforEach\x12\x1a\n" +
+	"\boptional\x18\x05 \x01(\bR\boptional\x12'\n" +
+	"\x0fmax_concurrency\x18\x06 \x01(\rR\x0emaxConcurrency*M\n" +
 	"\x06Access\x12\x16\n" +
 	"\x12ACCESS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACCESS_PUBLIC\x10\x01\x12\x18\n" +
 	"\x14ACCESS_AUTHENTICATED\x10\x02:_\n" +
 	"\aservice\x12\x1f.google.protobuf.ServiceOptions\x18\xf4\x93\x03 \x01(\v2\".portico.options.v1.ServiceOptionsR\aservice:[\n" +
-	"\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xf4\x93\x03 \x01(\v2!.portico.options.v1.MethodOptionsR\x06methodB@Z>github.com/portico-gw/portico/gen/portico/options/v1;optionsv1b\x06proto3"
+	"\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xf4\x93\x03 \x01(\v2!.portico.options.v1.MethodOptionsR\x06method:W\n" +
+	"\acompose\x12\x1e.google.protobuf.MethodOptions\x18\xf5\x93\x03 \x01(\v2\x1b.portico.options.v1.ComposeR\acomposeB@Z>github.com/portico-gw/portico/gen/portico/options/v1;optionsv1b\x06proto3"
 
 var (
 	file_portico_options_v1_options_proto_rawDescOnce sync.Once
@@ -438,35 +621,40 @@ func file_portico_options_v1_options_proto_rawDescGZIP() []byte {
 }
 
 var file_portico_options_v1_options_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_portico_options_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_portico_options_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_portico_options_v1_options_proto_goTypes = []any{
 	(Access)(0),                         // 0: portico.options.v1.Access
 	(*ServiceOptions)(nil),              // 1: portico.options.v1.ServiceOptions
 	(*MethodOptions)(nil),               // 2: portico.options.v1.MethodOptions
 	(*RateLimit)(nil),                   // 3: portico.options.v1.RateLimit
-	(*durationpb.Duration)(nil),         // 4: google.protobuf.Duration
-	(*descriptorpb.ServiceOptions)(nil), // 5: google.protobuf.ServiceOptions
-	(*descriptorpb.MethodOptions)(nil),  // 6: google.protobuf.MethodOptions
+	(*Compose)(nil),                     // 4: portico.options.v1.Compose
+	(*ComposeStep)(nil),                 // 5: portico.options.v1.ComposeStep
+	(*durationpb.Duration)(nil),         // 6: google.protobuf.Duration
+	(*descriptorpb.ServiceOptions)(nil), // 7: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 8: google.protobuf.MethodOptions
 }
 var file_portico_options_v1_options_proto_depIdxs = []int32{
-	4,  // 0: portico.options.v1.ServiceOptions.timeout:type_name -> google.protobuf.Duration
+	6,  // 0: portico.options.v1.ServiceOptions.timeout:type_name -> google.protobuf.Duration
 	0,  // 1: portico.options.v1.ServiceOptions.access:type_name -> portico.options.v1.Access
 	3,  // 2: portico.options.v1.ServiceOptions.rate_limit:type_name -> portico.options.v1.RateLimit
-	4,  // 3: portico.options.v1.ServiceOptions.max_timeout:type_name -> google.protobuf.Duration
-	4,  // 4: portico.options.v1.MethodOptions.timeout:type_name -> google.protobuf.Duration
+	6,  // 3: portico.options.v1.ServiceOptions.max_timeout:type_name -> google.protobuf.Duration
+	6,  // 4: portico.options.v1.MethodOptions.timeout:type_name -> google.protobuf.Duration
 	0,  // 5: portico.options.v1.MethodOptions.access:type_name -> portico.options.v1.Access
 	3,  // 6: portico.options.v1.MethodOptions.rate_limit:type_name -> portico.options.v1.RateLimit
-	4,  // 7: portico.options.v1.MethodOptions.max_timeout:type_name -> google.protobuf.Duration
-	4,  // 8: portico.options.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	5,  // 9: portico.options.v1.service:extendee -> google.protobuf.ServiceOptions
-	6,  // 10: portico.options.v1.method:extendee -> google.protobuf.MethodOptions
-	1,  // 11: portico.options.v1.service:type_name -> portico.options.v1.ServiceOptions
-	2,  // 12: portico.options.v1.method:type_name -> portico.options.v1.MethodOptions
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	11, // [11:13] is the sub-list for extension type_name
-	9,  // [9:11] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	6,  // 7: portico.options.v1.MethodOptions.max_timeout:type_name -> google.protobuf.Duration
+	6,  // 8: portico.options.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	5,  // 9: portico.options.v1.Compose.steps:type_name -> portico.options.v1.ComposeStep
+	7,  // 10: portico.options.v1.service:extendee -> google.protobuf.ServiceOptions
+	8,  // 11: portico.options.v1.method:extendee -> google.protobuf.MethodOptions
+	8,  // 12: portico.options.v1.compose:extendee -> google.protobuf.MethodOptions
+	1,  // 13: portico.options.v1.service:type_name -> portico.options.v1.ServiceOptions
+	2,  // 14: portico.options.v1.method:type_name -> portico.options.v1.MethodOptions
+	4,  // 15: portico.options.v1.compose:type_name -> portico.options.v1.Compose
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	13, // [13:16] is the sub-list for extension type_name
+	10, // [10:13] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_portico_options_v1_options_proto_init() }
@@ -480,8 +668,8 @@ func file_portico_options_v1_options_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portico_options_v1_options_proto_rawDesc), len(file_portico_options_v1_options_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
-			NumExtensions: 2,
+			NumMessages:   5,
+			NumExtensions: 3,
 			NumServices:   0,
 		},
 		GoTypes:           file_portico_options_v1_options_proto_goTypes,
