@@ -5,6 +5,9 @@
 // clients that CA signed (the gateway), health excepted. With -catalog-ca
 // (and -catalog-cert, -catalog-key for a catalog that requires a client
 // certificate) it calls the catalog over TLS.
+//
+// -fail-rate, -delay and -hang-rate make it misbehave on purpose while its
+// health check still passes, to watch the gateway's retries and ejection.
 package main
 
 import (
@@ -31,6 +34,7 @@ type config struct {
 	addr       string
 	consul     discovery.ConsulConfig
 	tls        host.TLS
+	faults     host.Faults
 	catalog    string
 	catalogTLS tlsconfig.BackendConfig
 	statusStep time.Duration
@@ -41,13 +45,14 @@ func main() {
 	flag.StringVar(&cfg.addr, "addr", host.DefaultAddr, "gRPC listen address")
 	consulCfg := host.ConsulFlags(flag.CommandLine)
 	tlsCfg := host.TLSFlags(flag.CommandLine)
+	faults := host.FaultFlags(flag.CommandLine)
 	flag.StringVar(&cfg.catalog, "catalog", "catalog", "Consul service name of the catalog")
 	flag.StringVar(&cfg.catalogTLS.CAFile, "catalog-ca", "", "call the catalog over TLS, verifying its certificate with this CA (PEM)")
 	flag.StringVar(&cfg.catalogTLS.CertFile, "catalog-cert", "", "the client certificate to present to the catalog (PEM)")
 	flag.StringVar(&cfg.catalogTLS.KeyFile, "catalog-key", "", "the key of -catalog-cert (PEM)")
 	flag.DurationVar(&cfg.statusStep, "status-step", 5*time.Second, "time an order spends in each status before it moves on; 0 disables")
 	flag.Parse()
-	cfg.consul, cfg.tls = *consulCfg, *tlsCfg
+	cfg.consul, cfg.tls, cfg.faults = *consulCfg, *tlsCfg, *faults
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if err := run(cfg, logger); err != nil {
@@ -90,5 +95,6 @@ func run(cfg config, logger *slog.Logger) error {
 		Addr:     cfg.addr,
 		Register: func(s *grpc.Server) { ordersv1.RegisterOrderServiceServer(s, srv) },
 		TLS:      cfg.tls,
+		Faults:   cfg.faults,
 	}, consul, logger)
 }

@@ -50,6 +50,9 @@ type Config struct {
 	// TLS serves the instance over TLS, and with a client CA only to
 	// clients that CA signed; the zero value serves plaintext.
 	TLS TLS
+	// Faults make the instance misbehave on purpose (-fail-rate, -delay,
+	// -hang-rate); the zero value behaves.
+	Faults Faults
 }
 
 // Host is one running instance of a service.
@@ -60,6 +63,7 @@ type Host struct {
 	health *health.Server
 	reg    *discovery.Registered // nil when running without Consul
 	tls    *tlsconfig.Source     // nil when serving plaintext
+	seen   received              // calls received, by full method
 
 	served   chan struct{} // closed when Serve has returned
 	serveErr error         // Serve's result; read only after served is closed
@@ -81,6 +85,9 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
+	}
+	if err := cfg.Faults.Validate(); err != nil {
+		return nil, err
 	}
 	addr := cfg.Addr
 	if addr == "" {
@@ -112,6 +119,11 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 		}
 	}
 
+	h := &Host{served: make(chan struct{})}
+	// Faults come after the TLS check: a call it refuses never reached the
+	// service. Every call that passes it is counted.
+	u, st := faultInterceptors(cfg.Faults, &h.seen)
+	unary, stream = append(unary, u), append(stream, st)
 	id := discovery.NewServiceID(cfg.Name)
 	// The instance id goes first, so a refused call names the instance too.
 	srv := grpc.NewServer(append(opts,
@@ -131,7 +143,7 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
-	h := &Host{id: id, addr: lis.Addr(), srv: srv, health: hs, tls: src, served: make(chan struct{})}
+	h.id, h.addr, h.srv, h.health, h.tls = id, lis.Addr(), srv, hs, src
 	if src != nil {
 		// Rotated files are picked up until Stop or Kill, which own it.
 		_ = src.Start(context.Background())
@@ -185,6 +197,10 @@ func (h *Host) Addr() string { return h.addr.String() }
 
 // ID is the instance id: the Consul service ID and the x-instance-id value.
 func (h *Host) ID() string { return h.id }
+
+// Received is how many calls of fullMethod (/package.Service/Method) the
+// instance received, those a fault answered included.
+func (h *Host) Received(fullMethod string) int64 { return h.seen.get(fullMethod) }
 
 // Done is closed when the server has stopped serving, whether through Stop,
 // Kill or a failing listener.
