@@ -25,6 +25,9 @@ func (g *Gateway) dialBackends() error {
 	sources := tlsconfig.NewSources(tlsconfig.WithLogger(g.opts.logger), tlsconfig.WithMetrics(m))
 	tlsBy := map[string]*route.Route{} // the first route of each target: whose TLS it has
 	for _, r := range g.routes.All() {
+		if r.Compose != nil {
+			continue // served by the gateway (package compose)
+		}
 		if first, ok := tlsBy[r.Target()]; ok {
 			if !sameBackendTLS(first.TLS, r.TLS) {
 				g.closeConns()

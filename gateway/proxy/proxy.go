@@ -56,6 +56,7 @@ type Method struct {
 	onReadTimeout func()
 	shutdown      context.Context   // ends open streams; nil: never
 	call          grpc.UnaryHandler // unary methods: the chain bound around Invoke
+	serve         grpc.UnaryHandler // a method the gateway serves itself; nil: a backend's
 	desc          *grpc.StreamDesc  // the backend stream's shape; nil for unary methods
 }
 
@@ -77,6 +78,10 @@ func WithShutdown(ctx context.Context) Option { return func(m *Method) { m.shutd
 
 // WithLogger sets where the detail of failed backend connections goes.
 func WithLogger(l *slog.Logger) Option { return func(m *Method) { m.logger = l } }
+
+// WithHandler serves the method in the gateway with h instead of calling a
+// backend: a composite method (package compose). Nil changes nothing.
+func WithHandler(h grpc.UnaryHandler) Option { return func(m *Method) { m.serve = h } }
 
 // New makes the proxy of r over conn, the connection to r's backend.
 func New(r *route.Route, conn grpc.ClientConnInterface, mode Mode, opts ...Option) *Method {
@@ -200,6 +205,9 @@ func (m *Method) Invoke(ctx context.Context, req any) (any, error) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, m.route.Timeout)
 		defer cancel()
+	}
+	if m.serve != nil {
+		return m.serve(ctx, req)
 	}
 	out := m.newResponse()
 	var header, trailer metadata.MD

@@ -58,6 +58,9 @@ func Print(w io.Writer, routes []*Route, opts ...PrintOption) error {
 			timeout = r.Timeout.String()
 		}
 		backend := r.Backend
+		if r.Compose != nil {
+			backend = "(composite)"
+		}
 		if r.Tag != "" {
 			backend += " tag=" + r.Tag
 		}
@@ -74,6 +77,31 @@ func Print(w io.Writer, routes []*Route, opts ...PrintOption) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(r.HTTP, ", "), r.FullMethod, backend, r.Kind(), timeout,
 			auth, scopes, r.Policy.RateLimit)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printSteps(w, routes)
+}
+
+// printSteps lists the steps of each composite route under the table.
+func printSteps(w io.Writer, routes []*Route) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range routes {
+		if r.Compose == nil {
+			continue
+		}
+		fmt.Fprintf(tw, "\n%s is composite, served by the gateway:\n", r.FullMethod[1:])
+		for _, s := range r.Steps {
+			var notes []string
+			if s.ForEach != "" {
+				notes = append(notes, "for_each "+s.ForEach)
+			}
+			if s.Optional {
+				notes = append(notes, "optional")
+			}
+			fmt.Fprintf(tw, "  step %s\t%s\t%s\n", s.Name, s.Method, strings.Join(notes, ", "))
+		}
 	}
 	return tw.Flush()
 }

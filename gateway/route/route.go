@@ -45,6 +45,21 @@ type Route struct {
 
 	// Input and Output are the method's message types.
 	Input, Output protoreflect.MessageType `json:"-"`
+
+	// Compose is the plan of a composite method (option
+	// portico.options.v1.compose), which the gateway serves itself
+	// (package compose); its Backend is empty. Nil for a proxied method.
+	Compose *optionsv1.Compose `json:"-"`
+	// Steps are the composite's steps as declared, for display.
+	Steps []Step `json:"steps,omitempty"`
+}
+
+// Step is one step of a composite method, as declared.
+type Step struct {
+	Name     string `json:"name"`
+	Method   string `json:"method"`
+	ForEach  string `json:"for_each,omitempty"`
+	Optional bool   `json:"optional,omitempty"`
 }
 
 // Kind is "unary", "server-stream", "client-stream" or "bidi-stream".
@@ -153,7 +168,7 @@ func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, err
 	if backend == "" {
 		backend = so.GetBackend()
 	}
-	if backend == "" {
+	if backend == "" && !allComposite(sd) {
 		return nil, fmt.Errorf("service %s (%s) has no backend: declare option (portico.options.v1.service).backend or set services.%s.backend in %s",
 			name, sd.ParentFile().Path(), name, cfg.where())
 	}
@@ -192,6 +207,9 @@ func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, err
 			Output:        out,
 			TLS:           sc.TLS,
 		}
+		if err := r.compose(md); err != nil {
+			return nil, err
+		}
 		mo, _ := proto.GetExtension(md.Options(), optionsv1.E_Method).(*optionsv1.MethodOptions)
 		mc := sc.Methods[string(md.Name())]
 		if mo.GetTimeout() != nil {
@@ -221,6 +239,34 @@ func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, err
 		}
 	}
 	return routes, nil
+}
+
+// compose reads a composite method's plan: the gateway serves it, so it
+// has no backend.
+func (r *Route) compose(md protoreflect.MethodDescriptor) error {
+	c, _ := proto.GetExtension(md.Options(), optionsv1.E_Compose).(*optionsv1.Compose)
+	if c == nil {
+		return nil
+	}
+	if r.Streams() {
+		return fmt.Errorf("method %s (%s): a composite method must be unary", r.FullMethod[1:], md.ParentFile().Path())
+	}
+	r.Compose, r.Backend, r.Tag, r.Datacenter, r.TLS = c, "", "", "", nil
+	for _, s := range c.GetSteps() {
+		r.Steps = append(r.Steps, Step{Name: s.GetName(), Method: s.GetMethod(), ForEach: s.GetForEach(), Optional: s.GetOptional()})
+	}
+	return nil
+}
+
+// allComposite reports a service whose every method is composite: it
+// needs no backend.
+func allComposite(sd protoreflect.ServiceDescriptor) bool {
+	for i := range sd.Methods().Len() {
+		if !proto.HasExtension(sd.Methods().Get(i).Options(), optionsv1.E_Compose) {
+			return false
+		}
+	}
+	return sd.Methods().Len() > 0
 }
 
 // All returns the routes in table order.

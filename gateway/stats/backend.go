@@ -84,7 +84,7 @@ type instanceSeries struct {
 func newBackends(m *metrics, routes []Route, now func() time.Time) *backends {
 	b := &backends{m: m, now: now, by: map[string]*backend{}}
 	for _, r := range routes {
-		if _, ok := b.by[r.Backend]; ok {
+		if _, ok := b.by[r.Backend]; ok || r.Backend == "" { // "": a composite method, served by the gateway
 			continue
 		}
 		b.by[r.Backend] = &backend{name: r.Backend, healthy: m.healthy.WithLabelValues(r.Backend), watchErrs: m.watchErrors.WithLabelValues(r.Backend)}
