@@ -19,6 +19,7 @@ import (
 	"github.com/portico-gw/portico/gateway/edge"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
+	"github.com/portico-gw/portico/gateway/registration"
 	"github.com/portico-gw/portico/gateway/rest"
 	"github.com/portico-gw/portico/gateway/route"
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +49,7 @@ type Gateway struct {
 	routes *route.Table
 	edge   *edge.Edge
 	consul *api.Client
-	self   *registration // the gateway's own Consul entry; nil when off
+	self   *registration.Entry // the gateway's own Consul entry; nil when off
 
 	// parts are the policies and the admin API: what they offer besides
 	// interceptors (lifecycle.go) is found by interface.
@@ -97,14 +98,14 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %s: %w", cfg.where(), err)
 	}
-	g := &Gateway{cfg: cfg, opts: o, routes: routes, consul: consul, self: newRegistration(cfg.Register),
+	g := &Gateway{cfg: cfg, opts: o, routes: routes, consul: consul, self: registration.New(cfg.Register),
 		backends: map[string]*grpc.ClientConn{}}
 
 	// Each gateway has its own Prometheus registry, so tests can run many
 	// gateways in one process.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	env := policy.Env{Consul: consul, Logger: o.logger, Registry: reg, Watch: o.resolverOpts, Self: g.self.name()}
+	env := policy.Env{Consul: consul, Logger: o.logger, Registry: reg, Watch: o.resolverOpts, Self: g.self.Self()}
 	if g.edge, err = edge.New(cfg.Limits, routes, reg); err != nil {
 		return nil, fmt.Errorf("gateway: %s: %w", cfg.where(), err)
 	}

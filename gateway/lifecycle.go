@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/gateway/admin"
+	"github.com/portico-gw/portico/gateway/registration"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -89,7 +90,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.serve("http", func() error { return g.httpServer.Serve(rest) })
 	g.serve("admin", func() error { return g.adminServer.Serve(adm) })
 	g.wg.Go(func() { g.waitForConsul(ctx) })
-	g.register(ctx)
+	g.self.Start(ctx, g.consul, registration.Listeners{HTTP: g.listeners.http.Addr(), GRPC: g.listeners.grpc.Addr(), Admin: g.listeners.admin.Addr()},
+		g.opts.logger, g.opts.resolverOpts...)
 	g.opts.logger.Info("portico gateway started",
 		"http", g.listeners.http.Addr().String(), "grpc", g.listeners.grpc.Addr().String(),
 		"admin", g.listeners.admin.Addr().String(), "routes", len(g.routes.All()),
@@ -151,7 +153,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopping.Store(true)
 	g.health.Shutdown()
 	var errs []error
-	if err := g.deregister(ctx); err != nil {
+	if err := g.self.Stop(ctx); err != nil {
 		// Not fatal: Consul's check sees /readyz fail and drops the entry.
 		g.opts.logger.Warn("deregistering from consul", "error", err)
 	}
