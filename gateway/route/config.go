@@ -3,6 +3,7 @@ package route
 import (
 	"time"
 
+	"github.com/portico-gw/portico/gateway/backend"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
 )
@@ -54,9 +55,15 @@ type ServiceConfig struct {
 	// TLS is the TLS of connections to the service's backend; it replaces
 	// backend_tls.
 	TLS *tlsconfig.BackendConfig `yaml:"tls"`
+	// CORS replaces the global cors block for the service (package web).
+	CORS *policy.CORS `yaml:"cors"`
 
 	// Access, Scopes and RateLimit override the service's proto options.
 	PolicyConfig `yaml:",inline"`
+	// Retries, outlier detection, the circuit breaker and load balancing
+	// (retry, retry_throttling, outlier_detection, max_concurrent_requests,
+	// load_balancing, hash_header, health_check).
+	backend.Config `yaml:",inline"`
 	// Methods overrides single methods, keyed by method name (GetProduct).
 	Methods map[string]MethodConfig `yaml:"methods"`
 }
@@ -80,4 +87,7 @@ type MethodConfig struct {
 	MaxTimeout time.Duration `yaml:"max_timeout"`
 	// MaxBodyBytes is the largest REST body the method takes.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// Retry tunes the method's retries; unset fields take the service's.
+	// Only an idempotent method may be retried.
+	Retry *backend.Retry `yaml:"retry"`
 }

@@ -47,9 +47,9 @@ func Print(w io.Writer, routes []*Route, opts ...PrintOption) error {
 	}
 	creds := o.credentials
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	head := "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tSCOPES\tRATE LIMIT"
+	head := "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tSCOPES\tRATE LIMIT\tRETRIES"
 	if creds {
-		head = "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tCREDENTIALS\tSCOPES\tRATE LIMIT"
+		head = "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tCREDENTIALS\tSCOPES\tRATE LIMIT\tRETRIES"
 	}
 	fmt.Fprintln(tw, head)
 	for _, r := range routes {
@@ -75,13 +75,46 @@ func Print(w io.Writer, routes []*Route, opts ...PrintOption) error {
 		if creds {
 			auth += "\t" + Credentials(r.Policy, o.kinds)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(r.HTTP, ", "), r.FullMethod, backend, r.Kind(), timeout,
-			auth, scopes, r.Policy.RateLimit)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(r.HTTP, ", "), r.FullMethod, backend, r.Kind(), timeout,
+			auth, scopes, r.Policy.RateLimit, Retries(r))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	return printSteps(w, routes)
+	if err := printSteps(w, routes); err != nil {
+		return err
+	}
+	return printBackends(w, routes)
+}
+
+// Retries says how a route's calls are retried, as the route table and
+// the admin page show it.
+func Retries(r *Route) string {
+	switch {
+	case r.Compose != nil:
+		return "per step"
+	case r.Retry == nil:
+		return "transparent only"
+	}
+	return r.Retry.String()
+}
+
+// printBackends lists each backend connection's resilience settings under
+// the table.
+func printBackends(w io.Writer, routes []*Route) error {
+	seen := map[string]bool{}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range routes {
+		if r.Compose != nil || seen[r.Target()] {
+			continue
+		}
+		if len(seen) == 0 {
+			fmt.Fprintf(tw, "\nBACKEND\tBALANCING\tOUTLIER DETECTION\tMAX CONCURRENT\tRETRY THROTTLING\tHEALTH CHECK\n")
+		}
+		seen[r.Target()] = true
+		fmt.Fprintln(tw, r.Resilience.Row(r.Backend))
+	}
+	return tw.Flush()
 }
 
 // printSteps lists the steps of each composite route under the table.

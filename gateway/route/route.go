@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portico-gw/portico/gateway/backend"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
 	optionsv1 "github.com/portico-gw/portico/gen/portico/options/v1"
@@ -38,6 +39,12 @@ type Route struct {
 	// TLS is the service's own backend TLS (services.<name>.tls); nil:
 	// the gateway's backend_tls.
 	TLS *tlsconfig.BackendConfig `json:"-"`
+	// Resilience is the effective retry throttling, outlier detection,
+	// circuit breaker and load balancing of the route's backend connection.
+	Resilience backend.Config
+	// Retry is the method's retry policy; nil for a method that is not
+	// idempotent, which gets only transparent retries.
+	Retry *backend.Retry
 	// ClientStreams and ServerStreams give the method's kind.
 	ClientStreams, ServerStreams bool
 	// Policy is the effective policy: proto options, then config overrides.
@@ -172,6 +179,10 @@ func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, err
 		return nil, fmt.Errorf("service %s (%s) has no backend: declare option (portico.options.v1.service).backend or set services.%s.backend in %s",
 			name, sd.ParentFile().Path(), name, cfg.where())
 	}
+	resilience := sc.Config.WithDefaults()
+	if err := resilience.Validate("services." + name); err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.where(), err)
+	}
 	timeout := cfg.DefaultTimeout
 	if d := so.GetTimeout(); d != nil {
 		timeout = d.AsDuration()
@@ -206,12 +217,16 @@ func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, err
 			Input:         in,
 			Output:        out,
 			TLS:           sc.TLS,
+			Resilience:    resilience,
 		}
 		if err := r.compose(md); err != nil {
 			return nil, err
 		}
 		mo, _ := proto.GetExtension(md.Options(), optionsv1.E_Method).(*optionsv1.MethodOptions)
 		mc := sc.Methods[string(md.Name())]
+		if r.Retry, err = retryOf(md, mo, resilience, mc.Retry); err != nil {
+			return nil, fmt.Errorf("%s: services.%s.methods.%s.retry: %w", cfg.where(), name, md.Name(), err)
+		}
 		if mo.GetTimeout() != nil {
 			r.Timeout = mo.GetTimeout().AsDuration()
 		}
@@ -239,6 +254,28 @@ func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, err
 		}
 	}
 	return routes, nil
+}
+
+// retryOf is a method's effective retry policy: the service's, tuned by
+// the method's config, for a method declared idempotent (the standard
+// option idempotency_level, or Portico's idempotent); nil for any other,
+// whose config may not ask for retries.
+func retryOf(md protoreflect.MethodDescriptor, mo *optionsv1.MethodOptions, svc backend.Config, mc *backend.Retry) (*backend.Retry, error) {
+	level := md.Options().(*descriptorpb.MethodOptions).GetIdempotencyLevel()
+	if level != descriptorpb.MethodOptions_NO_SIDE_EFFECTS && level != descriptorpb.MethodOptions_IDEMPOTENT && !mo.GetIdempotent() {
+		if mc != nil {
+			return nil, fmt.Errorf("%s is not idempotent, so it is never retried once its request reached a backend: declare option idempotency_level = IDEMPOTENT (or portico.options.v1.method idempotent) first", md.FullName())
+		}
+		return nil, nil
+	}
+	r := *svc.Retry
+	if mc != nil {
+		r = mc.WithDefaults(r)
+		if err := r.Validate("retry"); err != nil {
+			return nil, err
+		}
+	}
+	return &r, nil
 }
 
 // compose reads a composite method's plan: the gateway serves it, so it
