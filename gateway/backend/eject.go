@@ -120,8 +120,8 @@ type ejector struct {
 	mu       sync.Mutex
 	cfg      *lbConfig
 	tracker  *Tracker
-	state    resolver.State           // the resolver's last state, unfiltered
-	hosts    map[string]*host         // by address
+	state    resolver.State   // the resolver's last state, unfiltered
+	hosts    map[string]*host // by address
 	subConns map[balancer.SubConn]*subConn
 	timer    *time.Timer
 	closed   bool

@@ -73,13 +73,13 @@ func TestResilienceConfigErrors(t *testing.T) {
 		want string
 	}{
 		"retry on a method that is not idempotent": {svc(backend.Config{}, map[string]route.MethodConfig{"CreateProduct": {Retry: &backend.Retry{MaxAttempts: 2}}}), "not idempotent"},
-		"too many attempts":      {svc(backend.Config{Retry: &backend.Retry{MaxAttempts: 9}}, nil), "max_attempts"},
-		"unknown code":           {svc(backend.Config{Retry: &backend.Retry{Codes: []string{"SOMETIMES"}}}, nil), "SOMETIMES"},
-		"ring_hash without hash": {svc(backend.Config{LoadBalancing: backend.RingHash}, nil), "hash_header"},
-		"unknown balancing":      {svc(backend.Config{LoadBalancing: "random"}, nil), "random"},
-		"hash on round_robin":    {svc(backend.Config{HashHeader: "x-user-id"}, nil), "only ring_hash"},
-		"ejection percent":       {svc(backend.Config{OutlierDetection: &backend.Outlier{MaxEjectionPercent: 150}}, nil), "max_ejection_percent"},
-		"negative limit":         {svc(backend.Config{MaxConcurrentRequests: -5}, nil), "max_concurrent_requests"},
+		"too many attempts":                        {svc(backend.Config{Retry: &backend.Retry{MaxAttempts: 9}}, nil), "max_attempts"},
+		"unknown code":                             {svc(backend.Config{Retry: &backend.Retry{Codes: []string{"SOMETIMES"}}}, nil), "SOMETIMES"},
+		"ring_hash without hash":                   {svc(backend.Config{LoadBalancing: backend.RingHash}, nil), "hash_header"},
+		"unknown balancing":                        {svc(backend.Config{LoadBalancing: "random"}, nil), "random"},
+		"hash on round_robin":                      {svc(backend.Config{HashHeader: "x-user-id"}, nil), "only ring_hash"},
+		"ejection percent":                         {svc(backend.Config{OutlierDetection: &backend.Outlier{MaxEjectionPercent: 150}}, nil), "max_ejection_percent"},
+		"negative limit":                           {svc(backend.Config{MaxConcurrentRequests: -5}, nil), "max_concurrent_requests"},
 	} {
 		_, err := route.Build(services(), tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "/etc/portico.yaml") {
