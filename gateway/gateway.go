@@ -16,6 +16,7 @@ import (
 	"github.com/portico-gw/portico/gateway/admin"
 	"github.com/portico-gw/portico/gateway/chain"
 	"github.com/portico-gw/portico/gateway/clientip"
+	"github.com/portico-gw/portico/gateway/compose"
 	"github.com/portico-gw/portico/gateway/edge"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
@@ -90,6 +91,10 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	plans, err := compose.New(routes) // composite methods, checked before anything starts
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	consul, err := discovery.NewConsulClient(cfg.Consul)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -139,7 +144,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	methods := map[string]*proxy.Method{}
 	var list []*proxy.Method
 	for _, r := range routes.All() {
-		m := proxy.New(r, g.backends[r.Target()], ch.Mode(r.Streams()), proxyOpts...)
+		m := proxy.New(r, g.backends[r.Target()], ch.Mode(r.Streams()), append(proxyOpts, proxy.WithHandler(plans.Handler(r)))...)
 		if !r.Streams() {
 			m.Bind(ch.Bind(r.FullMethod, m.DecodeStep()))
 		}
@@ -172,6 +177,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	}
 	door := rest.New(rest.Config{Methods: methods, Streams: g.restConn, Trusted: trusted, Refusals: ch.Refusals(),
 		Chain: ch, MaxHeaders: g.edge.Config().MaxHeaders, OnRefuse: g.edge.Refused})
+	plans.Bind(door.Conn()) // steps run through the chain as their caller, as REST calls do
 	for _, svc := range services {
 		if err := svc.RegisterHTTP(context.Background(), door.Mux(), door.Conn()); err != nil {
 			g.closeConns()

@@ -127,6 +127,9 @@ type Call struct {
 	Identity *Identity
 	// Input describes the method's request message.
 	Input protoreflect.MessageDescriptor
+	// PartialFailure, set by a composite method's handler, says which of
+	// its optional steps failed; empty when none did.
+	PartialFailure string
 }
 
 type callKey struct{}

@@ -35,6 +35,10 @@ func (s *Stats) logCall(ctx context.Context, cl *call, code codes.Code, d time.D
 	if inst := cl.rec.instance.Load(); inst != nil {
 		e.instance = *inst
 	}
+	if st := policy.StepFromContext(ctx); st != nil {
+		e.stepOf, e.step = st.Composite, st.Name
+	}
+	e.partial = c.PartialFailure
 	if s.opts.jsonLog {
 		s.opts.logWriter.writeLine(func(b []byte) []byte { return e.appendJSON(b, s.opts.now()) })
 		return
@@ -56,11 +60,15 @@ type entry struct {
 	in, out                     int64
 	backend, instance           string
 	rejectedBy, reason, traceID string
+	// stepOf and step mark a composite's step; partial names the
+	// composite's optional steps that failed.
+	stepOf, step, partial string
 }
 
 // trailing is the line's last fields, each written only when not empty.
-func (e *entry) trailing() [4]struct{ k, v string } {
-	return [4]struct{ k, v string }{{"instance", e.instance}, {"rejected_by", e.rejectedBy}, {"reason", e.reason}, {"trace_id", e.traceID}}
+func (e *entry) trailing() [7]struct{ k, v string } {
+	return [7]struct{ k, v string }{{"instance", e.instance}, {"rejected_by", e.rejectedBy}, {"reason", e.reason},
+		{"step_of", e.stepOf}, {"step", e.step}, {"partial_failure", e.partial}, {"trace_id", e.traceID}}
 }
 
 func (e *entry) attrs(attrs []slog.Attr) []slog.Attr {

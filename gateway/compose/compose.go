@@ -1,0 +1,100 @@
+package compose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/portico-gw/portico/gateway/route"
+	"google.golang.org/grpc"
+)
+
+// Composer serves the composite methods of a route table.
+type Composer struct {
+	plans map[string]*plan // by full method
+	// conn is the in-process connection the steps call through: the REST
+	// door's (rest.Door.Conn), which runs each method's bound chain.
+	conn grpc.ClientConnInterface
+}
+
+// New compiles the plan of every composite route in routes. Any mistake in
+// a plan (an unknown method, a type error, a reference to a missing step, a
+// cycle) is an error naming the file, the method and the step: the gateway
+// does not start with a plan it cannot run. New does no I/O.
+func New(routes *route.Table) (*Composer, error) {
+	c := &Composer{plans: map[string]*plan{}}
+	var errs []error
+	for _, r := range routes.All() {
+		if r.Compose == nil {
+			continue
+		}
+		p, err := compile(r, routes)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.plans[r.FullMethod] = p
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("compose: %w", errors.Join(errs...))
+	}
+	if err := c.checkRecursion(); err != nil {
+		return nil, fmt.Errorf("compose: %w", err)
+	}
+	return c, nil
+}
+
+// checkRecursion refuses composite methods that call each other in a
+// circle, which would run until the deadline.
+func (c *Composer) checkRecursion() error {
+	state := map[string]int{} // 1 visiting, 2 done
+	var path []string
+	var visit func(full string) error
+	visit = func(full string) error {
+		p := c.plans[full]
+		if p == nil || state[full] == 2 {
+			return nil
+		}
+		if state[full] == 1 {
+			cycle := append(slices.Clone(path[slices.Index(path, full):]), full)
+			for i := range cycle {
+				cycle[i] = cycle[i][1:]
+			}
+			return fmt.Errorf("%s: composite methods call each other in a cycle: %s", p.where, strings.Join(cycle, " -> "))
+		}
+		state[full] = 1
+		path = append(path, full)
+		for _, s := range p.steps {
+			if err := visit(s.route.FullMethod); err != nil {
+				return err
+			}
+		}
+		path = path[:len(path)-1]
+		state[full] = 2
+		return nil
+	}
+	for _, full := range slices.Sorted(maps.Keys(c.plans)) {
+		if err := visit(full); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Handler is the handler of r, for proxy.WithHandler: nil unless r is
+// composite.
+func (c *Composer) Handler(r *route.Route) grpc.UnaryHandler {
+	p := c.plans[r.FullMethod]
+	if p == nil {
+		return nil
+	}
+	return func(ctx context.Context, req any) (any, error) { return c.run(ctx, p, req) }
+}
+
+// Bind sets the connection the steps call through, before the gateway
+// serves: the REST door's in-process connection, which runs each step's
+// method through its bound chain as the caller (rest.Door.Conn).
+func (c *Composer) Bind(conn grpc.ClientConnInterface) { c.conn = conn }
