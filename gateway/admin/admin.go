@@ -44,6 +44,8 @@ type Server struct {
 
 	rateLimitMode     func() (string, uint32)
 	rateLimitOverride func(service, method string) (*adminv1.RateLimit, bool)
+	rateLimitStore    RateLimitStore  // nil: none
+	quotas            RateLimitQuotas // nil: rate limiting off
 
 	grpc *grpc.Server
 	rest *runtime.ServeMux
@@ -148,6 +150,11 @@ func (s *Server) ListRoutes(context.Context, *adminv1.ListRoutesRequest) (*admin
 func (s *Server) GetRateLimits(context.Context, *adminv1.GetRateLimitsRequest) (*adminv1.GetRateLimitsResponse, error) {
 	out := proto.CloneOf(s.limits)
 	out.Mode, out.Replicas = s.rateLimitMode()
+	if s.rateLimitStore != nil {
+		if st, ok := s.rateLimitStore.StoreStatus(); ok {
+			out.Store = storeStatus(st)
+		}
+	}
 	for _, r := range s.routes {
 		declared := r.GetPolicy().GetRateLimit()
 		m := &adminv1.MethodRateLimit{Method: r.GetMethod(), RateLimit: declared, Declared: declared}

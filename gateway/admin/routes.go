@@ -21,9 +21,13 @@ type RateLimits interface {
 	Override(service, method string) (policy.RateLimit, bool)
 }
 
-// WithRateLimits reports the mode and the live overrides of rl.
+// WithRateLimits reports the mode and the live overrides of rl, and, when
+// rl has them, its store (RateLimitStore) and consumers' quotas
+// (RateLimitQuotas).
 func WithRateLimits(rl RateLimits) Option {
 	return func(s *Server) {
+		s.rateLimitStore, _ = rl.(RateLimitStore)
+		s.quotas, _ = rl.(RateLimitQuotas)
 		s.rateLimitMode = func() (string, uint32) {
 			mode, n := rl.Mode()
 			return mode, uint32(n)

@@ -91,6 +91,9 @@ type Decision struct {
 	RetryAfter time.Duration
 
 	rate *rate // the rate decided on, for its preformatted headers; may be nil
+	// unavailable: mode redis's store did not answer and failure_mode is
+	// deny; the call fails with UNAVAILABLE.
+	unavailable bool
 }
 
 // decision turns the bucket's state into a Decision.

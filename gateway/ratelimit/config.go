@@ -8,6 +8,7 @@ import (
 	"github.com/portico-gw/portico/gateway/admin"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/route"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures the rate-limit policy. The limits themselves are
@@ -17,9 +18,11 @@ import (
 type Config struct {
 	// Mode is "local" (the default: each replica enforces the full
 	// limits), "cluster" (each replica enforces 1/n of them, n being the
-	// healthy replicas registered in Consul; needs register.enabled) or
-	// "off".
+	// healthy replicas registered in Consul; needs register.enabled),
+	// "redis" (the replicas share each caller's bucket in Redis) or "off".
 	Mode string `yaml:"mode"`
+	// Redis is where mode redis keeps its counts.
+	Redis RedisConfig `yaml:"redis"`
 	// MaxKeys caps how many callers (per method) are tracked at once.
 	// Default 100000.
 	MaxKeys int `yaml:"max_keys"`
@@ -35,22 +38,30 @@ type Config struct {
 // mode is off.
 func FromConfig(cfg Config, routes *route.Table, env policy.Env) (*Limiter, error) {
 	switch cfg.Mode {
-	case "", "local", "cluster":
+	case "", "local", "cluster", "redis":
 	case "off":
 		return nil, nil
 	default:
-		return nil, fmt.Errorf("rate_limit.mode %q: want local, cluster or off", cfg.Mode)
+		return nil, fmt.Errorf("rate_limit.mode %q: want local, cluster, redis or off", cfg.Mode)
 	}
 	opts := []Option{
 		WithLogger(env.Logger),
 		WithMaxKeys(cfg.MaxKeys),
 		WithIdleTimeout(cfg.IdleTimeout),
 		WithKnownMethods(routes.Known),
+		WithDeclaredLimits(func(fullMethod string) (string, string, policy.RateLimit, bool) {
+			r, ok := routes.Lookup(fullMethod)
+			if !ok {
+				return "", "", policy.RateLimit{}, false
+			}
+			return r.Service, r.Method, r.Policy.RateLimit, true
+		}),
 	}
-	if cfg.Mode == "cluster" {
-		if env.Self.ID == "" {
-			return nil, fmt.Errorf("rate_limit.mode cluster needs register.enabled: replicas count each other in Consul")
-		}
+	switch {
+	case cfg.Mode == "cluster" && env.Self.ID == "":
+		return nil, fmt.Errorf("rate_limit.mode cluster needs register.enabled: replicas count each other in Consul")
+	case cfg.Mode == "cluster", cfg.Mode == "redis" && env.Self.ID != "":
+		// Mode redis counts the replicas too, for failure_mode local.
 		opts = append(opts, WithCluster(env.Consul, env.Self.Service, env.Self.ID, env.Watch...))
 	}
 	switch cfg.KVPrefix {
@@ -60,6 +71,9 @@ func FromConfig(cfg Config, routes *route.Table, env policy.Env) (*Limiter, erro
 	default:
 		opts = append(opts, WithSettings(env.Consul, cfg.KVPrefix, env.Watch...))
 	}
+	if cfg.Mode == "redis" {
+		return NewRedis(cfg.Redis, env.Registry, opts...)
+	}
 	l := New(opts...)
 	l.mode = "local"
 	if cfg.Mode == "cluster" {
@@ -68,8 +82,27 @@ func FromConfig(cfg Config, routes *route.Table, env policy.Env) (*Limiter, erro
 	return l, nil
 }
 
-// Mode is how limits are enforced ("local" or "cluster") and by how many
-// replicas, for the admin API.
+// NewRedis returns a Limiter in mode redis: callers' buckets live in the
+// Redis that cfg names, shared by every replica configured alike. Its
+// metrics go to reg (none when nil). Like New, it opens no connection and
+// starts nothing: Start does.
+func NewRedis(cfg RedisConfig, reg prometheus.Registerer, opts ...Option) (*Limiter, error) {
+	s, err := newStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if reg != nil {
+		if s.metrics, err = newStoreMetrics(reg); err != nil {
+			return nil, err
+		}
+	}
+	l := New(opts...)
+	l.mode, l.store = "redis", s
+	return l, nil
+}
+
+// Mode is how limits are enforced ("local", "cluster" or "redis") and by
+// how many replicas, for the admin API.
 func (l *Limiter) Mode() (string, int) {
 	mode := l.mode
 	if mode == "" {

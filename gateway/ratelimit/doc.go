@@ -20,6 +20,19 @@
 // shared store, no extra hop, at the price of exactness when a load balancer
 // spreads one caller unevenly. docs/rate-limiting.md compares the two.
 //
+// In mode redis (NewRedis) the replicas share one bucket per method and
+// caller in Redis: a caller gets its whole limit however its calls spread
+// over the replicas, and a quota over a long window (10000 per 24h) holds
+// across replicas and restarts. Each decision is one atomic round trip:
+// go-redis runs redis_rate's GCRA script (burst, remaining count,
+// retry-after and reset, on Redis's clock, so replicas' clocks do not
+// matter). redis_rate puts "rate:" before every key; a thin adapter
+// (unprefixed) takes it off, so keys begin with key_prefix exactly, as
+// Redis ACL key patterns need. When Redis errs or does not answer within
+// the timeout, the failure mode decides (this replica's share, as in
+// cluster mode; allow; or deny) and no call waits on Redis again until a
+// background PING, with capped and jittered backoff, hears it answer.
+//
 // Admitted calls carry ratelimit-* response metadata, which the REST door
 // sends as RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and
 // RateLimit-Policy headers; rejected calls fail with RESOURCE_EXHAUSTED (HTTP

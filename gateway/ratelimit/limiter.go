@@ -41,8 +41,11 @@ type Limiter struct {
 	evicted    atomic.Uint64
 	saturated  atomic.Bool // the key table is full; logged once per episode
 
-	mode    string                             // "local" or "cluster", for the admin API
-	methods atomic.Pointer[map[string]*method] // copy on write
+	mode  string // "local", "cluster" or "redis", for the admin API
+	store *store // mode redis; nil otherwise
+
+	fallbacks atomic.Uint64                      // mode redis: calls decided by the failure mode
+	methods   atomic.Pointer[map[string]*method] // copy on write
 
 	mu        sync.Mutex // serializes limit changes and method creation
 	replicas  int
@@ -59,7 +62,8 @@ type method struct {
 	id            uint64
 	service, name string
 	declared      policy.RateLimit
-	rate          atomic.Pointer[rate] // nil: no limit
+	rate          atomic.Pointer[rate] // nil: no limit; in cluster mode (and redis mode's fallback) this replica's share
+	global        atomic.Pointer[rate] // the whole limit, for mode redis; nil: no limit
 	overflow      bucket
 }
 
@@ -106,10 +110,8 @@ func (l *Limiter) Allow(c *policy.Call) Decision {
 	if r == nil {
 		return Decision{Allowed: true}
 	}
-	k := bucketKey{m: m, id: callerNet(c.ClientIP)}
-	if c.Identity != nil && c.Identity.Consumer != "" {
-		k.consumer, k.id = true, c.Identity.Consumer
-	}
+	k := bucketKey{m: m}
+	k.consumer, k.id = caller(c)
 	now := l.now()
 	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
 	// Buckets are taken under the shard's read lock so a sweep (which holds
@@ -122,6 +124,15 @@ func (l *Limiter) Allow(c *policy.Call) Decision {
 	}
 	s.mu.RUnlock()
 	return l.allowNew(s, k, r, now)
+}
+
+// caller is who c's call is counted against: its consumer once auth named
+// one, else its client address (an IPv6 /64).
+func caller(c *policy.Call) (consumer bool, id string) {
+	if c.Identity != nil && c.Identity.Consumer != "" {
+		return true, c.Identity.Consumer
+	}
+	return false, callerNet(c.ClientIP)
 }
 
 // allowNew is Allow for a caller without a bucket.
@@ -167,40 +178,47 @@ func (l *Limiter) method(c *policy.Call) *method {
 	if m, ok := (*l.methods.Load())[c.FullMethod]; ok {
 		return m
 	}
+	return l.newMethod(c.FullMethod, c.Service, c.Method, c.Policy.RateLimit)
+}
+
+func (l *Limiter) newMethod(fullMethod, service, name string, declared policy.RateLimit) *method {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old := *l.methods.Load()
-	if m, ok := old[c.FullMethod]; ok {
+	if m, ok := old[fullMethod]; ok {
 		return m
 	}
-	m := &method{id: maphash.String(l.seed, c.FullMethod), service: c.Service, name: c.Method, declared: c.Policy.RateLimit}
-	m.rate.Store(l.effective(m))
+	m := &method{id: maphash.String(l.seed, fullMethod), service: service, name: name, declared: declared}
+	l.setRates(m)
 	next := make(map[string]*method, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
-	next[c.FullMethod] = m
+	next[fullMethod] = m
 	l.methods.Store(&next)
 	return m
 }
 
-// effective is m's limit now: a Consul KV override of the method, else of
-// its service, else what proto and config declared; in cluster mode, this
-// replica's share of it. Called with l.mu held.
-func (l *Limiter) effective(m *method) *rate {
+// setRates sets m's limits as they are now: a Consul KV override of the
+// method, else of its service, else what proto and config declared; its
+// rate is this replica's share of that limit in cluster mode (and in mode
+// redis, for the local failure mode), its global rate the whole limit.
+// Called with l.mu held.
+func (l *Limiter) setRates(m *method) {
 	lim := m.declared
 	if o, ok := l.overrides[m.service+"/"+m.name]; ok {
 		lim = o
 	} else if o, ok := l.overrides[m.service]; ok {
 		lim = o
 	}
-	return newRate(Share(lim, l.replicas))
+	m.rate.Store(newRate(Share(lim, l.replicas)))
+	m.global.Store(newRate(lim))
 }
 
 // relimit recomputes every method's limit. Called with l.mu held.
 func (l *Limiter) relimit() {
 	for _, m := range *l.methods.Load() {
-		m.rate.Store(l.effective(m))
+		l.setRates(m)
 	}
 }
 
@@ -322,6 +340,9 @@ func (l *Limiter) Start(ctx context.Context) error {
 	for _, w := range l.opts.watchers {
 		l.goWithCtx(ctx, func(ctx context.Context) { w(ctx, l) })
 	}
+	if l.store != nil {
+		l.goWithCtx(ctx, func(ctx context.Context) { l.store.run(ctx, l) })
+	}
 	return nil
 }
 
@@ -339,6 +360,9 @@ func (l *Limiter) Close() error {
 		l.cancel()
 	}
 	l.wg.Wait()
+	if l.store != nil {
+		return l.store.close()
+	}
 	return nil
 }
 

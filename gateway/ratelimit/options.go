@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/portico-gw/portico/gateway/policy"
 )
 
 // Option configures a Limiter.
@@ -16,6 +18,7 @@ type options struct {
 	logger     *slog.Logger
 	onOverflow func()
 	known      func(service, method string) bool
+	declared   func(fullMethod string) (service, method string, lim policy.RateLimit, ok bool)
 	watchers   []func(context.Context, *Limiter)
 }
 
@@ -61,6 +64,12 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // bucket because the key table was full: a metrics counter, typically. It
 // runs on the call's goroutine and must be quick.
 func WithOverflowHook(fn func()) Option { return func(o *options) { o.onOverflow = fn } }
+
+// WithDeclaredLimits lets the limiter answer Quota for a method no call has
+// reached yet: declared returns a method's names and its declared limit.
+func WithDeclaredLimits(declared func(fullMethod string) (service, method string, lim policy.RateLimit, ok bool)) Option {
+	return func(o *options) { o.declared = declared }
+}
 
 // WithKnownMethods lets the limiter tell a misspelt Consul KV key from a real
 // one: known reports whether a service (method "") or a method of it exists.

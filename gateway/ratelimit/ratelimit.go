@@ -19,6 +19,10 @@ import (
 const (
 	Name   = "ratelimit"
 	Reason = "RATE_LIMITED"
+	// ReasonStoreUnavailable is the reason of a call refused with
+	// UNAVAILABLE because mode redis's store did not answer and
+	// failure_mode is deny.
+	ReasonStoreUnavailable = "RATE_LIMIT_STORE_UNAVAILABLE"
 )
 
 // Response metadata. The gateway's REST door sends them as the HTTP headers
@@ -43,7 +47,7 @@ func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 		if !ok {
 			return nil, policy.NoCall(Name)
 		}
-		d := l.Allow(c)
+		d := l.Decide(ctx, c)
 		if !d.Limit.Enabled() {
 			return handler(ctx, req)
 		}
@@ -66,7 +70,7 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 		if !ok {
 			return policy.NoCall(Name)
 		}
-		d := l.Allow(c)
+		d := l.Decide(ss.Context(), c)
 		if !d.Limit.Enabled() {
 			return handler(srv, ss)
 		}
@@ -85,6 +89,44 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	}
 }
 
+// Decide is Allow for the interceptors. In mode redis it spends the call
+// from the caller's bucket in Redis, with the whole limit; while Redis does
+// not answer (an error, or no answer within the timeout), the failure mode
+// decides: this replica's share of the limit (local), every call (allow),
+// or no limited call (deny: UNAVAILABLE).
+func (l *Limiter) Decide(ctx context.Context, c *policy.Call) Decision {
+	s := l.store
+	if s == nil || c == nil || c.Policy == nil {
+		return l.Allow(c)
+	}
+	m := l.method(c)
+	g := m.global.Load()
+	if g == nil {
+		return Decision{Allowed: true}
+	}
+	if !s.isDown() {
+		consumer, id := caller(c)
+		d, err := s.allow(ctx, s.key(c.FullMethod, consumer, id), g, 1)
+		if err == nil {
+			s.answered(l)
+			return d
+		}
+		if ctx.Err() == nil { // a caller that went away says nothing about Redis
+			s.failed(l, err)
+		}
+	}
+	l.fallbacks.Add(1)
+	s.metrics.fellBack(s.failure)
+	switch s.failure {
+	case FailAllow:
+		return Decision{Allowed: true}
+	case FailDeny:
+		return Decision{Limit: g.limit, RetryAfter: time.Second, unavailable: true}
+	default:
+		return l.Allow(c)
+	}
+}
+
 // Metadata is the decision as response metadata: the limit (burst), what
 // remains, seconds until the bucket is full, the policy, and for a
 // rejection the seconds to wait.
@@ -93,6 +135,10 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 // limit and policy come preformatted with the rate, the numbers share one
 // string and the values one backing array.
 func (d Decision) Metadata() metadata.MD {
+	if d.unavailable {
+		// Nothing is known of the caller's bucket: only when to retry.
+		return metadata.MD{HeaderRetryAfter: {strconv.FormatInt(max(ceilSeconds(d.RetryAfter), 1), 10)}}
+	}
 	var limit, pol string
 	if r := d.rate; r != nil && r.limit == d.Limit {
 		limit, pol = r.limitHeader, r.policyHeader
@@ -140,6 +186,11 @@ func PolicyHeader(l policy.RateLimit) string {
 // message names the caller by consumer name or client address, never by a
 // credential.
 func (d Decision) Err(c *policy.Call) error {
+	if d.unavailable {
+		return policy.Reject(codes.Unavailable, Name, ReasonStoreUnavailable,
+			"rate limits cannot be checked right now; retry in "+roundUp(d.RetryAfter, time.Second).String(), nil,
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(d.RetryAfter)})
+	}
 	kind, who := "ip", "client "+c.ClientIP
 	if c.Identity != nil && c.Identity.Consumer != "" {
 		kind, who = "consumer", "consumer "+c.Identity.Consumer

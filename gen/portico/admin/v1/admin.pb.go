@@ -768,8 +768,11 @@ type GetRateLimitsResponse struct {
 	// "local", "cluster" (each replica enforces its share) or "off".
 	Mode string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	// How many gateway replicas the limits are split across; 1 unless the
-	// mode is cluster.
-	Replicas      uint32 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// mode is cluster. In mode redis: the replicas that share the limits,
+	// whose share each enforces under failure_mode local.
+	Replicas uint32 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Where the counts are kept in mode redis; unset in the other modes.
+	Store         *RateLimitStore `protobuf:"bytes,5,opt,name=store,proto3" json:"store,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -832,6 +835,316 @@ func (x *GetRateLimitsResponse) GetReplicas() uint32 {
 	return 0
 }
 
+func (x *GetRateLimitsResponse) GetStore() *RateLimitStore {
+	if x != nil {
+		return x.Store
+	}
+	return nil
+}
+
+// RateLimitStore is the shared store of rate_limit mode redis.
+type RateLimitStore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "redis".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The configured addresses.
+	Addresses []string `protobuf:"bytes,2,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// "unknown" before the store first answered, then "up" or "down". While
+	// down, failure_mode decides.
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// When state last changed.
+	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	// Round trips to the store that failed since start.
+	Errors uint64 `protobuf:"varint,5,opt,name=errors,proto3" json:"errors,omitempty"`
+	// How many times the store went down.
+	Outages uint64 `protobuf:"varint,6,opt,name=outages,proto3" json:"outages,omitempty"`
+	// The error that took the store down, while it is down.
+	LastError string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// "local", "allow" or "deny".
+	FailureMode   string `protobuf:"bytes,8,opt,name=failure_mode,json=failureMode,proto3" json:"failure_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimitStore) Reset() {
+	*x = RateLimitStore{}
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimitStore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimitStore) ProtoMessage() {}
+
+func (x *RateLimitStore) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimitStore.ProtoReflect.Descriptor instead.
+func (*RateLimitStore) Descriptor() ([]byte, []int) {
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RateLimitStore) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RateLimitStore) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *RateLimitStore) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RateLimitStore) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *RateLimitStore) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *RateLimitStore) GetOutages() uint64 {
+	if x != nil {
+		return x.Outages
+	}
+	return 0
+}
+
+func (x *RateLimitStore) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *RateLimitStore) GetFailureMode() string {
+	if x != nil {
+		return x.FailureMode
+	}
+	return ""
+}
+
+// GetQuotaRequest names a consumer.
+type GetQuotaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer, as auth names it (an API key's or token's consumer).
+	Consumer string `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// One method, /package.Service/Method; empty for every rate-limited one.
+	Method        string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQuotaRequest) Reset() {
+	*x = GetQuotaRequest{}
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQuotaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQuotaRequest) ProtoMessage() {}
+
+func (x *GetQuotaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQuotaRequest.ProtoReflect.Descriptor instead.
+func (*GetQuotaRequest) Descriptor() ([]byte, []int) {
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetQuotaRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *GetQuotaRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+// GetQuotaResponse is a consumer's remaining quota per method.
+type GetQuotaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer asked about.
+	Consumer string `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// One entry per rate-limited method, in route table order.
+	Quotas        []*Quota `protobuf:"bytes,2,rep,name=quotas,proto3" json:"quotas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQuotaResponse) Reset() {
+	*x = GetQuotaResponse{}
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQuotaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQuotaResponse) ProtoMessage() {}
+
+func (x *GetQuotaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQuotaResponse.ProtoReflect.Descriptor instead.
+func (*GetQuotaResponse) Descriptor() ([]byte, []int) {
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetQuotaResponse) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *GetQuotaResponse) GetQuotas() []*Quota {
+	if x != nil {
+		return x.Quotas
+	}
+	return nil
+}
+
+// Quota is what a consumer has left of one method's limit.
+type Quota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC method, /package.Service/Method.
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// The limit in force: the whole limit in mode redis, this replica's
+	// share in cluster mode (or in mode redis while the store is down).
+	RateLimit *RateLimit `protobuf:"bytes,2,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// Calls the consumer could make right now.
+	Remaining uint32 `protobuf:"varint,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// How long until the consumer's whole burst is back.
+	ResetAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=reset_after,json=resetAfter,proto3" json:"reset_after,omitempty"`
+	// "redis" or "local": where the numbers come from.
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Quota) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Quota) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+func (x *Quota) GetRemaining() uint32 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *Quota) GetResetAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ResetAfter
+	}
+	return nil
+}
+
+func (x *Quota) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 // MethodRateLimit is the limit of one method.
 type MethodRateLimit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -850,7 +1163,7 @@ type MethodRateLimit struct {
 
 func (x *MethodRateLimit) Reset() {
 	*x = MethodRateLimit{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +1175,7 @@ func (x *MethodRateLimit) String() string {
 func (*MethodRateLimit) ProtoMessage() {}
 
 func (x *MethodRateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +1188,7 @@ func (x *MethodRateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodRateLimit.ProtoReflect.Descriptor instead.
 func (*MethodRateLimit) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MethodRateLimit) GetMethod() string {
@@ -915,7 +1228,7 @@ type GetBuildInfoRequest struct {
 
 func (x *GetBuildInfoRequest) Reset() {
 	*x = GetBuildInfoRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1240,7 @@ func (x *GetBuildInfoRequest) String() string {
 func (*GetBuildInfoRequest) ProtoMessage() {}
 
 func (x *GetBuildInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1253,7 @@ func (x *GetBuildInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildInfoRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 // GetBuildInfoResponse says which binary is running.
@@ -964,7 +1277,7 @@ type GetBuildInfoResponse struct {
 
 func (x *GetBuildInfoResponse) Reset() {
 	*x = GetBuildInfoResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1289,7 @@ func (x *GetBuildInfoResponse) String() string {
 func (*GetBuildInfoResponse) ProtoMessage() {}
 
 func (x *GetBuildInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1302,7 @@ func (x *GetBuildInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildInfoResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetBuildInfoResponse) GetModule() string {
@@ -1043,7 +1356,7 @@ type GetTrafficRequest struct {
 
 func (x *GetTrafficRequest) Reset() {
 	*x = GetTrafficRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1368,7 @@ func (x *GetTrafficRequest) String() string {
 func (*GetTrafficRequest) ProtoMessage() {}
 
 func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1381,7 @@ func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficRequest.ProtoReflect.Descriptor instead.
 func (*GetTrafficRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 // GetTrafficResponse holds live numbers per route.
@@ -1088,7 +1401,7 @@ type GetTrafficResponse struct {
 
 func (x *GetTrafficResponse) Reset() {
 	*x = GetTrafficResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1413,7 @@ func (x *GetTrafficResponse) String() string {
 func (*GetTrafficResponse) ProtoMessage() {}
 
 func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1426,7 @@ func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficResponse.ProtoReflect.Descriptor instead.
 func (*GetTrafficResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetTrafficResponse) GetTime() *timestamppb.Timestamp {
@@ -1169,7 +1482,7 @@ type RouteTraffic struct {
 
 func (x *RouteTraffic) Reset() {
 	*x = RouteTraffic{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1494,7 @@ func (x *RouteTraffic) String() string {
 func (*RouteTraffic) ProtoMessage() {}
 
 func (x *RouteTraffic) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1507,7 @@ func (x *RouteTraffic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteTraffic.ProtoReflect.Descriptor instead.
 func (*RouteTraffic) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RouteTraffic) GetMethod() string {
@@ -1266,7 +1579,7 @@ type CodeCount struct {
 
 func (x *CodeCount) Reset() {
 	*x = CodeCount{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1591,7 @@ func (x *CodeCount) String() string {
 func (*CodeCount) ProtoMessage() {}
 
 func (x *CodeCount) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1604,7 @@ func (x *CodeCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CodeCount.ProtoReflect.Descriptor instead.
 func (*CodeCount) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CodeCount) GetCode() string {
@@ -1363,12 +1676,37 @@ const file_portico_admin_v1_admin_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05calls\x18\x03 \x01(\x04R\x05calls\x12\x16\n" +
 	"\x06errors\x18\x04 \x01(\x04R\x06errors\"\x16\n" +
-	"\x14GetRateLimitsRequest\"\xcf\x01\n" +
+	"\x14GetRateLimitsRequest\"\x87\x02\n" +
 	"\x15GetRateLimitsResponse\x12I\n" +
 	"\x12default_rate_limit\x18\x01 \x01(\v2\x1b.portico.admin.v1.RateLimitR\x10defaultRateLimit\x12;\n" +
 	"\amethods\x18\x02 \x03(\v2!.portico.admin.v1.MethodRateLimitR\amethods\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\tR\x04mode\x12\x1a\n" +
-	"\breplicas\x18\x04 \x01(\rR\breplicas\"\xb7\x01\n" +
+	"\breplicas\x18\x04 \x01(\rR\breplicas\x126\n" +
+	"\x05store\x18\x05 \x01(\v2 .portico.admin.v1.RateLimitStoreR\x05store\"\xfe\x01\n" +
+	"\x0eRateLimitStore\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
+	"\taddresses\x18\x02 \x03(\tR\taddresses\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
+	"\x06errors\x18\x05 \x01(\x04R\x06errors\x12\x18\n" +
+	"\aoutages\x18\x06 \x01(\x04R\aoutages\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\a \x01(\tR\tlastError\x12!\n" +
+	"\ffailure_mode\x18\b \x01(\tR\vfailureMode\"E\n" +
+	"\x0fGetQuotaRequest\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\"_\n" +
+	"\x10GetQuotaResponse\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12/\n" +
+	"\x06quotas\x18\x02 \x03(\v2\x17.portico.admin.v1.QuotaR\x06quotas\"\xcd\x01\n" +
+	"\x05Quota\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12:\n" +
+	"\n" +
+	"rate_limit\x18\x02 \x01(\v2\x1b.portico.admin.v1.RateLimitR\trateLimit\x12\x1c\n" +
+	"\tremaining\x18\x03 \x01(\rR\tremaining\x12:\n" +
+	"\vreset_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"resetAfter\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\xb7\x01\n" +
 	"\x0fMethodRateLimit\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12:\n" +
 	"\n" +
@@ -1405,12 +1743,13 @@ const file_portico_admin_v1_admin_proto_rawDesc = "" +
 	"\rrecent_errors\x18\b \x03(\v2\x1b.portico.admin.v1.CodeCountR\frecentErrors\"5\n" +
 	"\tCodeCount\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count2\xe9\x04\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count2\xd5\x05\n" +
 	"\fAdminService\x12q\n" +
 	"\n" +
 	"ListRoutes\x12#.portico.admin.v1.ListRoutesRequest\x1a$.portico.admin.v1.ListRoutesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/admin/v1/routes\x12y\n" +
 	"\fListBackends\x12%.portico.admin.v1.ListBackendsRequest\x1a&.portico.admin.v1.ListBackendsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/admin/v1/backends\x12\x7f\n" +
-	"\rGetRateLimits\x12&.portico.admin.v1.GetRateLimitsRequest\x1a'.portico.admin.v1.GetRateLimitsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/admin/v1/rate-limits\x12v\n" +
+	"\rGetRateLimits\x12&.portico.admin.v1.GetRateLimitsRequest\x1a'.portico.admin.v1.GetRateLimitsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/admin/v1/rate-limits\x12j\n" +
+	"\bGetQuota\x12!.portico.admin.v1.GetQuotaRequest\x1a\".portico.admin.v1.GetQuotaResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/quota\x12v\n" +
 	"\fGetBuildInfo\x12%.portico.admin.v1.GetBuildInfoRequest\x1a&.portico.admin.v1.GetBuildInfoResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/build\x12r\n" +
 	"\n" +
 	"GetTraffic\x12#.portico.admin.v1.GetTrafficRequest\x1a$.portico.admin.v1.GetTrafficResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/admin/v1/trafficB<Z:github.com/portico-gw/portico/gen/portico/admin/v1;adminv1b\x06proto3"
@@ -1427,7 +1766,7 @@ func file_portico_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_portico_admin_v1_admin_proto_rawDescData
 }
 
-var file_portico_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_portico_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_portico_admin_v1_admin_proto_goTypes = []any{
 	(*ListRoutesRequest)(nil),     // 0: portico.admin.v1.ListRoutesRequest
 	(*ListRoutesResponse)(nil),    // 1: portico.admin.v1.ListRoutesResponse
@@ -1441,53 +1780,64 @@ var file_portico_admin_v1_admin_proto_goTypes = []any{
 	(*Instance)(nil),              // 9: portico.admin.v1.Instance
 	(*GetRateLimitsRequest)(nil),  // 10: portico.admin.v1.GetRateLimitsRequest
 	(*GetRateLimitsResponse)(nil), // 11: portico.admin.v1.GetRateLimitsResponse
-	(*MethodRateLimit)(nil),       // 12: portico.admin.v1.MethodRateLimit
-	(*GetBuildInfoRequest)(nil),   // 13: portico.admin.v1.GetBuildInfoRequest
-	(*GetBuildInfoResponse)(nil),  // 14: portico.admin.v1.GetBuildInfoResponse
-	(*GetTrafficRequest)(nil),     // 15: portico.admin.v1.GetTrafficRequest
-	(*GetTrafficResponse)(nil),    // 16: portico.admin.v1.GetTrafficResponse
-	(*RouteTraffic)(nil),          // 17: portico.admin.v1.RouteTraffic
-	(*CodeCount)(nil),             // 18: portico.admin.v1.CodeCount
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*RateLimitStore)(nil),        // 12: portico.admin.v1.RateLimitStore
+	(*GetQuotaRequest)(nil),       // 13: portico.admin.v1.GetQuotaRequest
+	(*GetQuotaResponse)(nil),      // 14: portico.admin.v1.GetQuotaResponse
+	(*Quota)(nil),                 // 15: portico.admin.v1.Quota
+	(*MethodRateLimit)(nil),       // 16: portico.admin.v1.MethodRateLimit
+	(*GetBuildInfoRequest)(nil),   // 17: portico.admin.v1.GetBuildInfoRequest
+	(*GetBuildInfoResponse)(nil),  // 18: portico.admin.v1.GetBuildInfoResponse
+	(*GetTrafficRequest)(nil),     // 19: portico.admin.v1.GetTrafficRequest
+	(*GetTrafficResponse)(nil),    // 20: portico.admin.v1.GetTrafficResponse
+	(*RouteTraffic)(nil),          // 21: portico.admin.v1.RouteTraffic
+	(*CodeCount)(nil),             // 22: portico.admin.v1.CodeCount
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_portico_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: portico.admin.v1.ListRoutesResponse.routes:type_name -> portico.admin.v1.Route
-	19, // 1: portico.admin.v1.Route.timeout:type_name -> google.protobuf.Duration
+	23, // 1: portico.admin.v1.Route.timeout:type_name -> google.protobuf.Duration
 	3,  // 2: portico.admin.v1.Route.policy:type_name -> portico.admin.v1.Policy
 	4,  // 3: portico.admin.v1.Policy.rate_limit:type_name -> portico.admin.v1.RateLimit
-	19, // 4: portico.admin.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	23, // 4: portico.admin.v1.RateLimit.period:type_name -> google.protobuf.Duration
 	8,  // 5: portico.admin.v1.ListBackendsResponse.backends:type_name -> portico.admin.v1.Backend
 	7,  // 6: portico.admin.v1.ListBackendsResponse.consul:type_name -> portico.admin.v1.ConsulStatus
-	20, // 7: portico.admin.v1.ConsulStatus.since:type_name -> google.protobuf.Timestamp
-	19, // 8: portico.admin.v1.ConsulStatus.unreachable:type_name -> google.protobuf.Duration
+	24, // 7: portico.admin.v1.ConsulStatus.since:type_name -> google.protobuf.Timestamp
+	23, // 8: portico.admin.v1.ConsulStatus.unreachable:type_name -> google.protobuf.Duration
 	9,  // 9: portico.admin.v1.Backend.instances:type_name -> portico.admin.v1.Instance
-	20, // 10: portico.admin.v1.Backend.last_watch_ok:type_name -> google.protobuf.Timestamp
+	24, // 10: portico.admin.v1.Backend.last_watch_ok:type_name -> google.protobuf.Timestamp
 	4,  // 11: portico.admin.v1.GetRateLimitsResponse.default_rate_limit:type_name -> portico.admin.v1.RateLimit
-	12, // 12: portico.admin.v1.GetRateLimitsResponse.methods:type_name -> portico.admin.v1.MethodRateLimit
-	4,  // 13: portico.admin.v1.MethodRateLimit.rate_limit:type_name -> portico.admin.v1.RateLimit
-	4,  // 14: portico.admin.v1.MethodRateLimit.declared:type_name -> portico.admin.v1.RateLimit
-	20, // 15: portico.admin.v1.GetBuildInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	20, // 16: portico.admin.v1.GetTrafficResponse.time:type_name -> google.protobuf.Timestamp
-	19, // 17: portico.admin.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
-	19, // 18: portico.admin.v1.GetTrafficResponse.errors_window:type_name -> google.protobuf.Duration
-	17, // 19: portico.admin.v1.GetTrafficResponse.routes:type_name -> portico.admin.v1.RouteTraffic
-	18, // 20: portico.admin.v1.RouteTraffic.recent_errors:type_name -> portico.admin.v1.CodeCount
-	0,  // 21: portico.admin.v1.AdminService.ListRoutes:input_type -> portico.admin.v1.ListRoutesRequest
-	5,  // 22: portico.admin.v1.AdminService.ListBackends:input_type -> portico.admin.v1.ListBackendsRequest
-	10, // 23: portico.admin.v1.AdminService.GetRateLimits:input_type -> portico.admin.v1.GetRateLimitsRequest
-	13, // 24: portico.admin.v1.AdminService.GetBuildInfo:input_type -> portico.admin.v1.GetBuildInfoRequest
-	15, // 25: portico.admin.v1.AdminService.GetTraffic:input_type -> portico.admin.v1.GetTrafficRequest
-	1,  // 26: portico.admin.v1.AdminService.ListRoutes:output_type -> portico.admin.v1.ListRoutesResponse
-	6,  // 27: portico.admin.v1.AdminService.ListBackends:output_type -> portico.admin.v1.ListBackendsResponse
-	11, // 28: portico.admin.v1.AdminService.GetRateLimits:output_type -> portico.admin.v1.GetRateLimitsResponse
-	14, // 29: portico.admin.v1.AdminService.GetBuildInfo:output_type -> portico.admin.v1.GetBuildInfoResponse
-	16, // 30: portico.admin.v1.AdminService.GetTraffic:output_type -> portico.admin.v1.GetTrafficResponse
-	26, // [26:31] is the sub-list for method output_type
-	21, // [21:26] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	16, // 12: portico.admin.v1.GetRateLimitsResponse.methods:type_name -> portico.admin.v1.MethodRateLimit
+	12, // 13: portico.admin.v1.GetRateLimitsResponse.store:type_name -> portico.admin.v1.RateLimitStore
+	24, // 14: portico.admin.v1.RateLimitStore.since:type_name -> google.protobuf.Timestamp
+	15, // 15: portico.admin.v1.GetQuotaResponse.quotas:type_name -> portico.admin.v1.Quota
+	4,  // 16: portico.admin.v1.Quota.rate_limit:type_name -> portico.admin.v1.RateLimit
+	23, // 17: portico.admin.v1.Quota.reset_after:type_name -> google.protobuf.Duration
+	4,  // 18: portico.admin.v1.MethodRateLimit.rate_limit:type_name -> portico.admin.v1.RateLimit
+	4,  // 19: portico.admin.v1.MethodRateLimit.declared:type_name -> portico.admin.v1.RateLimit
+	24, // 20: portico.admin.v1.GetBuildInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	24, // 21: portico.admin.v1.GetTrafficResponse.time:type_name -> google.protobuf.Timestamp
+	23, // 22: portico.admin.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
+	23, // 23: portico.admin.v1.GetTrafficResponse.errors_window:type_name -> google.protobuf.Duration
+	21, // 24: portico.admin.v1.GetTrafficResponse.routes:type_name -> portico.admin.v1.RouteTraffic
+	22, // 25: portico.admin.v1.RouteTraffic.recent_errors:type_name -> portico.admin.v1.CodeCount
+	0,  // 26: portico.admin.v1.AdminService.ListRoutes:input_type -> portico.admin.v1.ListRoutesRequest
+	5,  // 27: portico.admin.v1.AdminService.ListBackends:input_type -> portico.admin.v1.ListBackendsRequest
+	10, // 28: portico.admin.v1.AdminService.GetRateLimits:input_type -> portico.admin.v1.GetRateLimitsRequest
+	13, // 29: portico.admin.v1.AdminService.GetQuota:input_type -> portico.admin.v1.GetQuotaRequest
+	17, // 30: portico.admin.v1.AdminService.GetBuildInfo:input_type -> portico.admin.v1.GetBuildInfoRequest
+	19, // 31: portico.admin.v1.AdminService.GetTraffic:input_type -> portico.admin.v1.GetTrafficRequest
+	1,  // 32: portico.admin.v1.AdminService.ListRoutes:output_type -> portico.admin.v1.ListRoutesResponse
+	6,  // 33: portico.admin.v1.AdminService.ListBackends:output_type -> portico.admin.v1.ListBackendsResponse
+	11, // 34: portico.admin.v1.AdminService.GetRateLimits:output_type -> portico.admin.v1.GetRateLimitsResponse
+	14, // 35: portico.admin.v1.AdminService.GetQuota:output_type -> portico.admin.v1.GetQuotaResponse
+	18, // 36: portico.admin.v1.AdminService.GetBuildInfo:output_type -> portico.admin.v1.GetBuildInfoResponse
+	20, // 37: portico.admin.v1.AdminService.GetTraffic:output_type -> portico.admin.v1.GetTrafficResponse
+	32, // [32:38] is the sub-list for method output_type
+	26, // [26:32] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_portico_admin_v1_admin_proto_init() }
@@ -1501,7 +1851,7 @@ func file_portico_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portico_admin_v1_admin_proto_rawDesc), len(file_portico_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

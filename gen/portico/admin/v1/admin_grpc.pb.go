@@ -27,6 +27,7 @@ const (
 	AdminService_ListRoutes_FullMethodName    = "/portico.admin.v1.AdminService/ListRoutes"
 	AdminService_ListBackends_FullMethodName  = "/portico.admin.v1.AdminService/ListBackends"
 	AdminService_GetRateLimits_FullMethodName = "/portico.admin.v1.AdminService/GetRateLimits"
+	AdminService_GetQuota_FullMethodName      = "/portico.admin.v1.AdminService/GetQuota"
 	AdminService_GetBuildInfo_FullMethodName  = "/portico.admin.v1.AdminService/GetBuildInfo"
 	AdminService_GetTraffic_FullMethodName    = "/portico.admin.v1.AdminService/GetTraffic"
 )
@@ -46,6 +47,10 @@ type AdminServiceClient interface {
 	// proto and config, per method. Overrides from Consul KV are applied by
 	// the limiter and not shown here.
 	GetRateLimits(ctx context.Context, in *GetRateLimitsRequest, opts ...grpc.CallOption) (*GetRateLimitsResponse, error)
+	// GetQuota returns what a consumer has left of each rate-limited method's
+	// limit right now, without spending any: from Redis in rate_limit mode
+	// redis, else from this replica's buckets.
+	GetQuota(ctx context.Context, in *GetQuotaRequest, opts ...grpc.CallOption) (*GetQuotaResponse, error)
 	// GetBuildInfo says which binary is running and since when.
 	GetBuildInfo(ctx context.Context, in *GetBuildInfoRequest, opts ...grpc.CallOption) (*GetBuildInfoResponse, error)
 	// GetTraffic returns, per route, the calls since start, the request rate,
@@ -92,6 +97,16 @@ func (c *adminServiceClient) GetRateLimits(ctx context.Context, in *GetRateLimit
 	return out, nil
 }
 
+func (c *adminServiceClient) GetQuota(ctx context.Context, in *GetQuotaRequest, opts ...grpc.CallOption) (*GetQuotaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetQuotaResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetQuota_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) GetBuildInfo(ctx context.Context, in *GetBuildInfoRequest, opts ...grpc.CallOption) (*GetBuildInfoResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetBuildInfoResponse)
@@ -127,6 +142,10 @@ type AdminServiceServer interface {
 	// proto and config, per method. Overrides from Consul KV are applied by
 	// the limiter and not shown here.
 	GetRateLimits(context.Context, *GetRateLimitsRequest) (*GetRateLimitsResponse, error)
+	// GetQuota returns what a consumer has left of each rate-limited method's
+	// limit right now, without spending any: from Redis in rate_limit mode
+	// redis, else from this replica's buckets.
+	GetQuota(context.Context, *GetQuotaRequest) (*GetQuotaResponse, error)
 	// GetBuildInfo says which binary is running and since when.
 	GetBuildInfo(context.Context, *GetBuildInfoRequest) (*GetBuildInfoResponse, error)
 	// GetTraffic returns, per route, the calls since start, the request rate,
@@ -151,6 +170,9 @@ func (UnimplementedAdminServiceServer) ListBackends(context.Context, *ListBacken
 }
 func (UnimplementedAdminServiceServer) GetRateLimits(context.Context, *GetRateLimitsRequest) (*GetRateLimitsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRateLimits not implemented")
+}
+func (UnimplementedAdminServiceServer) GetQuota(context.Context, *GetQuotaRequest) (*GetQuotaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetQuota not implemented")
 }
 func (UnimplementedAdminServiceServer) GetBuildInfo(context.Context, *GetBuildInfoRequest) (*GetBuildInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBuildInfo not implemented")
@@ -233,6 +255,24 @@ func _AdminService_GetRateLimits_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetQuota_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetQuotaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetQuota(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetQuota_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetQuota(ctx, req.(*GetQuotaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_GetBuildInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetBuildInfoRequest)
 	if err := dec(in); err != nil {
@@ -287,6 +327,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetRateLimits",
 			Handler:    _AdminService_GetRateLimits_Handler,
+		},
+		{
+			MethodName: "GetQuota",
+			Handler:    _AdminService_GetQuota_Handler,
 		},
 		{
 			MethodName: "GetBuildInfo",

@@ -1,0 +1,67 @@
+package ratelimit
+
+import (
+	"context"
+	"hash/maphash"
+	"time"
+
+	"github.com/portico-gw/portico/gateway/admin"
+)
+
+// Quota reads, without spending any, what a consumer has left of a
+// method's limit right now: from Redis in mode redis (while it answers),
+// else from this replica's bucket. ok is false for a method the gateway
+// does not serve or that has no limit.
+func (l *Limiter) Quota(ctx context.Context, consumer, fullMethod string) (admin.Quota, bool, error) {
+	m, ok := (*l.methods.Load())[fullMethod]
+	if !ok {
+		if l.opts.declared == nil {
+			return admin.Quota{}, false, nil
+		}
+		service, name, lim, found := l.opts.declared(fullMethod)
+		if !found {
+			return admin.Quota{}, false, nil
+		}
+		m = l.newMethod(fullMethod, service, name, lim)
+	}
+	if s := l.store; s != nil && !s.isDown() {
+		g := m.global.Load()
+		if g == nil {
+			return admin.Quota{}, false, nil
+		}
+		d, err := s.allow(ctx, s.key(fullMethod, true, consumer), g, 0)
+		if err != nil {
+			return admin.Quota{}, false, err
+		}
+		return admin.Quota{Limit: g.limit, Remaining: d.Remaining, Reset: d.Reset, Source: "redis"}, true, nil
+	}
+	r := m.rate.Load()
+	if r == nil {
+		return admin.Quota{}, false, nil
+	}
+	k := bucketKey{m: m, consumer: true, id: consumer}
+	now := l.now()
+	var tat int64
+	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
+	s.mu.RLock()
+	if b := s.buckets[k]; b != nil {
+		tat = b.tat.Load()
+	}
+	s.mu.RUnlock()
+	ahead := max(tat-now, 0)
+	return admin.Quota{Limit: r.limit, Remaining: uint32(min((r.tolerance-ahead)/r.interval, int64(r.limit.Burst))),
+		Reset: time.Duration(ahead), Source: "local"}, true, nil
+}
+
+// StoreStatus reports mode redis's store; ok is false in the other modes.
+func (l *Limiter) StoreStatus() (admin.StoreStatus, bool) {
+	if l.store == nil {
+		return admin.StoreStatus{}, false
+	}
+	return l.store.status(), true
+}
+
+var (
+	_ admin.RateLimitQuotas = (*Limiter)(nil)
+	_ admin.RateLimitStore  = (*Limiter)(nil)
+)

@@ -1,0 +1,449 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/portico-gw/portico/gateway/admin"
+	"github.com/portico-gw/portico/gateway/tlsconfig"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.yaml.in/yaml/v3"
+)
+
+// RedisConfig is rate_limit.redis: where mode redis keeps its counts.
+type RedisConfig struct {
+	// Address is one Redis ("127.0.0.1:6379"), or a list of two or more
+	// seed nodes of a Redis Cluster. Sentinel is not supported.
+	Address Addresses `yaml:"address"`
+	// Username and PasswordFile authenticate (Redis ACL, or AUTH with a
+	// password alone). The file is read at each new connection, so a
+	// rotated password needs no restart.
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	// TLS turns TLS on when any of its files is set: ca_file verifies the
+	// server (else the system roots do), cert_file and key_file are the
+	// gateway's client certificate. Files are reloaded when they change.
+	TLS RedisTLS `yaml:"tls"`
+	// KeyPrefix begins every key the limiter writes. Default portico:rl:.
+	KeyPrefix string `yaml:"key_prefix"`
+	// Timeout bounds one decision's round trip. Default 50ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// FailureMode is what decides while Redis cannot: "local" (the
+	// default: this replica enforces its share of each limit, as in
+	// cluster mode), "allow" (every call passes) or "deny" (every limited
+	// call fails with UNAVAILABLE).
+	FailureMode string `yaml:"failure_mode"`
+}
+
+// RedisTLS are the TLS files of the connection to Redis.
+type RedisTLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+func (t RedisTLS) enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
+
+// Addresses is one address or a list of them.
+type Addresses []string
+
+// UnmarshalYAML takes a string or a list of strings.
+func (a *Addresses) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*a = Addresses{s}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return fmt.Errorf("address: want host:port or a list of them: %w", err)
+	}
+	*a = list
+	return nil
+}
+
+// Defaults of rate_limit.redis.
+const (
+	DefaultKeyPrefix    = "portico:rl:"
+	DefaultRedisTimeout = 50 * time.Millisecond
+)
+
+// Failure modes.
+const (
+	FailLocal = "local"
+	FailAllow = "allow"
+	FailDeny  = "deny"
+)
+
+// store is the Redis side of mode redis: one GCRA bucket per method and
+// caller in Redis, decided by redis_rate's script in one atomic round trip
+// (EVALSHA; EVAL once after a Redis restart flushed the script), with
+// Redis's clock, so every replica sees one bucket.
+type store struct {
+	client    redis.UniversalClient
+	rate      *redis_rate.Limiter
+	tls       *tlsconfig.Source // nil without TLS
+	prefix    string
+	timeout   time.Duration
+	failure   string
+	addresses []string
+	metrics   *storeMetrics // nil: not exported
+
+	probe chan struct{} // capacity 1: "Redis failed, probe until it answers"
+
+	// state is read on every decision without a lock; mu guards its
+	// changes and the rest.
+	state      atomic.Int32 // stateUnknown until the first answer, then stateUp or stateDown
+	mu         sync.Mutex
+	since      time.Time
+	errors     uint64
+	outages    uint64
+	lastErr    string
+	downAt     time.Time
+	fallbacks0 uint64 // l.fallbacks when the outage began, for the log
+}
+
+// newStore checks cfg and builds the client. It reads the TLS and password
+// files once, so a missing file fails the gateway's start; it opens no
+// connection (go-redis dials on first use).
+func newStore(cfg RedisConfig) (*store, error) {
+	if len(cfg.Address) == 0 {
+		return nil, errors.New("rate_limit.redis.address is required in mode redis")
+	}
+	for _, a := range cfg.Address {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("rate_limit.redis.address %q: want host:port", a)
+		}
+	}
+	s := &store{prefix: cfg.KeyPrefix, timeout: cfg.Timeout, failure: cfg.FailureMode,
+		addresses: cfg.Address, probe: make(chan struct{}, 1)}
+	if s.prefix == "" {
+		s.prefix = DefaultKeyPrefix
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultRedisTimeout
+	}
+	switch s.failure {
+	case "":
+		s.failure = FailLocal
+	case FailLocal, FailAllow, FailDeny:
+	default:
+		return nil, fmt.Errorf("rate_limit.redis.failure_mode %q: want local, allow or deny", cfg.FailureMode)
+	}
+	opts := &redis.UniversalOptions{
+		// Two addresses or more are the seed nodes of a Redis Cluster.
+		Addrs:    cfg.Address,
+		Username: cfg.Username,
+		// The decision's own deadline (timeout) bounds every round trip;
+		// these bound what runs outside one (dials, probes).
+		DialTimeout: max(s.timeout, 250*time.Millisecond), ReadTimeout: s.timeout, WriteTimeout: s.timeout,
+		ContextTimeoutEnabled: true,
+		// A dead Redis is not retried inside a decision: the failure mode
+		// answers at once and the prober finds Redis back.
+		MaxRetries: -1, DialerRetries: 1,
+		// A plain Redis 7 has no maintenance notifications to offer.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}
+	if cfg.PasswordFile != "" {
+		if _, err := readPassword(cfg.PasswordFile); err != nil {
+			return nil, fmt.Errorf("rate_limit.redis.password_file: %w", err)
+		}
+		user, file := cfg.Username, cfg.PasswordFile
+		opts.CredentialsProviderContext = func(context.Context) (string, string, error) {
+			pw, err := readPassword(file)
+			return user, pw, err
+		}
+	}
+	if cfg.TLS.enabled() {
+		src, err := tlsconfig.New("redis", tlsconfig.Files{Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile, CA: cfg.TLS.CAFile})
+		if err != nil {
+			return nil, fmt.Errorf("rate_limit.redis.tls: %w", err)
+		}
+		host, _, _ := net.SplitHostPort(cfg.Address[0])
+		s.tls, opts.TLSConfig = src, src.ClientConfig(host)
+	}
+	s.client = redis.NewUniversalClient(opts)
+	s.rate = redis_rate.NewLimiter(unprefixed{s.client})
+	return s, nil
+}
+
+func readPassword(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// unprefixed hands redis_rate's script calls to the client without the
+// "rate:" that redis_rate puts before every key, so that keys begin with
+// key_prefix exactly, as ACL key patterns (~portico:rl:*) need.
+type unprefixed struct{ redis.UniversalClient }
+
+func strip(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = strings.TrimPrefix(k, "rate:")
+	}
+	return out
+}
+
+func (u unprefixed) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return u.UniversalClient.Eval(ctx, script, strip(keys), args...)
+}
+
+func (u unprefixed) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return u.UniversalClient.EvalSha(ctx, sha1, strip(keys), args...)
+}
+
+func (u unprefixed) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return u.UniversalClient.EvalRO(ctx, script, strip(keys), args...)
+}
+
+func (u unprefixed) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return u.UniversalClient.EvalShaRO(ctx, sha1, strip(keys), args...)
+}
+
+func (u unprefixed) Del(ctx context.Context, keys ...string) *redis.IntCmd {
+	return u.UniversalClient.Del(ctx, strip(keys)...)
+}
+
+// key is a caller's bucket of a method in Redis:
+// <prefix><full method>:c:<consumer> or <prefix><full method>:ip:<address>.
+func (s *store) key(fullMethod string, consumer bool, id string) string {
+	kind := ":ip:"
+	if consumer {
+		kind = ":c:"
+	}
+	return s.prefix + fullMethod + kind + id
+}
+
+// allow spends one call of lim from key's bucket in Redis (cost 0 only
+// reads it).
+func (s *store) allow(ctx context.Context, key string, r *rate, cost int) (Decision, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	start := time.Now()
+	res, err := s.rate.AllowN(ctx, key, redis_rate.Limit{Rate: int(r.limit.Requests), Burst: int(r.limit.Burst), Period: r.limit.Period}, cost)
+	s.metrics.observe(time.Since(start), err)
+	if err != nil {
+		return Decision{}, err
+	}
+	d := Decision{Allowed: res.Allowed > 0 || cost == 0, Limit: r.limit, Remaining: uint32(max(res.Remaining, 0)),
+		Reset: max(res.ResetAfter, 0), rate: r}
+	if !d.Allowed {
+		d.RetryAfter = max(res.RetryAfter, time.Millisecond)
+	}
+	return d, nil
+}
+
+const (
+	stateUnknown int32 = iota
+	stateUp
+	stateDown
+)
+
+var stateNames = [...]string{stateUnknown: "unknown", stateUp: "up", stateDown: "down"}
+
+func (s *store) status() admin.StoreStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := admin.StoreStatus{Kind: "redis", Addresses: s.addresses, State: stateNames[s.state.Load()], Since: s.since, Errors: s.errors,
+		Outages: s.outages, FailureMode: s.failure}
+	if s.state.Load() == stateDown {
+		st.LastError = s.lastErr
+	}
+	return st
+}
+
+// isDown reports whether decisions skip Redis for now: after a failure,
+// until the prober hears from it again.
+func (s *store) isDown() bool { return s.state.Load() == stateDown }
+
+// failed records a failed round trip; the first of an outage logs, turns
+// the store down and wakes the prober.
+func (s *store) failed(l *Limiter, err error) {
+	reason := errorReason(err)
+	s.metrics.failed(reason)
+	s.mu.Lock()
+	s.errors++
+	if s.state.Load() == stateDown {
+		s.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	s.state.Store(stateDown)
+	s.since, s.downAt, s.lastErr = now, now, err.Error()
+	s.outages++
+	s.fallbacks0 = l.fallbacks.Load()
+	s.mu.Unlock()
+	s.metrics.setUp(false)
+	l.opts.logger.Error("rate limit store unreachable: limits follow rate_limit.redis.failure_mode until it answers",
+		"store", "redis", "addresses", strings.Join(s.addresses, ","), "failure_mode", s.failure, "reason", reason, "error", err)
+	select {
+	case s.probe <- struct{}{}:
+	default:
+	}
+}
+
+// answered records that Redis answered; the first answer after an outage
+// logs.
+func (s *store) answered(l *Limiter) {
+	if s.state.Load() == stateUp {
+		return
+	}
+	s.mu.Lock()
+	prev := s.state.Load()
+	if prev == stateUp {
+		s.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	s.state.Store(stateUp)
+	s.since = now
+	downFor, fell := now.Sub(s.downAt), l.fallbacks.Load()-s.fallbacks0
+	s.mu.Unlock()
+	s.metrics.setUp(true)
+	if prev == stateDown {
+		l.opts.logger.Info("rate limit store reachable again: limits are global again",
+			"store", "redis", "addresses", strings.Join(s.addresses, ","), "down_for", downFor.Round(time.Millisecond),
+			"calls_decided_by_failure_mode", fell)
+	}
+}
+
+func errorReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return "timeout"
+	case errors.As(err, &ne), errors.Is(err, redis.ErrClosed):
+		return "unreachable"
+	default:
+		return "error"
+	}
+}
+
+// run probes Redis with PING: once at start, then, after each failure,
+// with capped and jittered backoff until it answers.
+func (s *store) run(ctx context.Context, l *Limiter) {
+	if s.tls != nil {
+		_ = s.tls.Start(ctx)
+		defer s.tls.Close()
+	}
+	const first, most = 50 * time.Millisecond, time.Second
+	wait := time.Duration(0)
+	for {
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait/2 + rand.N(wait/2+1)):
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, max(s.timeout, 250*time.Millisecond))
+		err := s.client.Ping(pctx).Err()
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.failed(l, err)
+			wait = min(max(2*wait, first), most)
+			continue
+		}
+		s.answered(l)
+		wait = 0
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.probe:
+			wait = first
+		}
+	}
+}
+
+func (s *store) close() error { return s.client.Close() }
+
+// storeMetrics are mode redis's metrics.
+type storeMetrics struct {
+	errors    *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	up        prometheus.Gauge
+	fallbacks *prometheus.CounterVec
+}
+
+func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
+	m := &storeMetrics{
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_ratelimit_store_errors_total",
+			Help: "Round trips to the rate-limit store (Redis) that failed, by reason: timeout, unreachable, error.",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "portico_ratelimit_store_decision_seconds",
+			Help:    "Time a rate-limit decision took in the store (Redis), one round trip, by result: ok or error.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}, []string{"result"}),
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portico_ratelimit_store_up",
+			Help: "1 while the rate-limit store (Redis) answers, 0 while limits follow the failure mode.",
+		}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_ratelimit_store_fallbacks_total",
+			Help: "Calls decided by rate_limit.redis.failure_mode because the store did not answer, by failure mode.",
+		}, []string{"failure_mode"}),
+	}
+	for _, c := range []prometheus.Collector{m.errors, m.latency, m.up, m.fallbacks} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *storeMetrics) observe(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.latency.WithLabelValues(result).Observe(d.Seconds())
+}
+
+func (m *storeMetrics) failed(reason string) {
+	if m != nil {
+		m.errors.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *storeMetrics) setUp(up bool) {
+	if m == nil {
+		return
+	}
+	if up {
+		m.up.Set(1)
+	} else {
+		m.up.Set(0)
+	}
+}
+
+func (m *storeMetrics) fellBack(mode string) {
+	if m != nil {
+		m.fallbacks.WithLabelValues(mode).Inc()
+	}
+}

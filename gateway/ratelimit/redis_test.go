@@ -1,0 +1,341 @@
+package ratelimit_test
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/ratelimit"
+	"github.com/portico-gw/portico/internal/certs"
+	"github.com/portico-gw/portico/internal/testredis"
+	"github.com/portico-gw/portico/internal/testutil"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// redisLimiter starts a Limiter in mode redis, stopped when the test ends.
+func redisLimiter(t *testing.T, cfg ratelimit.RedisConfig, reg prometheus.Registerer, opts ...ratelimit.Option) *ratelimit.Limiter {
+	t.Helper()
+	l, err := ratelimit.NewRedis(cfg, reg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func consumerCall(method string, lim policy.RateLimit, consumer string) *policy.Call {
+	return &policy.Call{FullMethod: "/test.v1.Svc/" + method, Service: "test.v1.Svc", Method: method,
+		Policy: &policy.Policy{RateLimit: lim}, ClientIP: "203.0.113.50", Identity: &policy.Identity{Consumer: consumer}}
+}
+
+func storeState(l *ratelimit.Limiter) string {
+	st, _ := l.StoreStatus()
+	return st.State
+}
+
+// Two limiters on one Redis are two replicas: one caller moving between
+// them spends one bucket, and the numbers of each answer come from Redis.
+func TestRedisReplicasShareOneBucket(t *testing.T) {
+	srv := testredis.New(t)
+	cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: time.Second}
+	a, b := redisLimiter(t, cfg, nil), redisLimiter(t, cfg, nil)
+	lim := policy.RateLimit{Requests: 10, Period: time.Hour, Burst: 10}
+	c := consumerCall("Get", lim, "alice")
+	ctx := context.Background()
+	for i := range 10 {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		d := l.Decide(ctx, c)
+		if !d.Allowed || d.Remaining != uint32(9-i) || d.Limit != lim {
+			t.Fatalf("call %d: %+v, want admitted with %d remaining of the whole limit", i, d, 9-i)
+		}
+		if d.Reset <= 0 || d.Reset > time.Hour {
+			t.Errorf("call %d: reset %v", i, d.Reset)
+		}
+	}
+	for _, l := range []*ratelimit.Limiter{a, b} {
+		d := l.Decide(ctx, c)
+		if d.Allowed || d.RetryAfter < 5*time.Minute || d.RetryAfter > 6*time.Minute {
+			t.Fatalf("11th call: %+v, want refused with a retry of about 6m (one token of 10/h)", d)
+		}
+		md := d.Metadata()
+		if md.Get(ratelimit.HeaderRemaining)[0] != "0" || md.Get(ratelimit.HeaderLimit)[0] != "10" || len(md.Get(ratelimit.HeaderRetryAfter)) != 1 {
+			t.Errorf("refusal metadata %v", md)
+		}
+		if status.Code(d.Err(c)) != codes.ResourceExhausted {
+			t.Errorf("refusal: %v", d.Err(c))
+		}
+	}
+	// Another consumer, and the quota the admin API reads without spending.
+	if d := a.Decide(ctx, consumerCall("Get", lim, "bob")); !d.Allowed || d.Remaining != 9 {
+		t.Errorf("bob: %+v, want his own bucket", d)
+	}
+	for range 2 {
+		q, ok, err := b.Quota(ctx, "bob", "/test.v1.Svc/Get")
+		if err != nil || !ok || q.Remaining != 9 || q.Source != "redis" || q.Limit != lim {
+			t.Errorf("Quota(bob) = %+v %v %v, want 9 remaining from redis, unspent by reading", q, ok, err)
+		}
+	}
+	if st, ok := a.StoreStatus(); !ok || st.State != "up" || st.Kind != "redis" || st.FailureMode != "local" {
+		t.Errorf("StoreStatus = %+v %v", st, ok)
+	}
+}
+
+// A quota over a long window: 10000 a day. Spent through one limiter, it is
+// still spent through a new one (a replica restarted), and exactly 10000
+// calls pass.
+func TestRedisDailyQuotaSurvivesRestart(t *testing.T) {
+	srv := testredis.New(t)
+	cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: time.Second}
+	lim := policy.RateLimit{Requests: 10000, Period: 24 * time.Hour, Burst: 10000}
+	c := consumerCall("Daily", lim, "alice")
+	ctx := context.Background()
+	first, err := ratelimit.NewRedis(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted := 0
+	for range 6000 {
+		if first.Decide(ctx, c).Allowed {
+			admitted++
+		}
+	}
+	first.Close()
+	second := redisLimiter(t, cfg, nil, ratelimit.WithDeclaredLimits(func(string) (string, string, policy.RateLimit, bool) {
+		return "test.v1.Svc", "Daily", lim, true
+	}))
+	q, _, err := second.Quota(ctx, "alice", "/test.v1.Svc/Daily")
+	if err != nil || q.Remaining < 4000-1 || q.Remaining > 4000 {
+		t.Fatalf("after a restart: remaining %d (%v), want about 4000", q.Remaining, err)
+	}
+	for range 5000 {
+		if second.Decide(ctx, c).Allowed {
+			admitted++
+		}
+	}
+	t.Logf("10000/24h quota: %d of 11000 calls admitted across a restart; quota after the first 6000: %d", admitted, q.Remaining)
+	// A token comes back every 8.64s: the run may see one.
+	if admitted < 10000 || admitted > 10001 {
+		t.Errorf("admitted %d calls, want 10000", admitted)
+	}
+}
+
+// With Redis stopped each failure mode decides as documented; Redis back,
+// the limiter finds it without a restart and exact limits resume.
+func TestRedisFailureModes(t *testing.T) {
+	lim := policy.RateLimit{Requests: 6, Period: time.Hour, Burst: 6}
+	for _, tc := range []struct {
+		mode     string
+		admitted int // of 10 calls with Redis down, by a fresh caller
+		code     codes.Code
+	}{
+		{"local", 2, codes.ResourceExhausted}, // this replica's share: 6 over 3 replicas
+		{"allow", 10, codes.OK},
+		{"deny", 0, codes.Unavailable},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			srv := testredis.New(t)
+			logs := &testutil.LockedBuffer{}
+			reg := prometheus.NewRegistry()
+			l := redisLimiter(t, ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, FailureMode: tc.mode, Timeout: 200 * time.Millisecond},
+				reg, ratelimit.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+			l.SetReplicas(3)
+			ctx := context.Background()
+			testutil.Eventually(t, 10*time.Second, "the store up", func() bool { return storeState(l) == "up" })
+			if d := l.Decide(ctx, consumerCall("Get", lim, "before")); !d.Allowed || d.Remaining != 5 {
+				t.Fatalf("with redis: %+v, want the whole limit", d)
+			}
+
+			srv.Stop()
+			c := consumerCall("Get", lim, "during")
+			admitted, code := 0, codes.OK
+			for range 10 {
+				d := l.Decide(ctx, c)
+				if d.Allowed {
+					admitted++
+					continue
+				}
+				code = status.Code(d.Err(c))
+				if tc.mode == "deny" && d.Metadata().Get(ratelimit.HeaderRetryAfter)[0] != "1" {
+					t.Errorf("deny: metadata %v, want retry-after 1", d.Metadata())
+				}
+			}
+			t.Logf("failure_mode %s, redis stopped: %d of 10 calls admitted, refusals %v", tc.mode, admitted, code)
+			if admitted != tc.admitted || code != tc.code {
+				t.Errorf("redis down: %d of 10 admitted, refusal %v; want %d and %v", admitted, code, tc.admitted, tc.code)
+			}
+			if st, _ := l.StoreStatus(); st.State != "down" || st.LastError == "" || st.Outages != 1 {
+				t.Errorf("StoreStatus while down = %+v", st)
+			}
+			if !strings.Contains(logs.String(), "rate limit store unreachable") {
+				t.Errorf("no log line when redis went away:\n%s", logs)
+			}
+
+			srv.Start(t)
+			testutil.Eventually(t, 10*time.Second, "the store up again", func() bool { return storeState(l) == "up" })
+			if !strings.Contains(logs.String(), "rate limit store reachable again") {
+				t.Errorf("no log line when redis came back:\n%s", logs)
+			}
+			// The new Redis is empty: a caller gets the whole limit, exactly.
+			after := consumerCall("Get", lim, "after")
+			n := 0
+			for range 10 {
+				if l.Decide(ctx, after).Allowed {
+					n++
+				}
+			}
+			if n != 6 {
+				t.Errorf("redis back: %d of 10 admitted, want exactly the limit, 6", n)
+			}
+
+			problems, err := promlint.NewWithMetricFamilies(gather(t, reg)).Lint()
+			if err != nil || len(problems) > 0 {
+				t.Errorf("metrics lint: %v %v", problems, err)
+			}
+			for name, want := range map[string]bool{"portico_ratelimit_store_errors_total": true, "portico_ratelimit_store_decision_seconds": true,
+				"portico_ratelimit_store_up": true, "portico_ratelimit_store_fallbacks_total": tc.mode != ""} {
+				if got := hasMetric(t, reg, name); got != want {
+					t.Errorf("metric %s present %v, want %v", name, got, want)
+				}
+			}
+		})
+	}
+}
+
+// A Redis that answers too late is a Redis that is down.
+func TestRedisTimeoutFollowsFailureMode(t *testing.T) {
+	srv := testredis.NewWith(t, testredis.Options{Args: []string{"--enable-debug-command", "yes"}})
+	l := redisLimiter(t, ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, FailureMode: "allow", Timeout: 50 * time.Millisecond}, nil)
+	ctx := context.Background()
+	testutil.Eventually(t, 10*time.Second, "the store up", func() bool { return storeState(l) == "up" })
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer admin.Close()
+	// DEBUG SLEEP holds Redis's one thread for 2s.
+	go admin.Do(context.Background(), "DEBUG", "SLEEP", "2")
+	lim := policy.RateLimit{Requests: 1, Period: time.Hour, Burst: 1}
+	testutil.Eventually(t, 5*time.Second, "a decision to time out", func() bool {
+		start := time.Now()
+		d := l.Decide(ctx, consumerCall("Slow", lim, "alice"))
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("a decision took %v with a 50ms timeout", took)
+		}
+		return d.Allowed && d.Limit == (policy.RateLimit{}) // allowed by failure_mode allow, no numbers
+	})
+	if st, _ := l.StoreStatus(); st.State != "down" || !strings.Contains(st.LastError, "timeout") && !strings.Contains(st.LastError, "deadline") {
+		t.Errorf("StoreStatus = %+v, want down with a timeout", st)
+	}
+	testutil.Eventually(t, 10*time.Second, "the store up after the sleep", func() bool { return storeState(l) == "up" })
+}
+
+// Keys begin with key_prefix exactly, so a Redis ACL user can be limited
+// to them; the password is read from password_file; TLS with a client
+// certificate works.
+func TestRedisACLAndTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("redis test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ca.Server("localhost", "localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.Client("portico")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, serverKey, err := server.WriteFiles(dir, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, clientKey, err := client.WriteFiles(dir, "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, err := ca.WriteFile(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	passwordFile := filepath.Join(dir, "password")
+	if err := os.WriteFile(passwordFile, []byte("s3cret-redis\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tlsClient := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{client.TLS()}, ServerName: "localhost"}
+	srv := testredis.NewWith(t, testredis.Options{
+		Args: []string{"--tls-cert-file", serverCert, "--tls-key-file", serverKey, "--tls-ca-cert-file", caFile,
+			"--user", "default", "off", "--user", "portico", "on", ">s3cret-redis", "~portico:rl:*", "+@all"},
+		TLS: tlsClient,
+	})
+	cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Username: "portico", PasswordFile: passwordFile,
+		TLS: ratelimit.RedisTLS{CAFile: caFile, CertFile: clientCert, KeyFile: clientKey}, Timeout: time.Second}
+	l := redisLimiter(t, cfg, nil)
+	lim := policy.RateLimit{Requests: 2, Period: time.Hour, Burst: 2}
+	c := consumerCall("Get", lim, "alice")
+	for i, want := range []bool{true, true, false} {
+		if d := l.Decide(context.Background(), c); d.Allowed != want || d.Limit != lim {
+			st, _ := l.StoreStatus()
+			t.Fatalf("call %d: %+v, want allowed=%v from redis (store %+v)", i, d, want, st)
+		}
+	}
+	// Another prefix is outside the user's keys: Redis refuses, the
+	// failure mode (deny) decides.
+	cfg.KeyPrefix, cfg.FailureMode = "other:", "deny"
+	other := redisLimiter(t, cfg, nil, ratelimit.WithLogger(slog.New(slog.DiscardHandler)))
+	if d := other.Decide(context.Background(), c); status.Code(d.Err(c)) != codes.Unavailable {
+		t.Errorf("a key outside the ACL's pattern: %+v, want UNAVAILABLE from failure_mode deny", d)
+	}
+	if st, _ := other.StoreStatus(); !strings.Contains(st.LastError, "NOPERM") {
+		t.Errorf("store status %+v, want redis's NOPERM", st)
+	}
+}
+
+func TestRedisConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  ratelimit.RedisConfig
+		want string
+	}{
+		{ratelimit.RedisConfig{}, "address is required"},
+		{ratelimit.RedisConfig{Address: ratelimit.Addresses{"localhost"}}, "want host:port"},
+		{ratelimit.RedisConfig{Address: ratelimit.Addresses{"127.0.0.1:6379"}, FailureMode: "open"}, `failure_mode "open"`},
+		{ratelimit.RedisConfig{Address: ratelimit.Addresses{"127.0.0.1:6379"}, PasswordFile: "/nonexistent/pw"}, "password_file"},
+		{ratelimit.RedisConfig{Address: ratelimit.Addresses{"127.0.0.1:6379"}, TLS: ratelimit.RedisTLS{CAFile: "/nonexistent/ca.pem"}}, "rate_limit.redis.tls"},
+	} {
+		if _, err := ratelimit.NewRedis(tc.cfg, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewRedis(%+v) = %v, want an error saying %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func gather(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs
+}
+
+func hasMetric(t *testing.T, reg *prometheus.Registry, name string) bool {
+	for _, mf := range gather(t, reg) {
+		if mf.GetName() == name {
+			return true
+		}
+	}
+	return false
+}
