@@ -12,7 +12,6 @@ import (
 	"github.com/portico-gw/portico/gateway/route"
 	optionsv1 "github.com/portico-gw/portico/gen/portico/options/v1"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // DefaultMaxConcurrency is how many calls of a for_each step are in flight
@@ -52,8 +51,8 @@ var reserved = []string{"request", "item", "true", "false", "null", "in", "as", 
 // compile checks and compiles the plan of a composite route against the
 // route table: every method known and unary, every name unique, every
 // expression type-checked against the descriptors, no cycle.
-func compile(r *route.Route, routes *route.Table) (*plan, error) {
-	p := &plan{route: r, where: where(r)}
+func compile(r *route.Route, routes *route.Table, file string) (*plan, error) {
+	p := &plan{route: r, where: file + ": " + r.FullMethod[1:]}
 	c := r.Compose
 	fail := func(step, format string, args ...any) error {
 		if step == "" {
@@ -120,7 +119,7 @@ func compile(r *route.Route, routes *route.Table) (*plan, error) {
 			}
 			t := ast.OutputType()
 			if t.Kind() != cel.ListKind || len(t.Parameters()) != 1 {
-				return nil, fail(name, "for_each is a %s, want a list", t)
+				return nil, fail(name, "for_each has type %s, want a list", t)
 			}
 			if reqEnv, err = env.Extend(cel.Variable("item", t.Parameters()[0])); err != nil {
 				return nil, fail(name, "for_each: %v", err)
@@ -170,15 +169,6 @@ func compile(r *route.Route, routes *route.Table) (*plan, error) {
 	return p, nil
 }
 
-// where names a composite method and the file that declares it.
-func where(r *route.Route) string {
-	file := "?"
-	if d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(r.Service)); err == nil {
-		file = d.ParentFile().Path()
-	}
-	return fmt.Sprintf("%s: %s", file, r.FullMethod[1:])
-}
-
 // stepRoute finds the routed unary method a step calls, named
 // package.Service/Method.
 func stepRoute(method string, routes *route.Table) (*route.Route, error) {
@@ -215,7 +205,7 @@ func check(env *cel.Env, expr string, want protoreflect.MessageDescriptor, steps
 	}
 	if want != nil {
 		if wt := cel.ObjectType(string(want.FullName())); !ast.OutputType().IsExactType(wt) {
-			return nil, nil, fmt.Errorf("%q is a %s, want a %s", expr, ast.OutputType(), want.FullName())
+			return nil, nil, fmt.Errorf("%q has type %s, want %s", expr, ast.OutputType(), want.FullName())
 		}
 	}
 	var refs []string

@@ -10,6 +10,7 @@ import (
 
 	"github.com/portico-gw/portico/gateway/route"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Composer serves the composite methods of a route table.
@@ -20,18 +21,23 @@ type Composer struct {
 	conn grpc.ClientConnInterface
 }
 
-// New compiles the plan of every composite route in routes. Any mistake in
+// New compiles the plan of every composite route in routes, which were
+// built from services. Any mistake in
 // a plan (an unknown method, a type error, a reference to a missing step, a
 // cycle) is an error naming the file, the method and the step: the gateway
 // does not start with a plan it cannot run. New does no I/O.
-func New(routes *route.Table) (*Composer, error) {
+func New(routes *route.Table, services []protoreflect.ServiceDescriptor) (*Composer, error) {
 	c := &Composer{plans: map[string]*plan{}}
+	files := map[string]string{} // service -> the file that declares it
+	for _, sd := range services {
+		files[string(sd.FullName())] = sd.ParentFile().Path()
+	}
 	var errs []error
 	for _, r := range routes.All() {
 		if r.Compose == nil {
 			continue
 		}
-		p, err := compile(r, routes)
+		p, err := compile(r, routes, files[r.Service])
 		if err != nil {
 			errs = append(errs, err)
 			continue
