@@ -9,6 +9,7 @@ import (
 	gateway "github.com/portico-gw/portico/gateway"
 	v1 "github.com/portico-gw/portico/gen/catalog/v1"
 	v11 "github.com/portico-gw/portico/gen/orders/v1"
+	v12 "github.com/portico-gw/portico/gen/storefront/v1"
 	grpc "google.golang.org/grpc"
 )
 
@@ -26,6 +27,12 @@ func Services() []gateway.Service {
 			Descriptor: v11.File_orders_v1_orders_proto.Services().ByName("OrderService"),
 			RegisterHTTP: func(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
 				return v11.RegisterOrderServiceHandlerClient(ctx, mux, v11.NewOrderServiceClient(conn))
+			},
+		},
+		{
+			Descriptor: v12.File_storefront_v1_storefront_proto.Services().ByName("StorefrontService"),
+			RegisterHTTP: func(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+				return v12.RegisterStorefrontServiceHandlerClient(ctx, mux, v12.NewStorefrontServiceClient(conn))
 			},
 		},
 	}
