@@ -78,13 +78,13 @@ tidy-check:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:" >&2; echo "$$out" >&2; exit 1; fi
 
-# PORTICO_REQUIRE_CONSUL and PORTICO_REQUIRE_BROWSER turn the integration
-# tests' skips (no consul, no chromium found) into failures, so `make test`
-# never passes on skipped tests. The admin page's browser test leaves its
-# screenshot in build/admin.png.
+# PORTICO_REQUIRE_CONSUL, PORTICO_REQUIRE_REDIS and PORTICO_REQUIRE_BROWSER
+# turn the integration tests' skips (no consul, redis-server or chromium
+# found) into failures, so `make test` never passes on skipped tests. The
+# admin page's browser test leaves its screenshot in build/admin.png.
 test: consul check-generated lint vet fmt-check tidy-check
 	@mkdir -p build
-	PORTICO_REQUIRE_CONSUL=1 PORTICO_REQUIRE_BROWSER=1 PORTICO_SCREENSHOT=$(CURDIR)/build/admin.png \
+	PORTICO_REQUIRE_CONSUL=1 PORTICO_REQUIRE_REDIS=1 PORTICO_REQUIRE_BROWSER=1 PORTICO_SCREENSHOT=$(CURDIR)/build/admin.png \
 		PORTICO_CONSUL_BIN=$(BIN)/consul $(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 
