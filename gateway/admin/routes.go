@@ -82,6 +82,9 @@ func Routes(routes []*route.Route) []*adminv1.Route {
 		if r.Timeout > 0 {
 			ar.Timeout = durationpb.New(r.Timeout)
 		}
+		for _, s := range r.Steps {
+			ar.Steps = append(ar.Steps, &adminv1.Step{Name: s.Name, Method: s.Method, ForEach: s.ForEach, Optional: s.Optional})
+		}
 		out[i] = ar
 	}
 	return out

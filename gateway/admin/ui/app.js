@@ -58,7 +58,10 @@ function renderRoutes(routes) {
       el("td", { className: "route" },
         el("div", { className: "http", textContent: (r.http || []).join(", ") }),
         el("div", { className: "method", textContent: r.method })),
-      td("backend", r.backend + (r.tag ? " tag=" + r.tag : "") + (r.datacenter ? " dc=" + r.datacenter : "")),
+      (r.steps || []).length ? el("td", { className: "backend" }, el("div", { textContent: "composite, served by the gateway" }),
+        ...r.steps.map((s) => el("div", { className: "step muted", textContent: "step " + s.name + ": " + s.method +
+          (s.forEach ? " for each " + s.forEach : "") + (s.optional ? " (optional)" : "") })))
+        : td("backend", r.backend + (r.tag ? " tag=" + r.tag : "") + (r.datacenter ? " dc=" + r.datacenter : "")),
       td("kind", r.kind),
       el("td", { className: "policy" },
         el("div", { className: "access", textContent: access }),

@@ -138,7 +138,10 @@ type Route struct {
 	// Empty on a public route, which needs none (a valid credential still
 	// identifies the caller), and on an authenticated route when no kind is
 	// configured, where every call is refused.
-	Credentials   []string `protobuf:"bytes,10,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	Credentials []string `protobuf:"bytes,10,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	// A composite method's steps (served by the gateway itself, backend
+	// empty); none for a proxied method.
+	Steps         []*Step `protobuf:"bytes,11,rep,name=steps,proto3" json:"steps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -243,6 +246,86 @@ func (x *Route) GetCredentials() []string {
 	return nil
 }
 
+func (x *Route) GetSteps() []*Step {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// Step is one step of a composite method, as declared in its plan.
+type Step struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The method it calls, package.Service/Method.
+	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// The CEL list it calls the method once per element of; empty: once.
+	ForEach string `protobuf:"bytes,3,opt,name=for_each,json=forEach,proto3" json:"for_each,omitempty"`
+	// Whether its failure leaves its answer empty instead of failing the call.
+	Optional      bool `protobuf:"varint,4,opt,name=optional,proto3" json:"optional,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Step) Reset() {
+	*x = Step{}
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Step) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Step) ProtoMessage() {}
+
+func (x *Step) ProtoReflect() protoreflect.Message {
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Step.ProtoReflect.Descriptor instead.
+func (*Step) Descriptor() ([]byte, []int) {
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Step) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Step) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Step) GetForEach() string {
+	if x != nil {
+		return x.ForEach
+	}
+	return ""
+}
+
+func (x *Step) GetOptional() bool {
+	if x != nil {
+		return x.Optional
+	}
+	return false
+}
+
 // Policy is what the chain enforces for a method.
 type Policy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -258,7 +341,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +353,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +366,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Policy) GetAccess() string {
@@ -322,7 +405,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +417,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +430,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RateLimit) GetRequests() uint32 {
@@ -380,7 +463,7 @@ type ListBackendsRequest struct {
 
 func (x *ListBackendsRequest) Reset() {
 	*x = ListBackendsRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +475,7 @@ func (x *ListBackendsRequest) String() string {
 func (*ListBackendsRequest) ProtoMessage() {}
 
 func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +488,7 @@ func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackendsRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 // ListBackendsResponse lists every backend of the route table.
@@ -421,7 +504,7 @@ type ListBackendsResponse struct {
 
 func (x *ListBackendsResponse) Reset() {
 	*x = ListBackendsResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +516,7 @@ func (x *ListBackendsResponse) String() string {
 func (*ListBackendsResponse) ProtoMessage() {}
 
 func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +529,7 @@ func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackendsResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListBackendsResponse) GetBackends() []*Backend {
@@ -484,7 +567,7 @@ type ConsulStatus struct {
 
 func (x *ConsulStatus) Reset() {
 	*x = ConsulStatus{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +579,7 @@ func (x *ConsulStatus) String() string {
 func (*ConsulStatus) ProtoMessage() {}
 
 func (x *ConsulStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +592,7 @@ func (x *ConsulStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsulStatus.ProtoReflect.Descriptor instead.
 func (*ConsulStatus) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConsulStatus) GetReachable() bool {
@@ -570,7 +653,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +665,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +678,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Backend) GetName() string {
@@ -664,7 +747,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +759,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +772,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Instance) GetId() string {
@@ -729,7 +812,7 @@ type GetRateLimitsRequest struct {
 
 func (x *GetRateLimitsRequest) Reset() {
 	*x = GetRateLimitsRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +824,7 @@ func (x *GetRateLimitsRequest) String() string {
 func (*GetRateLimitsRequest) ProtoMessage() {}
 
 func (x *GetRateLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +837,7 @@ func (x *GetRateLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitsRequest.ProtoReflect.Descriptor instead.
 func (*GetRateLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 // GetRateLimitsResponse lists the declared rate limits and how they are
@@ -779,7 +862,7 @@ type GetRateLimitsResponse struct {
 
 func (x *GetRateLimitsResponse) Reset() {
 	*x = GetRateLimitsResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +874,7 @@ func (x *GetRateLimitsResponse) String() string {
 func (*GetRateLimitsResponse) ProtoMessage() {}
 
 func (x *GetRateLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +887,7 @@ func (x *GetRateLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitsResponse.ProtoReflect.Descriptor instead.
 func (*GetRateLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetRateLimitsResponse) GetDefaultRateLimit() *RateLimit {
@@ -868,7 +951,7 @@ type RateLimitStore struct {
 
 func (x *RateLimitStore) Reset() {
 	*x = RateLimitStore{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +963,7 @@ func (x *RateLimitStore) String() string {
 func (*RateLimitStore) ProtoMessage() {}
 
 func (x *RateLimitStore) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +976,7 @@ func (x *RateLimitStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitStore.ProtoReflect.Descriptor instead.
 func (*RateLimitStore) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RateLimitStore) GetKind() string {
@@ -965,7 +1048,7 @@ type GetQuotaRequest struct {
 
 func (x *GetQuotaRequest) Reset() {
 	*x = GetQuotaRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1060,7 @@ func (x *GetQuotaRequest) String() string {
 func (*GetQuotaRequest) ProtoMessage() {}
 
 func (x *GetQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1073,7 @@ func (x *GetQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQuotaRequest.ProtoReflect.Descriptor instead.
 func (*GetQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetQuotaRequest) GetConsumer() string {
@@ -1020,7 +1103,7 @@ type GetQuotaResponse struct {
 
 func (x *GetQuotaResponse) Reset() {
 	*x = GetQuotaResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1115,7 @@ func (x *GetQuotaResponse) String() string {
 func (*GetQuotaResponse) ProtoMessage() {}
 
 func (x *GetQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1128,7 @@ func (x *GetQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQuotaResponse.ProtoReflect.Descriptor instead.
 func (*GetQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetQuotaResponse) GetConsumer() string {
@@ -1082,7 +1165,7 @@ type Quota struct {
 
 func (x *Quota) Reset() {
 	*x = Quota{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1177,7 @@ func (x *Quota) String() string {
 func (*Quota) ProtoMessage() {}
 
 func (x *Quota) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1190,7 @@ func (x *Quota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quota.ProtoReflect.Descriptor instead.
 func (*Quota) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Quota) GetMethod() string {
@@ -1163,7 +1246,7 @@ type MethodRateLimit struct {
 
 func (x *MethodRateLimit) Reset() {
 	*x = MethodRateLimit{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1258,7 @@ func (x *MethodRateLimit) String() string {
 func (*MethodRateLimit) ProtoMessage() {}
 
 func (x *MethodRateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1271,7 @@ func (x *MethodRateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodRateLimit.ProtoReflect.Descriptor instead.
 func (*MethodRateLimit) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MethodRateLimit) GetMethod() string {
@@ -1228,7 +1311,7 @@ type GetBuildInfoRequest struct {
 
 func (x *GetBuildInfoRequest) Reset() {
 	*x = GetBuildInfoRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1323,7 @@ func (x *GetBuildInfoRequest) String() string {
 func (*GetBuildInfoRequest) ProtoMessage() {}
 
 func (x *GetBuildInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1336,7 @@ func (x *GetBuildInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildInfoRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 // GetBuildInfoResponse says which binary is running.
@@ -1277,7 +1360,7 @@ type GetBuildInfoResponse struct {
 
 func (x *GetBuildInfoResponse) Reset() {
 	*x = GetBuildInfoResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1372,7 @@ func (x *GetBuildInfoResponse) String() string {
 func (*GetBuildInfoResponse) ProtoMessage() {}
 
 func (x *GetBuildInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1385,7 @@ func (x *GetBuildInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildInfoResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetBuildInfoResponse) GetModule() string {
@@ -1356,7 +1439,7 @@ type GetTrafficRequest struct {
 
 func (x *GetTrafficRequest) Reset() {
 	*x = GetTrafficRequest{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1451,7 @@ func (x *GetTrafficRequest) String() string {
 func (*GetTrafficRequest) ProtoMessage() {}
 
 func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1464,7 @@ func (x *GetTrafficRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficRequest.ProtoReflect.Descriptor instead.
 func (*GetTrafficRequest) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 // GetTrafficResponse holds live numbers per route.
@@ -1401,7 +1484,7 @@ type GetTrafficResponse struct {
 
 func (x *GetTrafficResponse) Reset() {
 	*x = GetTrafficResponse{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1496,7 @@ func (x *GetTrafficResponse) String() string {
 func (*GetTrafficResponse) ProtoMessage() {}
 
 func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1509,7 @@ func (x *GetTrafficResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrafficResponse.ProtoReflect.Descriptor instead.
 func (*GetTrafficResponse) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetTrafficResponse) GetTime() *timestamppb.Timestamp {
@@ -1482,7 +1565,7 @@ type RouteTraffic struct {
 
 func (x *RouteTraffic) Reset() {
 	*x = RouteTraffic{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1577,7 @@ func (x *RouteTraffic) String() string {
 func (*RouteTraffic) ProtoMessage() {}
 
 func (x *RouteTraffic) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1590,7 @@ func (x *RouteTraffic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteTraffic.ProtoReflect.Descriptor instead.
 func (*RouteTraffic) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RouteTraffic) GetMethod() string {
@@ -1579,7 +1662,7 @@ type CodeCount struct {
 
 func (x *CodeCount) Reset() {
 	*x = CodeCount{}
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1674,7 @@ func (x *CodeCount) String() string {
 func (*CodeCount) ProtoMessage() {}
 
 func (x *CodeCount) ProtoReflect() protoreflect.Message {
-	mi := &file_portico_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_portico_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1687,7 @@ func (x *CodeCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CodeCount.ProtoReflect.Descriptor instead.
 func (*CodeCount) Descriptor() ([]byte, []int) {
-	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_portico_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CodeCount) GetCode() string {
@@ -1628,7 +1711,7 @@ const file_portico_admin_v1_admin_proto_rawDesc = "" +
 	"\x1cportico/admin/v1/admin.proto\x12\x10portico.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n" +
 	"\x11ListRoutesRequest\"E\n" +
 	"\x12ListRoutesResponse\x12/\n" +
-	"\x06routes\x18\x01 \x03(\v2\x17.portico.admin.v1.RouteR\x06routes\"\xb6\x02\n" +
+	"\x06routes\x18\x01 \x03(\v2\x17.portico.admin.v1.RouteR\x06routes\"\xe4\x02\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +
@@ -1642,7 +1725,13 @@ const file_portico_admin_v1_admin_proto_rawDesc = "" +
 	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x120\n" +
 	"\x06policy\x18\t \x01(\v2\x18.portico.admin.v1.PolicyR\x06policy\x12 \n" +
 	"\vcredentials\x18\n" +
-	" \x03(\tR\vcredentials\"t\n" +
+	" \x03(\tR\vcredentials\x12,\n" +
+	"\x05steps\x18\v \x03(\v2\x16.portico.admin.v1.StepR\x05steps\"i\n" +
+	"\x04Step\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x19\n" +
+	"\bfor_each\x18\x03 \x01(\tR\aforEach\x12\x1a\n" +
+	"\boptional\x18\x04 \x01(\bR\boptional\"t\n" +
 	"\x06Policy\x12\x16\n" +
 	"\x06access\x18\x01 \x01(\tR\x06access\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12:\n" +
@@ -1766,78 +1855,80 @@ func file_portico_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_portico_admin_v1_admin_proto_rawDescData
 }
 
-var file_portico_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_portico_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_portico_admin_v1_admin_proto_goTypes = []any{
 	(*ListRoutesRequest)(nil),     // 0: portico.admin.v1.ListRoutesRequest
 	(*ListRoutesResponse)(nil),    // 1: portico.admin.v1.ListRoutesResponse
 	(*Route)(nil),                 // 2: portico.admin.v1.Route
-	(*Policy)(nil),                // 3: portico.admin.v1.Policy
-	(*RateLimit)(nil),             // 4: portico.admin.v1.RateLimit
-	(*ListBackendsRequest)(nil),   // 5: portico.admin.v1.ListBackendsRequest
-	(*ListBackendsResponse)(nil),  // 6: portico.admin.v1.ListBackendsResponse
-	(*ConsulStatus)(nil),          // 7: portico.admin.v1.ConsulStatus
-	(*Backend)(nil),               // 8: portico.admin.v1.Backend
-	(*Instance)(nil),              // 9: portico.admin.v1.Instance
-	(*GetRateLimitsRequest)(nil),  // 10: portico.admin.v1.GetRateLimitsRequest
-	(*GetRateLimitsResponse)(nil), // 11: portico.admin.v1.GetRateLimitsResponse
-	(*RateLimitStore)(nil),        // 12: portico.admin.v1.RateLimitStore
-	(*GetQuotaRequest)(nil),       // 13: portico.admin.v1.GetQuotaRequest
-	(*GetQuotaResponse)(nil),      // 14: portico.admin.v1.GetQuotaResponse
-	(*Quota)(nil),                 // 15: portico.admin.v1.Quota
-	(*MethodRateLimit)(nil),       // 16: portico.admin.v1.MethodRateLimit
-	(*GetBuildInfoRequest)(nil),   // 17: portico.admin.v1.GetBuildInfoRequest
-	(*GetBuildInfoResponse)(nil),  // 18: portico.admin.v1.GetBuildInfoResponse
-	(*GetTrafficRequest)(nil),     // 19: portico.admin.v1.GetTrafficRequest
-	(*GetTrafficResponse)(nil),    // 20: portico.admin.v1.GetTrafficResponse
-	(*RouteTraffic)(nil),          // 21: portico.admin.v1.RouteTraffic
-	(*CodeCount)(nil),             // 22: portico.admin.v1.CodeCount
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*Step)(nil),                  // 3: portico.admin.v1.Step
+	(*Policy)(nil),                // 4: portico.admin.v1.Policy
+	(*RateLimit)(nil),             // 5: portico.admin.v1.RateLimit
+	(*ListBackendsRequest)(nil),   // 6: portico.admin.v1.ListBackendsRequest
+	(*ListBackendsResponse)(nil),  // 7: portico.admin.v1.ListBackendsResponse
+	(*ConsulStatus)(nil),          // 8: portico.admin.v1.ConsulStatus
+	(*Backend)(nil),               // 9: portico.admin.v1.Backend
+	(*Instance)(nil),              // 10: portico.admin.v1.Instance
+	(*GetRateLimitsRequest)(nil),  // 11: portico.admin.v1.GetRateLimitsRequest
+	(*GetRateLimitsResponse)(nil), // 12: portico.admin.v1.GetRateLimitsResponse
+	(*RateLimitStore)(nil),        // 13: portico.admin.v1.RateLimitStore
+	(*GetQuotaRequest)(nil),       // 14: portico.admin.v1.GetQuotaRequest
+	(*GetQuotaResponse)(nil),      // 15: portico.admin.v1.GetQuotaResponse
+	(*Quota)(nil),                 // 16: portico.admin.v1.Quota
+	(*MethodRateLimit)(nil),       // 17: portico.admin.v1.MethodRateLimit
+	(*GetBuildInfoRequest)(nil),   // 18: portico.admin.v1.GetBuildInfoRequest
+	(*GetBuildInfoResponse)(nil),  // 19: portico.admin.v1.GetBuildInfoResponse
+	(*GetTrafficRequest)(nil),     // 20: portico.admin.v1.GetTrafficRequest
+	(*GetTrafficResponse)(nil),    // 21: portico.admin.v1.GetTrafficResponse
+	(*RouteTraffic)(nil),          // 22: portico.admin.v1.RouteTraffic
+	(*CodeCount)(nil),             // 23: portico.admin.v1.CodeCount
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_portico_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: portico.admin.v1.ListRoutesResponse.routes:type_name -> portico.admin.v1.Route
-	23, // 1: portico.admin.v1.Route.timeout:type_name -> google.protobuf.Duration
-	3,  // 2: portico.admin.v1.Route.policy:type_name -> portico.admin.v1.Policy
-	4,  // 3: portico.admin.v1.Policy.rate_limit:type_name -> portico.admin.v1.RateLimit
-	23, // 4: portico.admin.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	8,  // 5: portico.admin.v1.ListBackendsResponse.backends:type_name -> portico.admin.v1.Backend
-	7,  // 6: portico.admin.v1.ListBackendsResponse.consul:type_name -> portico.admin.v1.ConsulStatus
-	24, // 7: portico.admin.v1.ConsulStatus.since:type_name -> google.protobuf.Timestamp
-	23, // 8: portico.admin.v1.ConsulStatus.unreachable:type_name -> google.protobuf.Duration
-	9,  // 9: portico.admin.v1.Backend.instances:type_name -> portico.admin.v1.Instance
-	24, // 10: portico.admin.v1.Backend.last_watch_ok:type_name -> google.protobuf.Timestamp
-	4,  // 11: portico.admin.v1.GetRateLimitsResponse.default_rate_limit:type_name -> portico.admin.v1.RateLimit
-	16, // 12: portico.admin.v1.GetRateLimitsResponse.methods:type_name -> portico.admin.v1.MethodRateLimit
-	12, // 13: portico.admin.v1.GetRateLimitsResponse.store:type_name -> portico.admin.v1.RateLimitStore
-	24, // 14: portico.admin.v1.RateLimitStore.since:type_name -> google.protobuf.Timestamp
-	15, // 15: portico.admin.v1.GetQuotaResponse.quotas:type_name -> portico.admin.v1.Quota
-	4,  // 16: portico.admin.v1.Quota.rate_limit:type_name -> portico.admin.v1.RateLimit
-	23, // 17: portico.admin.v1.Quota.reset_after:type_name -> google.protobuf.Duration
-	4,  // 18: portico.admin.v1.MethodRateLimit.rate_limit:type_name -> portico.admin.v1.RateLimit
-	4,  // 19: portico.admin.v1.MethodRateLimit.declared:type_name -> portico.admin.v1.RateLimit
-	24, // 20: portico.admin.v1.GetBuildInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	24, // 21: portico.admin.v1.GetTrafficResponse.time:type_name -> google.protobuf.Timestamp
-	23, // 22: portico.admin.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
-	23, // 23: portico.admin.v1.GetTrafficResponse.errors_window:type_name -> google.protobuf.Duration
-	21, // 24: portico.admin.v1.GetTrafficResponse.routes:type_name -> portico.admin.v1.RouteTraffic
-	22, // 25: portico.admin.v1.RouteTraffic.recent_errors:type_name -> portico.admin.v1.CodeCount
-	0,  // 26: portico.admin.v1.AdminService.ListRoutes:input_type -> portico.admin.v1.ListRoutesRequest
-	5,  // 27: portico.admin.v1.AdminService.ListBackends:input_type -> portico.admin.v1.ListBackendsRequest
-	10, // 28: portico.admin.v1.AdminService.GetRateLimits:input_type -> portico.admin.v1.GetRateLimitsRequest
-	13, // 29: portico.admin.v1.AdminService.GetQuota:input_type -> portico.admin.v1.GetQuotaRequest
-	17, // 30: portico.admin.v1.AdminService.GetBuildInfo:input_type -> portico.admin.v1.GetBuildInfoRequest
-	19, // 31: portico.admin.v1.AdminService.GetTraffic:input_type -> portico.admin.v1.GetTrafficRequest
-	1,  // 32: portico.admin.v1.AdminService.ListRoutes:output_type -> portico.admin.v1.ListRoutesResponse
-	6,  // 33: portico.admin.v1.AdminService.ListBackends:output_type -> portico.admin.v1.ListBackendsResponse
-	11, // 34: portico.admin.v1.AdminService.GetRateLimits:output_type -> portico.admin.v1.GetRateLimitsResponse
-	14, // 35: portico.admin.v1.AdminService.GetQuota:output_type -> portico.admin.v1.GetQuotaResponse
-	18, // 36: portico.admin.v1.AdminService.GetBuildInfo:output_type -> portico.admin.v1.GetBuildInfoResponse
-	20, // 37: portico.admin.v1.AdminService.GetTraffic:output_type -> portico.admin.v1.GetTrafficResponse
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	24, // 1: portico.admin.v1.Route.timeout:type_name -> google.protobuf.Duration
+	4,  // 2: portico.admin.v1.Route.policy:type_name -> portico.admin.v1.Policy
+	3,  // 3: portico.admin.v1.Route.steps:type_name -> portico.admin.v1.Step
+	5,  // 4: portico.admin.v1.Policy.rate_limit:type_name -> portico.admin.v1.RateLimit
+	24, // 5: portico.admin.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	9,  // 6: portico.admin.v1.ListBackendsResponse.backends:type_name -> portico.admin.v1.Backend
+	8,  // 7: portico.admin.v1.ListBackendsResponse.consul:type_name -> portico.admin.v1.ConsulStatus
+	25, // 8: portico.admin.v1.ConsulStatus.since:type_name -> google.protobuf.Timestamp
+	24, // 9: portico.admin.v1.ConsulStatus.unreachable:type_name -> google.protobuf.Duration
+	10, // 10: portico.admin.v1.Backend.instances:type_name -> portico.admin.v1.Instance
+	25, // 11: portico.admin.v1.Backend.last_watch_ok:type_name -> google.protobuf.Timestamp
+	5,  // 12: portico.admin.v1.GetRateLimitsResponse.default_rate_limit:type_name -> portico.admin.v1.RateLimit
+	17, // 13: portico.admin.v1.GetRateLimitsResponse.methods:type_name -> portico.admin.v1.MethodRateLimit
+	13, // 14: portico.admin.v1.GetRateLimitsResponse.store:type_name -> portico.admin.v1.RateLimitStore
+	25, // 15: portico.admin.v1.RateLimitStore.since:type_name -> google.protobuf.Timestamp
+	16, // 16: portico.admin.v1.GetQuotaResponse.quotas:type_name -> portico.admin.v1.Quota
+	5,  // 17: portico.admin.v1.Quota.rate_limit:type_name -> portico.admin.v1.RateLimit
+	24, // 18: portico.admin.v1.Quota.reset_after:type_name -> google.protobuf.Duration
+	5,  // 19: portico.admin.v1.MethodRateLimit.rate_limit:type_name -> portico.admin.v1.RateLimit
+	5,  // 20: portico.admin.v1.MethodRateLimit.declared:type_name -> portico.admin.v1.RateLimit
+	25, // 21: portico.admin.v1.GetBuildInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	25, // 22: portico.admin.v1.GetTrafficResponse.time:type_name -> google.protobuf.Timestamp
+	24, // 23: portico.admin.v1.GetTrafficResponse.window:type_name -> google.protobuf.Duration
+	24, // 24: portico.admin.v1.GetTrafficResponse.errors_window:type_name -> google.protobuf.Duration
+	22, // 25: portico.admin.v1.GetTrafficResponse.routes:type_name -> portico.admin.v1.RouteTraffic
+	23, // 26: portico.admin.v1.RouteTraffic.recent_errors:type_name -> portico.admin.v1.CodeCount
+	0,  // 27: portico.admin.v1.AdminService.ListRoutes:input_type -> portico.admin.v1.ListRoutesRequest
+	6,  // 28: portico.admin.v1.AdminService.ListBackends:input_type -> portico.admin.v1.ListBackendsRequest
+	11, // 29: portico.admin.v1.AdminService.GetRateLimits:input_type -> portico.admin.v1.GetRateLimitsRequest
+	14, // 30: portico.admin.v1.AdminService.GetQuota:input_type -> portico.admin.v1.GetQuotaRequest
+	18, // 31: portico.admin.v1.AdminService.GetBuildInfo:input_type -> portico.admin.v1.GetBuildInfoRequest
+	20, // 32: portico.admin.v1.AdminService.GetTraffic:input_type -> portico.admin.v1.GetTrafficRequest
+	1,  // 33: portico.admin.v1.AdminService.ListRoutes:output_type -> portico.admin.v1.ListRoutesResponse
+	7,  // 34: portico.admin.v1.AdminService.ListBackends:output_type -> portico.admin.v1.ListBackendsResponse
+	12, // 35: portico.admin.v1.AdminService.GetRateLimits:output_type -> portico.admin.v1.GetRateLimitsResponse
+	15, // 36: portico.admin.v1.AdminService.GetQuota:output_type -> portico.admin.v1.GetQuotaResponse
+	19, // 37: portico.admin.v1.AdminService.GetBuildInfo:output_type -> portico.admin.v1.GetBuildInfoResponse
+	21, // 38: portico.admin.v1.AdminService.GetTraffic:output_type -> portico.admin.v1.GetTrafficResponse
+	33, // [33:39] is the sub-list for method output_type
+	27, // [27:33] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_portico_admin_v1_admin_proto_init() }
@@ -1851,7 +1942,7 @@ func file_portico_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portico_admin_v1_admin_proto_rawDesc), len(file_portico_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
