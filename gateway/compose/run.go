@@ -12,6 +12,7 @@ import (
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"go.opentelemetry.io/otel/propagation"
+	rpccode "google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -200,7 +201,7 @@ func (x *execution) stepFailed(s *step, err error, failed, n int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if s.optional {
-		x.partial = append(x.partial, fmt.Sprintf("step=%s code=%s failed=%d/%d", s.name, status.Code(err), failed, n))
+		x.partial = append(x.partial, fmt.Sprintf("step=%s code=%s failed=%d/%d", s.name, rpccode.Code_name[int32(status.Code(err))], failed, n))
 		return
 	}
 	if x.err == nil {

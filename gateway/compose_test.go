@@ -1,0 +1,357 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway"
+	"github.com/portico-gw/portico/gateway/auth"
+	"github.com/portico-gw/portico/gateway/compose"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/route"
+	"github.com/portico-gw/portico/gateway/stats"
+	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
+	optionsv1 "github.com/portico-gw/portico/gen/portico/options/v1"
+	"github.com/portico-gw/portico/gen/registry"
+	storefrontv1 "github.com/portico-gw/portico/gen/storefront/v1"
+	"github.com/portico-gw/portico/internal/testutil"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+)
+
+// readerKey belongs to consumer "reader", who has no scope.
+const readerKey = "pk_test_reader_5d1e4c3b2a19f8e7d6c5b4a39281706f"
+
+// composeWorld is a world whose GetOrder needs scope orders.read, which
+// the test key has and readerKey has not, with the access log in logs.
+func composeWorld(t *testing.T, logs *testutil.LockedBuffer, opts ...worldOpt) *world {
+	t.Helper()
+	return newWorldWith(t, false, []gateway.Option{gateway.WithStatsOptions(stats.WithAccessLog(slog.New(slog.NewJSONHandler(logs, nil))))},
+		append([]worldOpt{func(cfg *gateway.Config) {
+			cfg.Auth.APIKeys[0].Scopes = append(cfg.Auth.APIKeys[0].Scopes, "orders.read")
+			cfg.Auth.APIKeys = append(cfg.Auth.APIKeys, auth.APIKeyConfig{Consumer: "reader", SHA256: auth.HashAPIKey(readerKey)})
+			sc := cfg.Services["orders.v1.OrderService"]
+			sc.Methods = map[string]gateway.MethodConfig{"GetOrder": {PolicyConfig: gateway.PolicyConfig{Scopes: []string{"orders.read"}}}}
+			cfg.Services["orders.v1.OrderService"] = sc
+		}}, opts...)...)
+}
+
+// placeOrder places an order of one each of the products and returns its id.
+func (w *world) placeOrder(products ...string) string {
+	w.t.Helper()
+	var items []*ordersv1.LineItem
+	for _, p := range products {
+		items = append(items, &ordersv1.LineItem{ProductId: p, Quantity: 1})
+	}
+	resp, err := w.ordersClient().CreateOrder(context.Background(), &ordersv1.CreateOrderRequest{Items: items})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return resp.GetOrder().GetId()
+}
+
+func (w *world) storefront() storefrontv1.StorefrontServiceClient {
+	return storefrontv1.NewStorefrontServiceClient(w.conn)
+}
+
+// as is the world seen by the caller with key.
+func (w *world) as(key string) *world {
+	c := w.anon()
+	c.key, c.conn = key, dial(w.t, w.gw.GRPCAddr(), key)
+	return c
+}
+
+// restStepInfo is the ErrorInfo of a REST error body: reason and metadata.
+func restStepInfo(body map[string]any) (string, map[string]any) {
+	details, _ := body["details"].([]any)
+	for _, d := range details {
+		m, _ := d.(map[string]any)
+		if m["@type"] == "type.googleapis.com/google.rpc.ErrorInfo" {
+			r, _ := m["reason"].(string)
+			md, _ := m["metadata"].(map[string]any)
+			return r, md
+		}
+	}
+	return "", nil
+}
+
+func grpcStepInfo(err error) *errdetails.ErrorInfo {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info
+		}
+	}
+	return nil
+}
+
+// accessLines are the JSON access log lines for method.
+func accessLines(logs *testutil.LockedBuffer, method string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "call" && m["method"] == method {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+const (
+	getOrderDetails = "/storefront.v1.StorefrontService/GetOrderDetails"
+	partialHeader   = "X-Portico-Partial-Failure"
+)
+
+func TestCompositeOrderDetails(t *testing.T) {
+	logs := &testutil.LockedBuffer{}
+	w := composeWorld(t, logs)
+	catalogHost := w.startCatalog()
+	ordersHost := w.startOrders()
+	products := []string{"prd-000001", "prd-000002", "prd-000003"}
+	id := w.placeOrder(products...)
+	path := "/v1/orders/" + id + "/details"
+	ctx := context.Background()
+	req := &storefrontv1.GetOrderDetailsRequest{Id: id}
+
+	t.Run("the order and one product per item", func(t *testing.T) {
+		r := w.rest("GET", path, nil)
+		if r.Status != 200 || field(r.Body, "order", "id") != id {
+			t.Fatalf("REST: %d %s", r.Status, r.Raw)
+		}
+		got, _ := r.Body["products"].([]any)
+		if len(got) != len(products) {
+			t.Fatalf("REST: %d products, want %d: %s", len(got), len(products), r.Raw)
+		}
+		for i, p := range got {
+			if p.(map[string]any)["id"] != products[i] {
+				t.Errorf("REST: product %d is %v, want %s", i, p, products[i])
+			}
+		}
+		if h := r.Header.Get(partialHeader); h != "" {
+			t.Errorf("REST: partial failure %q on a call that had none", h)
+		}
+		var trailer metadata.MD
+		resp, err := w.storefront().GetOrderDetails(ctx, req, grpc.Trailer(&trailer))
+		if err != nil {
+			t.Fatalf("gRPC: %v", err)
+		}
+		if resp.GetOrder().GetId() != id || len(resp.GetProducts()) != len(products) || resp.GetProducts()[2].GetId() != products[2] {
+			t.Fatalf("gRPC: %v", resp)
+		}
+		if v := trailer.Get(compose.PartialFailureKey); len(v) > 0 {
+			t.Errorf("gRPC: partial failure %v on a call that had none", v)
+		}
+		// Each step is a call of its method, marked as the composite's step.
+		testutil.Eventually(t, 5*time.Second, "six GetProduct steps in the access log", func() bool {
+			n := 0
+			for _, l := range accessLines(logs, "/catalog.v1.CatalogService/GetProduct") {
+				if l["step_of"] == getOrderDetails && l["step"] == "products" && l["consumer"] == testConsumer {
+					n++
+				}
+			}
+			return n == 2*len(products)
+		})
+	})
+
+	t.Run("two independent steps", func(t *testing.T) {
+		r := w.rest("GET", "/v1/home?pageSize=2", nil)
+		prods, _ := r.Body["products"].([]any)
+		ords, _ := r.Body["orders"].([]any)
+		if r.Status != 200 || len(prods) != 2 || len(ords) != 1 {
+			t.Fatalf("REST: %d %s, want two products and the caller's order", r.Status, r.Raw)
+		}
+		home, err := w.storefront().GetHome(ctx, &storefrontv1.GetHomeRequest{PageSize: 2})
+		if err != nil || len(home.GetProducts()) != 2 || len(home.GetOrders()) != 1 || home.GetOrders()[0].GetId() != id {
+			t.Fatalf("gRPC: %v %v", home, err)
+		}
+	})
+
+	t.Run("shown with its steps", func(t *testing.T) {
+		var b strings.Builder
+		if err := route.Print(&b, w.gw.Routes()); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), "storefront.v1.StorefrontService/GetOrderDetails is composite") ||
+			!regexp.MustCompile(`step products +catalog.v1.CatalogService/GetProduct +for_each order.order.items, optional`).MatchString(b.String()) {
+			t.Errorf("-routes does not show the steps:\n%s", b.String())
+		}
+		resp, err := httpClient.Get("http://" + w.gw.AdminAddr() + "/admin/v1/routes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Routes []struct {
+				Method, Backend string
+				Steps           []struct{ Name, Method, ForEach string }
+			}
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range body.Routes {
+			if r.Method == getOrderDetails {
+				if len(r.Steps) != 2 || r.Steps[0].Name != "order" || r.Steps[1].ForEach != "order.order.items" || r.Backend != "" {
+					t.Errorf("admin API: %+v", r)
+				}
+				return
+			}
+		}
+		t.Errorf("admin API: no route %s", getOrderDetails)
+	})
+
+	t.Run("no credentials", func(t *testing.T) {
+		a := w.anon()
+		if r := a.rest("GET", path, nil); r.Status != 401 {
+			t.Errorf("REST: %d %s, want 401", r.Status, r.Raw)
+		}
+		if _, err := a.storefront().GetOrderDetails(ctx, req); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("gRPC: %v, want UNAUTHENTICATED", err)
+		}
+	})
+
+	t.Run("a scope one step needs", func(t *testing.T) {
+		rd := w.as(readerKey)
+		r := rd.rest("GET", path, nil)
+		reason, md := restStepInfo(r.Body)
+		if r.Status != 403 || md["step"] != "order" || md["step_method"] != "orders.v1.OrderService/GetOrder" ||
+			!strings.Contains(field(r.Body, "message").(string), `step "order"`) {
+			t.Errorf("REST: %d %s, want 403 naming step order", r.Status, r.Raw)
+		}
+		_, err := rd.storefront().GetOrderDetails(ctx, req)
+		info := grpcStepInfo(err)
+		if status.Code(err) != codes.PermissionDenied || info.GetMetadata()["step"] != "order" || info.GetReason() != reason {
+			t.Errorf("gRPC: %v %v, want PERMISSION_DENIED naming step order, reason %s", err, info, reason)
+		}
+		t.Logf("REST: %d %s", r.Status, r.Raw)
+	})
+
+	t.Run("every catalog instance stopped", func(t *testing.T) {
+		stopCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		catalogHost.Stop(stopCtx)
+		w.waitRoutedExactly(w.catalog)
+		want := "step=products code=UNAVAILABLE failed=3/3"
+		r := w.rest("GET", path, nil)
+		if got, _ := r.Body["products"].([]any); r.Status != 200 || field(r.Body, "order", "id") != id || len(got) != 0 {
+			t.Fatalf("REST: %d %s, want the order with no product", r.Status, r.Raw)
+		}
+		if h := r.Header.Get(partialHeader); h != want {
+			t.Errorf("REST: %s: %q, want %q", partialHeader, h, want)
+		}
+		var trailer metadata.MD
+		resp, err := w.storefront().GetOrderDetails(ctx, req, grpc.Trailer(&trailer))
+		if err != nil || resp.GetOrder().GetId() != id || len(resp.GetProducts()) != 0 {
+			t.Fatalf("gRPC: %v %v, want the order with no product", resp, err)
+		}
+		if v := trailer.Get(compose.PartialFailureKey); len(v) != 1 || v[0] != want {
+			t.Errorf("gRPC: trailer %s: %v, want %q", compose.PartialFailureKey, v, want)
+		}
+		testutil.Eventually(t, 5*time.Second, "the partial failure in the access log", func() bool {
+			n := 0
+			for _, l := range accessLines(logs, getOrderDetails) {
+				if l["partial_failure"] == want && l["code"] == "OK" {
+					n++
+				}
+			}
+			return n == 2
+		})
+		t.Logf("REST: %d %s: %s %s", r.Status, partialHeader, r.Header.Get(partialHeader), r.Raw)
+	})
+
+	t.Run("the orders backend stopped", func(t *testing.T) {
+		stopCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		ordersHost.Stop(stopCtx)
+		w.waitRoutedExactly(w.orders)
+		r := w.rest("GET", path, nil)
+		reason, md := restStepInfo(r.Body)
+		if r.Status != 503 || reason != policy.ReasonNoHealthyBackend || md["step"] != "order" {
+			t.Errorf("REST: %d %s, want 503 NO_HEALTHY_BACKEND naming step order", r.Status, r.Raw)
+		}
+		if src := r.Header.Get("X-Portico-Error-Source"); src != policy.SourceGateway {
+			t.Errorf("REST: error source %q, want gateway", src)
+		}
+		_, err := w.storefront().GetOrderDetails(ctx, req)
+		if info := grpcStepInfo(err); status.Code(err) != codes.Unavailable || info.GetMetadata()["step"] != "order" {
+			t.Errorf("gRPC: %v %v, want UNAVAILABLE naming step order", err, info)
+		}
+		t.Logf("REST: %d %s", r.Status, r.Raw)
+	})
+}
+
+// TestCompositeStepRateLimit: a step's call is charged to its method's rate
+// limit, per call, for the composite's caller.
+func TestCompositeStepRateLimit(t *testing.T) {
+	logs := &testutil.LockedBuffer{}
+	w := composeWorld(t, logs, func(cfg *gateway.Config) {
+		sc := cfg.Services["catalog.v1.CatalogService"]
+		sc.Methods = map[string]gateway.MethodConfig{"GetProduct": {PolicyConfig: gateway.PolicyConfig{
+			RateLimit: &policy.RateLimit{Requests: 4, Period: time.Hour, Burst: 4}}}}
+		cfg.Services["catalog.v1.CatalogService"] = sc
+	})
+	w.startCatalog()
+	w.startOrders()
+	id := w.placeOrder("prd-000001", "prd-000002", "prd-000003")
+	ctx := context.Background()
+
+	// Three items: three of the four calls the limit allows.
+	r := w.rest("GET", "/v1/orders/"+id+"/details", nil)
+	if got, _ := r.Body["products"].([]any); r.Status != 200 || len(got) != 3 || r.Header.Get(partialHeader) != "" {
+		t.Fatalf("REST: %d %s %q, want three products", r.Status, r.Raw, r.Header.Get(partialHeader))
+	}
+	// One call left: one product, two refused by the limit.
+	var trailer metadata.MD
+	resp, err := w.storefront().GetOrderDetails(ctx, &storefrontv1.GetOrderDetailsRequest{Id: id}, grpc.Trailer(&trailer))
+	if err != nil || len(resp.GetProducts()) != 1 {
+		t.Fatalf("gRPC: %v %v, want one product", resp, err)
+	}
+	if v := trailer.Get(compose.PartialFailureKey); len(v) != 1 || v[0] != "step=products code=RESOURCE_EXHAUSTED failed=2/3" {
+		t.Errorf("gRPC: partial failure %v, want two calls refused by the rate limit", v)
+	}
+	// The caller's own call of the method meets the same, empty bucket.
+	if d := w.rest("GET", "/v1/products/prd-000001", nil); d.Status != 429 {
+		t.Errorf("GetProduct after the composites: %d %s, want 429", d.Status, d.Raw)
+	}
+}
+
+// TestCompositeBrokenPlanStopsTheGateway: a plan that does not check keeps
+// the gateway from being built, with a message naming file, method, step.
+func TestCompositeBrokenPlanStopsTheGateway(t *testing.T) {
+	mo := &descriptorpb.MethodOptions{}
+	proto.SetExtension(mo, optionsv1.E_Compose, &optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
+		{Name: "order", Method: "orders.v1.OrderService/GetOrder", Request: "orders.v1.GetOrderRequest{id: request.id}"},
+		{Name: "products", Method: "catalog.v1.CatalogService/GetProduct", ForEach: "order.order.items", Request: "catalog.v1.GetProductRequest{id: item.quantity}"},
+	}, Response: "GetOrderDetailsResponse{order: order.order}"})
+	fd, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
+		Name: proto.String("shop/v1/shop.proto"), Package: proto.String("shop.v1"), Syntax: proto.String("proto3"),
+		Dependency: []string{"storefront/v1/storefront.proto"},
+		Service: []*descriptorpb.ServiceDescriptorProto{{Name: proto.String("ShopService"), Method: []*descriptorpb.MethodDescriptorProto{{
+			Name: proto.String("GetOrderDetails"), Options: mo,
+			InputType: proto.String(".storefront.v1.GetOrderDetailsRequest"), OutputType: proto.String(".storefront.v1.GetOrderDetailsResponse"),
+		}}}},
+	}, protoregistry.GlobalFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop := gateway.Service{Descriptor: fd.Services().Get(0),
+		RegisterHTTP: func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error { return nil }}
+	_, err = gateway.New(gateway.Config{}, append(registry.Services(), shop))
+	want := `shop/v1/shop.proto: shop.v1.ShopService/GetOrderDetails: step "products": request:`
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "field 'id' is 'string' but provided type is 'int'") {
+		t.Fatalf("New: %v, want an error that says %q and the type error", err, want)
+	}
+	t.Logf("%v", err)
+}
