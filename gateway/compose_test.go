@@ -21,6 +21,9 @@ import (
 	"github.com/portico-gw/portico/gen/registry"
 	storefrontv1 "github.com/portico-gw/portico/gen/storefront/v1"
 	"github.com/portico-gw/portico/internal/testutil"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -354,4 +357,39 @@ func TestCompositeBrokenPlanStopsTheGateway(t *testing.T) {
 		t.Fatalf("New: %v, want an error that says %q and the type error", err, want)
 	}
 	t.Logf("%v", err)
+}
+
+// TestCompositeSpans: each step is a span of its method's under the
+// composite's span, in the caller's trace.
+func TestCompositeSpans(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	w := newWorldWith(t, false, []gateway.Option{gateway.WithStatsOptions(stats.WithTracerProvider(tp))})
+	w.startCatalog()
+	w.startOrders()
+	id := w.placeOrder("prd-000001", "prd-000002")
+	const traceID = "33333333333333333333333333333333"
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", "00-"+traceID+"-3333333333333333-01")
+	if _, err := w.storefront().GetOrderDetails(ctx, &storefrontv1.GetOrderDetailsRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	var composite string
+	children := map[string]int{}
+	for _, s := range exp.GetSpans() {
+		if s.SpanContext.TraceID().String() != traceID || s.SpanKind != trace.SpanKindServer {
+			continue
+		}
+		if s.Name == getOrderDetails[1:] {
+			composite = s.SpanContext.SpanID().String()
+		}
+	}
+	for _, s := range exp.GetSpans() {
+		if s.SpanContext.TraceID().String() == traceID && s.SpanKind == trace.SpanKindServer && s.Parent.SpanID().String() == composite {
+			children[s.Name]++
+		}
+	}
+	if composite == "" || children["orders.v1.OrderService/GetOrder"] != 1 || children["catalog.v1.CatalogService/GetProduct"] != 2 {
+		t.Fatalf("composite span %q with step spans %v, want GetOrder once and GetProduct twice under it", composite, children)
+	}
 }
