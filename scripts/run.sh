@@ -88,6 +88,8 @@ Try (X-Instance-Id says which instance answered; CATALOG_INSTANCES=2 make run st
   curl -s -X PATCH -H "X-Api-Key: \$KEY" http://127.0.0.1:8080/v1/products/prd-000001 -d '{"price":"999"}'
   curl -s -X POST -H "X-Api-Key: \$KEY" http://127.0.0.1:8080/v1/orders -d '{"items":[{"productId":"prd-000001","quantity":2}]}'
   curl -N -H "X-Api-Key: \$KEY" http://127.0.0.1:8080/v1/orders/ord-000001:watch
+  curl -s -H "X-Api-Key: \$KEY" http://127.0.0.1:8080/v1/orders/ord-000001/details   # composed by the gateway: the order and its products
+  curl -s -H "X-Api-Key: \$KEY" "http://127.0.0.1:8080/v1/home?pageSize=3"         # products and your orders, fetched in parallel
   bin/grpcurl -plaintext 127.0.0.1:9090 list
   bin/grpcurl -plaintext -d '{"id":"prd-000002"}' 127.0.0.1:9090 catalog.v1.CatalogService/GetProduct
   bin/grpcurl -plaintext -H "x-api-key: \$KEY" -d '{"id":"ord-000001"}' 127.0.0.1:9090 orders.v1.OrderService/WatchOrder
