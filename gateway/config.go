@@ -19,6 +19,7 @@ import (
 	"github.com/portico-gw/portico/gateway/stats"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
 	"github.com/portico-gw/portico/gateway/validate"
+	"github.com/portico-gw/portico/gateway/web"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -85,6 +86,13 @@ type Config struct {
 	RateLimit  ratelimit.Config `yaml:"rate_limit"`
 	Validation validate.Config  `yaml:"validation"`
 	Stats      stats.Config     `yaml:"stats"`
+
+	// CORS, SSE and OpenAPI are for browsers and front-end code (package
+	// web): CORS headers (nil: none), event-stream heartbeats, and the
+	// OpenAPI document with its docs page.
+	CORS    *policy.CORS      `yaml:"cors"`
+	SSE     web.SSEConfig     `yaml:"sse"`
+	OpenAPI web.OpenAPIConfig `yaml:"openapi"`
 
 	// Register puts the gateway itself into Consul (register.go).
 	Register RegisterConfig `yaml:"register"`

@@ -23,6 +23,7 @@ import (
 	"github.com/portico-gw/portico/gateway/registration"
 	"github.com/portico-gw/portico/gateway/rest"
 	"github.com/portico-gw/portico/gateway/route"
+	"github.com/portico-gw/portico/gateway/web"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -175,8 +176,14 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		g.closeConns()
 		return nil, fmt.Errorf("gateway: internal connection: %w", err)
 	}
+	wb, err := web.New(web.Options{CORS: cfg.CORS, Services: cfg.Services, SSE: cfg.SSE, OpenAPI: cfg.OpenAPI,
+		Document: o.openapi, Routes: routes.All(), GRPC: g.grpcServer, Edge: g.edge, Registry: reg})
+	if err != nil {
+		g.closeConns()
+		return nil, fmt.Errorf("gateway: %s: %w", cfg.where(), err)
+	}
 	door := rest.New(rest.Config{Methods: methods, Streams: g.restConn, Trusted: trusted, Refusals: ch.Refusals(),
-		Chain: ch, MaxHeaders: g.edge.Config().MaxHeaders, OnRefuse: g.edge.Refused})
+		Chain: ch, MaxHeaders: g.edge.Config().MaxHeaders, OnRefuse: g.edge.Refused, MuxOptions: wb.MuxOptions()})
 	plans.Bind(door.Conn()) // steps run through the chain as their caller, as REST calls do
 	for _, svc := range services {
 		if err := svc.RegisterHTTP(context.Background(), door.Mux(), door.Conn()); err != nil {
@@ -184,7 +191,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: REST routes of %s: %w", svc.Descriptor.FullName(), err)
 		}
 	}
-	g.httpServer = g.edge.HTTPServer(door)
+	g.httpServer = g.edge.HTTPServer(wb.Handler(door))
 	g.adminServer = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
 	// HTTP/1.1 for browsers and curl; h2c (prior knowledge) for the admin gRPC API.
 	g.adminServer.Protocols.SetHTTP1(true)

@@ -18,6 +18,7 @@ type options struct {
 	resolverOpts []discovery.Option
 	noPolicies   bool
 	statsOpts    []stats.Option
+	openapi      []byte
 }
 
 // WithLogger sets the gateway's logger.
@@ -52,3 +53,7 @@ func WithResolverOptions(opts ...discovery.Option) Option {
 func WithStatsOptions(opts ...stats.Option) Option {
 	return func(o *options) { o.statsOpts = append(o.statsOpts, opts...) }
 }
+
+// WithOpenAPI gives the OpenAPI 3 document the REST port serves
+// (gen/openapi.Document); without it there is none.
+func WithOpenAPI(doc []byte) Option { return func(o *options) { o.openapi = doc } }

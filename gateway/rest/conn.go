@@ -60,7 +60,11 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 }
 
 func (c *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	return c.streams.NewStream(ctx, desc, method, opts...)
+	cs, err := c.streams.NewStream(ctx, desc, method, opts...)
+	if sc := streamFrom(ctx); sc != nil && err == nil {
+		return &recordingStream{ClientStream: cs, call: sc}, nil
+	}
+	return cs, err
 }
 
 // transportStream collects the response metadata that the chain and the

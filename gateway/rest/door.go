@@ -15,6 +15,11 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
+var (
+	protojsonAll    = protojson.MarshalOptions{EmitUnpopulated: true}
+	protojsonStrict = protojson.UnmarshalOptions{DiscardUnknown: false}
+)
+
 // MaxBodyBytes is the default largest REST body, as large as the largest
 // gRPC message the gateway's server takes (grpc-go's default). A route may
 // set its own (max_body_bytes).
@@ -43,6 +48,9 @@ type Config struct {
 	MaxHeaders int
 	// OnRefuse counts a refusal by reason (the edge's portico_refused_total).
 	OnRefuse func(reason string)
+	// MuxOptions are added to grpc-gateway's: more marshalers (SSE, package
+	// web) and forward-response options.
+	MuxOptions []runtime.ServeMuxOption
 }
 
 // Door serves REST.
@@ -61,22 +69,16 @@ func New(cfg Config) *Door {
 	for _, m := range cfg.Methods {
 		d.maxBody = max(d.maxBody, m.Route().MaxBodyBytes)
 	}
-	d.mux = runtime.NewServeMux(
+	d.mux = runtime.NewServeMux(append([]runtime.ServeMuxOption{
 		runtime.WithMiddlewares(d.early),
 		runtime.WithErrorHandler(d.errorHandler),
 		runtime.WithRoutingErrorHandler(d.routingErrorHandler),
 		runtime.WithIncomingHeaderMatcher(proxy.IncomingHTTPHeader),
 		runtime.WithOutgoingHeaderMatcher(proxy.OutgoingHTTPHeader),
 		runtime.WithMetadata(d.annotate),
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
-			Marshaler: &runtime.JSONPb{
-				MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
-				// Unknown fields are errors: a misspelt field must not be
-				// dropped silently.
-				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-			},
-		}),
-	)
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler()),
+		runtime.WithStreamErrorHandler(d.streamError),
+	}, cfg.MuxOptions...)...)
 	d.byPattern = d.bindings()
 	d.handler = d.limitHeaders(d.limitBody(d.mux))
 	return d

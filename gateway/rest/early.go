@@ -107,6 +107,9 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
 		b := d.bindingOf(r)
 		if b == nil {
+			// A stream (or a unary call when the chain runs whole): a
+			// stream's errors find its writer and trailers here.
+			r = r.WithContext(context.WithValue(r.Context(), streamKey{}, &streamCall{w: w}))
 			next(w, r, params)
 			return
 		}

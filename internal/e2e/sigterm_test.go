@@ -117,13 +117,11 @@ func TestSIGTERMDrains(t *testing.T) {
 	if status.Code(err) != codes.Unavailable || reason(err) != "SHUTTING_DOWN" {
 		t.Errorf("gRPC stream ended with %v, want UNAVAILABLE/SHUTTING_DOWN", err)
 	}
-	var final struct {
-		Error struct {
-			Details []struct{ Reason string } `json:"details"`
-		} `json:"error"`
+	var final struct { // a google.rpc.Status, as unary errors
+		Details []struct{ Reason string } `json:"details"`
 	}
-	if json.Unmarshal([]byte(last), &final) != nil || len(final.Error.Details) == 0 || final.Error.Details[0].Reason != "SHUTTING_DOWN" {
-		t.Errorf("REST stream's last line %q, want an error object with SHUTTING_DOWN", last)
+	if json.Unmarshal([]byte(last), &final) != nil || len(final.Details) == 0 || final.Details[0].Reason != "SHUTTING_DOWN" {
+		t.Errorf("REST stream's last line %q, want a google.rpc.Status with SHUTTING_DOWN", last)
 	}
 }
 

@@ -1,0 +1,125 @@
+package web
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+
+	"github.com/portico-gw/portico/gateway/route"
+)
+
+// OpenAPIConfig is the config file's openapi block: the OpenAPI 3 document
+// of the routed services and a docs page that renders it, on the REST port.
+type OpenAPIConfig struct {
+	// Enabled serves both; default true.
+	Enabled *bool `yaml:"enabled"`
+	// Path of the document. Default /openapi.json.
+	Path string `yaml:"path"`
+	// DocsPath of the docs page. Default /docs.
+	DocsPath string `yaml:"docs_path"`
+}
+
+// MethodExtension names the gRPC method of an operation in the document
+// (gen/openapi), so the gateway can serve only the routed ones.
+const MethodExtension = "x-portico-method"
+
+// redoc is Redoc's standalone bundle, from the npm package pinned in
+// redoc/package-lock.json (make redoc).
+//
+//go:embed redoc/redoc.standalone.js
+var redoc []byte
+
+var docsPage = template.Must(template.New("docs").Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Portico API</title>
+</head>
+<body>
+<redoc spec-url="{{.Spec}}" hide-download-button="false"></redoc>
+<script src="{{.Script}}"></script>
+</body>
+</html>
+`))
+
+// document is the OpenAPI document as served, with its docs page.
+type document struct {
+	cfg  OpenAPIConfig
+	body []byte
+	page []byte
+}
+
+// newDocument keeps the operations of the routed methods; nil when the
+// document is off or there is none.
+func newDocument(cfg OpenAPIConfig, doc []byte, routes []*route.Route) (*document, error) {
+	if (cfg.Enabled != nil && !*cfg.Enabled) || len(doc) == 0 {
+		return nil, nil
+	}
+	if cfg.Path == "" {
+		cfg.Path = "/openapi.json"
+	}
+	if cfg.DocsPath == "" {
+		cfg.DocsPath = "/docs"
+	}
+	for _, p := range []string{cfg.Path, cfg.DocsPath} {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " {}") {
+			return nil, fmt.Errorf("openapi: path %q must be a plain path starting with /", p)
+		}
+	}
+	var d map[string]any
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return nil, fmt.Errorf("openapi: the document does not parse: %w", err)
+	}
+	routed := map[string]bool{}
+	for _, r := range routes {
+		routed[r.FullMethod] = true
+	}
+	paths, _ := d["paths"].(map[string]any)
+	for p, item := range paths {
+		ops, _ := item.(map[string]any)
+		for verb, op := range ops {
+			if m, _ := op.(map[string]any)[MethodExtension].(string); m != "" && !routed[m] {
+				delete(ops, verb)
+			}
+		}
+		if len(ops) == 0 {
+			delete(paths, p)
+		}
+	}
+	body, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	var page strings.Builder
+	if err := docsPage.Execute(&page, map[string]string{"Spec": cfg.Path, "Script": cfg.DocsPath + "/redoc.standalone.js"}); err != nil {
+		return nil, err
+	}
+	return &document{cfg: cfg, body: body, page: []byte(page.String())}, nil
+}
+
+func (d *document) handler(next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	serve := func(path, contentType string, body []byte) {
+		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", contentType)
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			_, _ = w.Write(body)
+		})
+	}
+	serve(d.cfg.Path, "application/json", d.body)
+	serve(d.cfg.DocsPath, "text/html; charset=utf-8", d.page)
+	serve(d.cfg.DocsPath+"/redoc.standalone.js", "text/javascript; charset=utf-8", redoc)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			if h, pattern := mux.Handler(r); pattern != "" {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}

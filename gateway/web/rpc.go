@@ -1,0 +1,155 @@
+package web
+
+import (
+	"context"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/vanguard"
+	"github.com/portico-gw/portico/gateway/edge"
+	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/route"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+	"google.golang.org/protobuf/proto"
+)
+
+// rpc serves gRPC-Web (binary and text) and the Connect protocol (unary
+// and streaming, JSON and binary) on the REST port. vanguard transcodes a
+// call into gRPC and hands it to the gateway's grpc.Server (its ServeHTTP),
+// so it meets the chain a native gRPC call meets: auth, rate limits,
+// validation, stats, the error model. Only calls to routed services are
+// taken; REST stays with the REST door.
+type rpc struct {
+	transcoder *vanguard.Transcoder
+	services   map[string]bool
+}
+
+func newRPC(routes []*route.Route, grpcServer http.Handler, e *edge.Edge) (*rpc, error) {
+	target := grpcServer
+	if e != nil {
+		target = tapped(e, grpcServer)
+	}
+	r := &rpc{services: map[string]bool{}}
+	var services []*vanguard.Service
+	for _, rt := range routes {
+		if r.services[rt.Service] {
+			continue
+		}
+		r.services[rt.Service] = true
+		services = append(services, vanguard.NewService(rt.Service, target))
+	}
+	var err error
+	r.transcoder, err = vanguard.NewTranscoder(services, vanguard.WithDefaultServiceOptions(
+		vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
+		vanguard.WithTargetCodecs(vanguard.CodecProto),
+	))
+	return r, err
+}
+
+func (p *rpc) handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !p.takes(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !isGRPCWebText(r) {
+			p.transcoder.ServeHTTP(w, r)
+			return
+		}
+		r, err := fromGRPCWebText(r, maxTextBody)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, policy.Error(codes.InvalidArgument, policy.ReasonBadRequest, err.Error(), nil))
+			return
+		}
+		tw := &textWriter{ResponseWriter: w}
+		defer tw.finish()
+		p.transcoder.ServeHTTP(tw, r)
+	})
+}
+
+// maxTextBody bounds a gRPC-Web text request, which is read whole: the
+// largest message the gateway's server takes, in base64.
+const maxTextBody = (4<<20 + 5) * 4 / 3
+
+// takes reports whether r is a gRPC-Web or Connect call to a routed
+// service: /pkg.Service/Method with gRPC-Web's or Connect's content type,
+// or a Connect unary GET (?connect=v1).
+func (p *rpc) takes(r *http.Request) bool {
+	svc, _, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	if !ok || !p.services[svc] {
+		return false
+	}
+	ct := r.Header.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "application/grpc-web"), strings.HasPrefix(ct, "application/connect+"):
+		return r.Method == http.MethodPost
+	case r.Method == http.MethodGet:
+		return r.URL.Query().Get("connect") == "v1"
+	}
+	base, _, _ := strings.Cut(ct, ";")
+	return r.Method == http.MethodPost && r.Header.Get("Connect-Protocol-Version") != "" &&
+		(base == "application/json" || base == "application/proto")
+}
+
+// tapped applies the edge's tap to a transcoded call, as grpc-go applies it
+// to a native one on the gRPC listener: the deadline the caller asked for
+// (grpc-timeout, which vanguard sets from Connect-Timeout-Ms) is cut to the
+// route's maximum, and a caller who asked for none gets the route's timeout.
+func tapped(e *edge.Edge, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		if d, ok := grpcTimeout(r.Header.Get("Grpc-Timeout")); ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		md := metadata.MD{}
+		for k, vs := range r.Header {
+			md[strings.ToLower(k)] = vs
+		}
+		ctx, err := e.Tap(ctx, &tap.Info{FullMethodName: r.URL.Path, Header: md})
+		if err != nil {
+			writeGRPCError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// grpcTimeout reads a grpc-timeout value: up to 8 digits and a unit.
+func grpcTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
+		'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// writeGRPCError answers a gRPC request with a trailers-only error, which
+// vanguard turns into the caller's protocol.
+func writeGRPCError(w http.ResponseWriter, err error) {
+	st := status.Convert(err)
+	h := w.Header()
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(int(st.Code())))
+	h.Set("Grpc-Message", url.PathEscape(st.Message()))
+	if b, err := proto.Marshal(st.Proto()); err == nil {
+		h.Set("Grpc-Status-Details-Bin", base64.RawStdEncoding.EncodeToString(b))
+	}
+	w.WriteHeader(http.StatusOK)
+}
