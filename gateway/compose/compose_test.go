@@ -208,6 +208,9 @@ func TestStepsRunAsTheCaller(t *testing.T) {
 	h := handler(t, "GetOrderDetails", &fakeConn{invoke: func(ctx context.Context, method string, args, reply any) error {
 		md, _ := metadata.FromOutgoingContext(ctx)
 		seen.Store(method, md)
+		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > 10*time.Second || time.Until(dl) < 5*time.Second {
+			t.Errorf("%s: deadline %v, want the composite's (10s)", method, dl)
+		}
 		if s := policy.StepFromContext(ctx); s == nil || s.Composite != "/storefront.v1.StorefrontService/GetOrderDetails" {
 			t.Errorf("%s: step mark %+v", method, s)
 		}

@@ -57,6 +57,9 @@ type execution struct {
 // run serves one call: the steps, each as soon as the steps it reads have
 // answered, then the response.
 func (c *Composer) run(ctx context.Context, p *plan, req any) (any, error) {
+	if c.conn == nil {
+		return nil, policy.Error(codes.Internal, policy.ReasonInternal, "composite method served before Bind", nil)
+	}
 	in, err := decodeRequest(p, req)
 	if err != nil {
 		return nil, err
