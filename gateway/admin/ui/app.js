@@ -166,14 +166,58 @@ async function poll() {
   }
 }
 
+// renderRateLimits shows the mode and, in mode redis, the shared store.
+function renderRateLimits(l) {
+  document.getElementById("ratelimit-mode").textContent = l.mode + (l.replicas > 1 ? " across " + l.replicas + " replicas" : "");
+  const e = document.getElementById("ratelimit-store");
+  e.replaceChildren();
+  const st = l.store;
+  if (!st) return;
+  const ago = st.since ? " for " + span((Date.now() - Date.parse(st.since)) / 1000) : "";
+  e.append("Store: " + st.kind + " " + (st.addresses || []).join(", ") + " ",
+    el("span", { className: "pill store " + (st.state === "up" ? "ok" : st.state === "down" ? "bad" : "unknown"), textContent: st.state + ago }),
+    " · failure mode " + st.failureMode + " · " + st.outages + " outages, " + st.errors + " errors" +
+    (st.lastError ? " · last error: " + st.lastError : ""));
+}
+
+async function pollRateLimits() {
+  try {
+    renderRateLimits(await getJSON("/admin/v1/rate-limits"));
+  } catch (e) {
+    document.getElementById("ratelimit-store").textContent = e.message;
+  }
+}
+
+// lookUpQuota shows what a consumer has left of each limited method.
+async function lookUpQuota(ev) {
+  ev.preventDefault();
+  const consumer = document.getElementById("quota-consumer").value;
+  const box = document.getElementById("quota");
+  const r = await fetch("/admin/v1/quota?consumer=" + encodeURIComponent(consumer), { cache: "no-store" });
+  const body = await r.json();
+  if (!r.ok) {
+    box.replaceChildren(el("p", { className: "error", textContent: body.message || "HTTP " + r.status }));
+    return;
+  }
+  const rows = (body.quotas || []).map((q) => el("tr", {}, el("td", {}, el("div", { className: "method", textContent: q.method })),
+    td("", rateLimit(q.rateLimit)), td("num remaining", q.remaining), td("num", span(seconds(q.resetAfter))), td("", q.source)));
+  box.replaceChildren(el("table", { id: "quota-table" },
+    el("thead", {}, el("tr", {}, el("th", { textContent: "Method" }), el("th", { textContent: "Limit" }),
+      el("th", { className: "num", textContent: "Remaining" }), el("th", { className: "num", textContent: "Full again in" }),
+      el("th", { textContent: "From" }))),
+    el("tbody", {}, ...rows)));
+}
+
 async function main() {
   const [routes, build] = await Promise.all([getJSON("/admin/v1/routes"), getJSON("/admin/v1/build")]);
   renderRoutes(routes.routes || []);
   document.getElementById("build").textContent =
     (build.version || "") + " · " + (build.goVersion || "") + (build.revision ? " · " + build.revision.slice(0, 12) : "") +
     " · up since " + new Date(build.startTime).toLocaleString();
-  await poll();
+  document.getElementById("quota-form").addEventListener("submit", lookUpQuota);
+  await Promise.all([poll(), pollRateLimits()]);
   setInterval(poll, POLL_MS);
+  setInterval(pollRateLimits, POLL_MS);
 }
 
 main().catch((e) => {
