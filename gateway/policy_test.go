@@ -22,6 +22,7 @@ import (
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/gateway/auth"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/ratelimit"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/internal/testjwks"
@@ -117,6 +118,7 @@ type request struct {
 
 var restRoutes = map[string]struct{ verb, path string }{
 	"GetProduct":    {"GET", "/v1/products/prd-000001"},
+	"ListProducts":  {"GET", "/v1/products"},
 	"CreateProduct": {"POST", "/v1/products"},
 	"CreateOrder":   {"POST", "/v1/orders"},
 	"ListOrders":    {"GET", "/v1/orders"},
@@ -195,6 +197,8 @@ func callGRPC(t *testing.T, w *world, req request) outcome {
 	switch req.method {
 	case "GetProduct":
 		_, err = catalogv1.NewCatalogServiceClient(w.conn).GetProduct(ctx, &catalogv1.GetProductRequest{Id: "prd-000001"}, opts...)
+	case "ListProducts":
+		_, err = catalogv1.NewCatalogServiceClient(w.conn).ListProducts(ctx, &catalogv1.ListProductsRequest{}, opts...)
 	case "CreateProduct":
 		// The REST call of the same case created this SKU already.
 		in := proto.Clone(req.body).(*catalogv1.CreateProductRequest)
@@ -243,7 +247,9 @@ func policyWorld(t *testing.T) (*world, *testjwks.Server, map[string]signer, str
 		// declared 10 a minute, which the cases of one consumer would reach.
 		sc := c.Services["catalog.v1.CatalogService"]
 		sc.Methods = map[string]gateway.MethodConfig{"CreateProduct": {PolicyConfig: gateway.PolicyConfig{
-			RateLimit: &policy.RateLimit{Requests: 1000, Period: time.Second, Burst: 1000}}}}
+			RateLimit: &policy.RateLimit{Requests: 1000, Period: time.Second, Burst: 1000}}},
+			// One call an hour: the rate-limit case's calls are all refused.
+			"ListProducts": {PolicyConfig: gateway.PolicyConfig{RateLimit: &policy.RateLimit{Requests: 1, Period: time.Hour, Burst: 1}}}}
 		c.Services["catalog.v1.CatalogService"] = sc
 		c.Auth.Leeway = time.Second
 		// The cases send many bad credentials from loopback: the budget of
@@ -266,8 +272,9 @@ func validProduct(sku string) *catalogv1.CreateProductRequest {
 	return &catalogv1.CreateProductRequest{Product: &catalogv1.Product{Sku: sku, Name: "Kettle", Price: 100, Currency: "EUR", Stock: 1}}
 }
 
-// TestPoliciesSameOnBothTransports runs every auth and validation case over
-// REST and over native gRPC and requires the same outcome from both.
+// TestPoliciesSameOnBothTransports runs every auth, validation and rate
+// limit case over REST, native gRPC, gRPC-Web and Connect (binary and JSON)
+// and requires the same outcome from all.
 func TestPoliciesSameOnBothTransports(t *testing.T) {
 	w, jwks, s, kvPrefix := policyWorld(t)
 	write := claims{"scope": "catalog.write orders"}
@@ -337,12 +344,23 @@ func TestPoliciesSameOnBothTransports(t *testing.T) {
 		{"nested range and CEL uniqueness", request{method: "CreateOrder", headers: map[string]string{"X-Api-Key": testAPIKey}, body: &ordersv1.CreateOrderRequest{
 			Items: []*ordersv1.LineItem{{ProductId: "prd-000001", Quantity: 5000}, {ProductId: "prd-000001", Quantity: 1}}}},
 			codes.InvalidArgument, "INVALID_REQUEST", "each product may appear only once", []string{"items[0].quantity", "items"}},
+		{"rate limited", request{method: "ListProducts"}, codes.ResourceExhausted, ratelimit.Reason, "rate limit", nil},
+	}
+	// The rate-limit case's one call an hour goes here.
+	if got := callGRPC(t, w, request{method: "ListProducts"}); got.code != codes.OK {
+		t.Fatalf("first ListProducts: %+v", got)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rest, raw := callREST(t, w, tc.req)
 			grpcOut := callGRPC(t, w, tc.req)
-			for transport, got := range map[string]outcome{"rest": rest, "grpc": grpcOut} {
+			// gRPC-Web and Connect on the REST port, transcoded into the
+			// same chain.
+			outcomes := map[string]outcome{"rest": rest, "grpc": grpcOut}
+			for _, p := range []string{"grpc-web", "connect", "connect-json"} {
+				outcomes[p] = callWeb(t, w, p, tc.req)
+			}
+			for transport, got := range outcomes {
 				if got.code != tc.code || got.reason != tc.reason || !strings.Contains(got.message, tc.msg) {
 					t.Errorf("%s: got %s %s %q, want %s %s containing %q (body %s)", transport, got.code, got.reason, got.message, tc.code, tc.reason, tc.msg, raw)
 				}
@@ -371,8 +389,10 @@ func TestPoliciesSameOnBothTransports(t *testing.T) {
 					t.Errorf("%s: the API key is echoed back", transport)
 				}
 			}
-			if rest.message != grpcOut.message {
-				t.Errorf("messages differ: rest %q, grpc %q", rest.message, grpcOut.message)
+			for transport, got := range outcomes {
+				if got.message != grpcOut.message {
+					t.Errorf("messages differ: %s %q, grpc %q", transport, got.message, grpcOut.message)
+				}
 			}
 		})
 	}
