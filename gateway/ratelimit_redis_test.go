@@ -389,3 +389,44 @@ func TestRedisFailureModesAcrossReplicas(t *testing.T) {
 		t.Errorf("redis back: %d admitted over three replicas, want exactly the limit, 30", total)
 	}
 }
+
+// BenchmarkChainRateLimitRedis is the price of exactness across replicas:
+// the same call through a gateway with its full chain in rate_limit mode
+// local and in mode redis (a redis-server on loopback), alternating call by
+// call. It reports both latencies, the calls per second each makes on one
+// connection, and their ratio (redis/local).
+func BenchmarkChainRateLimitRedis(b *testing.B) {
+	big := policy.RateLimit{Requests: 1 << 30, Period: time.Second, Burst: 1 << 30} // never refuses
+	local := newWorld(b, false, limitMethod("GetProduct", big))
+	local.startCatalog()
+	srv := testredis.New(b)
+	redis := newWorld(b, false, limitMethod("GetProduct", big), func(c *gateway.Config) {
+		c.RateLimit = ratelimit.Config{Mode: "redis", Redis: ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}}}
+	})
+	req := &catalogv1.GetProductRequest{Id: "prd-000001"}
+	cl, cr := local.catalogClient(), redis.catalogClient()
+	var tl, tr time.Duration
+	call := func(c catalogv1.CatalogServiceClient, into *time.Duration) {
+		t0 := time.Now()
+		if _, err := c.GetProduct(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+		*into += time.Since(t0)
+	}
+	for range 20 { // warm connections and caches
+		call(cl, &tl)
+		call(cr, &tr)
+	}
+	tl, tr = 0, 0
+	b.ResetTimer()
+	for range b.N {
+		call(cl, &tl)
+		call(cr, &tr)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(tl.Nanoseconds())/n, "local-ns/call")
+	b.ReportMetric(float64(tr.Nanoseconds())/n, "redis-ns/call")
+	b.ReportMetric(n/tl.Seconds(), "local-calls/s")
+	b.ReportMetric(n/tr.Seconds(), "redis-calls/s")
+	b.ReportMetric(float64(tr)/float64(tl), "redis/local")
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/ratelimit"
+	"github.com/portico-gw/portico/internal/testredis"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 )
@@ -152,5 +153,59 @@ func BenchmarkDecisionMetadata(b *testing.B) {
 				_ = bc.d.Metadata()
 			}
 		})
+	}
+}
+
+// BenchmarkDecide is a decision as the interceptors make it, in local mode
+// and in mode redis (a real redis-server on loopback: one round trip per
+// decision), on one goroutine and from every P: the price of exactness
+// across replicas. Each call is a new caller of a limit no run exhausts.
+func BenchmarkDecide(b *testing.B) {
+	srv := testredis.New(b)
+	redisL, err := ratelimit.NewRedis(ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: time.Second}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := redisL.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { redisL.Close() })
+	cs := calls(10_000)
+	local := ratelimit.New()
+	for _, c := range cs { // known callers, as in the other benchmarks
+		local.Allow(c)
+	}
+	for _, m := range []struct {
+		name string
+		l    *ratelimit.Limiter
+	}{{"local", local}, {"redis", redisL}} {
+		ctx := context.Background()
+		b.Run(m.name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if !m.l.Decide(ctx, cs[i%len(cs)]).Allowed {
+					b.Fatal("refused")
+				}
+				i++
+			}
+		})
+		b.Run(m.name+"/parallel", func(b *testing.B) {
+			var next atomic.Uint32
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(next.Add(7919))
+				for pb.Next() {
+					if !m.l.Decide(ctx, cs[i%len(cs)]).Allowed {
+						b.Error("refused")
+						return
+					}
+					i++
+				}
+			})
+		})
+	}
+	if st, _ := redisL.StoreStatus(); st.Errors > 0 {
+		b.Fatalf("redis errors during the benchmark: %+v", st)
 	}
 }
