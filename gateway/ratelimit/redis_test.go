@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -305,6 +309,59 @@ func TestRedisACLAndTLS(t *testing.T) {
 	}
 }
 
+// A list of addresses is a Redis Cluster: buckets spread over its slots,
+// and two limiters (replicas) still share each caller's bucket.
+func TestRedisCluster(t *testing.T) {
+	nodes := testredis.NewCluster(t, 3)
+	cfg := ratelimit.RedisConfig{Timeout: time.Second}
+	for _, n := range nodes {
+		cfg.Address = append(cfg.Address, n.Addr)
+	}
+	a, b := redisLimiter(t, cfg, nil), redisLimiter(t, cfg, nil)
+	lim := policy.RateLimit{Requests: 5, Period: time.Hour, Burst: 5}
+	ctx := context.Background()
+	for i := range 20 { // 20 callers: their keys land on every node
+		c := consumerCall("Get", lim, "consumer-"+strconv.Itoa(i))
+		admitted := 0
+		for j := range 8 {
+			l := a
+			if j%2 == 1 {
+				l = b
+			}
+			if d := l.Decide(ctx, c); d.Allowed {
+				admitted++
+			} else if d.Limit != lim {
+				t.Fatalf("caller %d: decided without redis: %+v", i, d)
+			}
+		}
+		if admitted != 5 {
+			t.Errorf("caller %d: %d of 8 admitted over two limiters, want 5", i, admitted)
+		}
+	}
+	admin := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.Address})
+	defer admin.Close()
+	perNode := map[string]int{}
+	var mu sync.Mutex // ForEachMaster calls each node at once
+	if err := admin.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		keys, err := c.Keys(ctx, "portico:rl:*").Result()
+		mu.Lock()
+		perNode[c.Options().Addr] = len(keys)
+		mu.Unlock()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("20 callers' buckets per cluster node: %v", perNode)
+	if len(perNode) != 3 {
+		t.Errorf("keys on %d nodes, want all 3: %v", len(perNode), perNode)
+	}
+	for node, n := range perNode {
+		if n == 0 {
+			t.Errorf("no bucket on node %s: %v", node, perNode)
+		}
+	}
+}
+
 func TestRedisConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		cfg  ratelimit.RedisConfig
@@ -338,4 +395,24 @@ func hasMetric(t *testing.T, reg *prometheus.Registry, name string) bool {
 		}
 	}
 	return false
+}
+
+// rate_limit.redis.address takes one address or a list.
+func TestRedisAddressYAML(t *testing.T) {
+	for in, want := range map[string]ratelimit.Addresses{
+		`address: 127.0.0.1:6379`:                       {"127.0.0.1:6379"},
+		`address: [10.0.0.1:6379, 10.0.0.2:6379]`:       {"10.0.0.1:6379", "10.0.0.2:6379"},
+		"address:\n  - a:1\n  - b:2\n  - c:3":           {"a:1", "b:2", "c:3"},
+		`{address: r:6379, failure_mode: deny}`:         {"r:6379"},
+		`{address: "redis.internal:6379", timeout: 1s}`: {"redis.internal:6379"},
+	} {
+		var cfg ratelimit.RedisConfig
+		if err := yaml.Unmarshal([]byte(in), &cfg); err != nil || !slices.Equal(cfg.Address, want) {
+			t.Errorf("%s: %v %v, want %v", in, cfg.Address, err, want)
+		}
+	}
+	var cfg ratelimit.RedisConfig
+	if err := yaml.Unmarshal([]byte(`address: {host: x}`), &cfg); err == nil || !strings.Contains(err.Error(), "want host:port or a list") {
+		t.Errorf("a map as address: %v", err)
+	}
 }

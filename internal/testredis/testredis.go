@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -79,6 +80,11 @@ func New(tb testing.TB) *Server { return NewWith(tb, Options{}) }
 
 // NewWith is New with options.
 func NewWith(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	return newWithPort(tb, opts, freePort)
+}
+
+func newWithPort(tb testing.TB, opts Options, freePort func() (int, error)) *Server {
 	tb.Helper()
 	bin, err := Binary()
 	if err != nil {
@@ -170,7 +176,11 @@ func (s *Server) waitPing(p *process, timeout time.Duration) error {
 	return fmt.Errorf("redis-server at %s did not answer PING within %v", s.Addr, timeout)
 }
 
-func (s *Server) ping() (string, error) {
+func (s *Server) ping() (string, error) { return s.command("PING") }
+
+// command sends one inline command and reads the reply: a status or error
+// line, or the body of a bulk string.
+func (s *Server) command(cmd string) (string, error) {
 	d := &net.Dialer{Timeout: time.Second}
 	var conn net.Conn
 	var err error
@@ -184,11 +194,61 @@ func (s *Server) ping() (string, error) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+	if _, err := conn.Write([]byte(cmd + "\r\n")); err != nil {
 		return "", err
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	return strings.TrimSpace(line), err
+	r := bufio.NewReader(conn)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "$") {
+		return strings.TrimSpace(line), err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if err != nil || n < 0 {
+		return "", fmt.Errorf("bad bulk reply %q", line)
+	}
+	body := make([]byte, n+2)
+	_, err = io.ReadFull(r, body)
+	return string(body[:n]), err
+}
+
+// NewCluster starts a Redis Cluster of n primaries (no replicas), each a
+// Server on a free port whose cluster bus port (port+10000) is free too,
+// joins them with redis-cli --cluster create, and waits until every node
+// reports cluster_state:ok. Stopped when the test ends.
+func NewCluster(tb testing.TB, n int) []*Server {
+	tb.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		if Required() {
+			tb.Fatalf("redis-cli is required (PORTICO_REQUIRE_REDIS=1): %v", err)
+		}
+		tb.Skipf("skipping test that needs a Redis Cluster: %v", err)
+	}
+	var nodes []*Server
+	var addrs []string
+	for range n {
+		s := newWithPort(tb, Options{Args: []string{"--cluster-enabled", "yes", "--cluster-node-timeout", "5000"}}, freeClusterPort)
+		nodes = append(nodes, s)
+		addrs = append(addrs, s.Addr)
+	}
+	out, err := exec.Command(cli, append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range nodes {
+		for {
+			reply, err := s.command("CLUSTER INFO")
+			if err == nil && strings.Contains(reply, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("redis cluster at %s not ok after 30s: %q %v", s.Addr, reply, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nodes
 }
 
 // Stop kills the server and waits for it to exit. Safe to call twice.
@@ -222,6 +282,27 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freeClusterPort is a free port below 55536 whose cluster bus port
+// (port+10000) is free as well.
+func freeClusterPort() (int, error) {
+	for range 100 {
+		p, err := freePort()
+		if err != nil {
+			return 0, err
+		}
+		if p+10000 > 65535 {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+10000)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p, nil
+	}
+	return 0, errors.New("no free port pair for a cluster node")
 }
 
 type syncBuffer struct {
