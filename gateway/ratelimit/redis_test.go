@@ -283,7 +283,7 @@ func TestRedisACLAndTLS(t *testing.T) {
 	tlsClient := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{client.TLS()}, ServerName: "localhost"}
 	srv := testredis.NewWith(t, testredis.Options{
 		Args: []string{"--tls-cert-file", serverCert, "--tls-key-file", serverKey, "--tls-ca-cert-file", caFile,
-			"--user", "default", "off", "--user", "portico", "on", ">s3cret-redis", "~portico:rl:*", "+@all"},
+			"--user", "default", "off", "--user", "portico", "on", ">s3cret-redis", "~portico:rl:*", "+evalsha", "+eval", "+get", "+set", "+time", "+ping", "+hello", "+auth", "+client"},
 		TLS: tlsClient,
 	})
 	cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Username: "portico", PasswordFile: passwordFile,
@@ -296,6 +296,9 @@ func TestRedisACLAndTLS(t *testing.T) {
 			st, _ := l.StoreStatus()
 			t.Fatalf("call %d: %+v, want allowed=%v from redis (store %+v)", i, d, want, st)
 		}
+	}
+	if st, _ := l.StoreStatus(); st.State != "up" || st.Errors != 0 {
+		t.Fatalf("store %+v, want up without errors: the decisions came from redis", st)
 	}
 	// Another prefix is outside the user's keys: Redis refuses, the
 	// failure mode (deny) decides.
