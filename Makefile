@@ -48,15 +48,18 @@ tools: plugins consul $(BIN)/grpcurl
 
 ## Generation ----------------------------------------------------------------
 
+# After buf: the OpenAPI 3 document the gateway serves, from buf's OpenAPI v2
+# files (internal/openapigen).
 generate: plugins protodeps
 	rm -rf gen
 	$(BUF) generate
+	$(GO) run ./internal/openapigen -dir gen
 	$(GO) build ./gen/...
 
 # Regenerates into a temporary tree and fails on any difference with gen/.
 check-generated: plugins protodeps
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	$(BUF) generate -o "$$tmp" && \
+	$(BUF) generate -o "$$tmp" && $(GO) run ./internal/openapigen -dir "$$tmp/gen" && \
 	if ! diff -r gen "$$tmp/gen"; then echo "gen/ is stale: run 'make generate' and commit" >&2; exit 1; fi; \
 	echo "gen/ is current"
 

@@ -20,6 +20,7 @@ import (
 	"github.com/portico-gw/portico/gateway/auth"
 	"github.com/portico-gw/portico/gateway/stats"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
+	"github.com/portico-gw/portico/gen/openapi"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/gen/registry"
 	"github.com/portico-gw/portico/internal/testconsul"
@@ -95,6 +96,7 @@ func newWorldWith(t testing.TB, private bool, gwOpts []gateway.Option, opts ...w
 		// Access log lines join the gateway's log, shown when a test fails.
 		gateway.WithStatsOptions(stats.WithAccessLog(slog.New(slog.NewJSONHandler(logs, nil)))),
 		gateway.WithResolverOptions(discovery.WithBackoff(50*time.Millisecond, 500*time.Millisecond), discovery.WithWaitTime(5*time.Second)),
+		gateway.WithOpenAPI(openapi.Document),
 	}, gwOpts...)...)
 	if err != nil {
 		t.Fatal(err)

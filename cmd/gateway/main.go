@@ -21,6 +21,7 @@ import (
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/gateway/auth"
 	"github.com/portico-gw/portico/gateway/route"
+	"github.com/portico-gw/portico/gen/openapi"
 	"github.com/portico-gw/portico/gen/registry"
 )
 
@@ -84,7 +85,7 @@ func run(args []string) error {
 		cfg.Stats.AccessLog.Format = *logFormat
 	}
 
-	gw, err := gateway.New(cfg, registry.Services(), gateway.WithLogger(logger))
+	gw, err := gateway.New(cfg, registry.Services(), gateway.WithLogger(logger), gateway.WithOpenAPI(openapi.Document))
 	if err != nil {
 		return err
 	}
