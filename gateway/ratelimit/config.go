@@ -87,7 +87,8 @@ func FromConfig(cfg Config, routes *route.Table, env policy.Env) (*Limiter, erro
 // metrics go to reg (none when nil). Like New, it opens no connection and
 // starts nothing: Start does.
 func NewRedis(cfg RedisConfig, reg prometheus.Registerer, opts ...Option) (*Limiter, error) {
-	s, err := newStore(cfg)
+	l := New(opts...)
+	s, err := newStore(cfg, l.opts.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +97,6 @@ func NewRedis(cfg RedisConfig, reg prometheus.Registerer, opts ...Option) (*Limi
 			return nil, err
 		}
 	}
-	l := New(opts...)
 	l.mode, l.store = "redis", s
 	return l, nil
 }

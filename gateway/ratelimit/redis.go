@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -32,8 +33,9 @@ type RedisConfig struct {
 	Username     string `yaml:"username"`
 	PasswordFile string `yaml:"password_file"`
 	// TLS turns TLS on when any of its files is set: ca_file verifies the
-	// server (else the system roots do), cert_file and key_file are the
-	// gateway's client certificate. Files are reloaded when they change.
+	// server (else the system roots do), for the host name of the first
+	// address; cert_file and key_file are the gateway's client
+	// certificate. Files are reloaded when they change.
 	TLS RedisTLS `yaml:"tls"`
 	// KeyPrefix begins every key the limiter writes. Default portico:rl:.
 	KeyPrefix string `yaml:"key_prefix"`
@@ -120,7 +122,7 @@ type store struct {
 // newStore checks cfg and builds the client. It reads the TLS and password
 // files once, so a missing file fails the gateway's start; it opens no
 // connection (go-redis dials on first use).
-func newStore(cfg RedisConfig) (*store, error) {
+func newStore(cfg RedisConfig, logger *slog.Logger) (*store, error) {
 	if len(cfg.Address) == 0 {
 		return nil, errors.New("rate_limit.redis.address is required in mode redis")
 	}
@@ -169,10 +171,12 @@ func newStore(cfg RedisConfig) (*store, error) {
 		}
 	}
 	if cfg.TLS.enabled() {
-		src, err := tlsconfig.New("redis", tlsconfig.Files{Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile, CA: cfg.TLS.CAFile})
+		src, err := tlsconfig.New("redis", tlsconfig.Files{Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile, CA: cfg.TLS.CAFile},
+			tlsconfig.WithLogger(logger))
 		if err != nil {
 			return nil, fmt.Errorf("rate_limit.redis.tls: %w", err)
 		}
+		// Every node is verified for the first address's host name.
 		host, _, _ := net.SplitHostPort(cfg.Address[0])
 		s.tls, opts.TLSConfig = src, src.ClientConfig(host)
 	}
