@@ -2,19 +2,23 @@ package gateway
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/backend"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
 
 // dialBackends makes one connection per backend target, resolved by the
-// Consul resolver and balanced round robin over healthy instances, each
-// instance dialled with TLS or in plaintext (tlsconfig.BackendCredentials).
-func (g *Gateway) dialBackends() error {
+// Consul resolver, balanced, retried and guarded as its services say
+// (package backend), each instance dialled with TLS or in plaintext
+// (tlsconfig.BackendCredentials).
+func (g *Gateway) dialBackends(reg prometheus.Registerer) error {
 	ropts := append([]discovery.Option{discovery.WithLogger(g.opts.logger)}, g.opts.resolverOpts...)
 	for _, o := range all[interface{ Observer() discovery.Observer }](g.parts) {
 		ropts = append(ropts, discovery.WithObserver(o.Observer()))
@@ -23,15 +27,22 @@ func (g *Gateway) dialBackends() error {
 	// The TLS metrics are registered with the listeners' TLS, when a part offers them.
 	m, _ := find[*tlsconfig.Metrics](g.parts)
 	sources := tlsconfig.NewSources(tlsconfig.WithLogger(g.opts.logger), tlsconfig.WithMetrics(m))
-	tlsBy := map[string]*route.Route{} // the first route of each target: whose TLS it has
+	metrics := backend.NewMetrics(reg)
+	tlsBy := map[string]*route.Route{} // the first route of each target: its TLS and connection settings
+	methods, byName, retries := map[string][]backend.Method{}, map[string]*backend.Conn{}, []backend.RouteRetry{}
+	for _, r := range g.routes.All() {
+		methods[r.Target()] = append(methods[r.Target()], backend.Method{Service: r.Service, Method: r.Method, Retry: r.Retry})
+		retries = append(retries, backend.RouteRetry{Method: r.FullMethod, Retry: route.Retries(r)})
+	}
 	for _, r := range g.routes.All() {
 		if r.Compose != nil {
 			continue // served by the gateway (package compose)
 		}
 		if first, ok := tlsBy[r.Target()]; ok {
-			if !sameBackendTLS(first.TLS, r.TLS) {
+			if !sameBackendTLS(first.TLS, r.TLS) || !backend.SameConnection(first.Resilience, r.Resilience) {
 				g.closeConns()
-				return fmt.Errorf("gateway: %s: services %s and %s share backend %s but set different tls",
+				return fmt.Errorf("gateway: %s: services %s and %s share backend %s but set different tls or connection settings "+
+					"(retry_throttling, outlier_detection, max_concurrent_requests, load_balancing, hash_header, health_check)",
 					g.cfg.where(), first.Service, r.Service, r.Target())
 			}
 			continue
@@ -42,10 +53,9 @@ func (g *Gateway) dialBackends() error {
 			g.closeConns()
 			return fmt.Errorf("gateway: backend %s: %w", r.Target(), err)
 		}
-		conn, err := grpc.NewClient(r.Target(),
+		conn, err := backend.Dial(r.Target(), r.Backend, r.Resilience, methods[r.Target()], metrics, g.opts.logger,
 			grpc.WithResolvers(builder),
 			grpc.WithTransportCredentials(creds),
-			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(proxy.Codec())),
 			grpc.WithInitialWindowSize(windowSize), grpc.WithInitialConnWindowSize(windowSize),
 		)
@@ -54,7 +64,9 @@ func (g *Gateway) dialBackends() error {
 			return fmt.Errorf("gateway: backend %s: %w", r.Target(), err)
 		}
 		g.backends[r.Target()] = conn
+		byName[strings.TrimPrefix(r.Target(), discovery.Scheme+":///")] = conn
 	}
+	g.parts = append(g.parts, endpoints{{Pattern: "GET /admin/v1/resilience", Handler: backend.NewView(byName, retries)}})
 	return nil
 }
 

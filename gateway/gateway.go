@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway/admin"
+	"github.com/portico-gw/portico/gateway/backend"
 	"github.com/portico-gw/portico/gateway/chain"
 	"github.com/portico-gw/portico/gateway/clientip"
 	"github.com/portico-gw/portico/gateway/compose"
@@ -59,8 +60,8 @@ type Gateway struct {
 
 	grpcServer *grpc.Server
 	health     *health.Server
-	backends   map[string]*grpc.ClientConn // by target
-	internal   *bufconn.Listener           // the REST door's streams
+	backends   map[string]*backend.Conn // by target
+	internal   *bufconn.Listener        // the REST door's streams
 	restConn   *grpc.ClientConn
 
 	httpServer  *http.Server
@@ -105,7 +106,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %s: %w", cfg.where(), err)
 	}
 	g := &Gateway{cfg: cfg, opts: o, routes: routes, consul: consul, self: registration.New(cfg.Register),
-		backends: map[string]*grpc.ClientConn{}}
+		backends: map[string]*backend.Conn{}}
 
 	// Each gateway has its own Prometheus registry, so tests can run many
 	// gateways in one process.
@@ -122,7 +123,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g.parts = append(g.parts, metricsEndpoint{reg})
+	g.parts = append(g.parts, endpoints{{Pattern: "GET /metrics", Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}})
 	for _, p := range pols {
 		g.parts = append(g.parts, p)
 	}
@@ -130,7 +131,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 
-	if err := g.dialBackends(); err != nil {
+	if err := g.dialBackends(reg); err != nil {
 		return nil, err
 	}
 	ch := chain.New(chain.Config{Routes: routes, Trusted: trusted, Policies: pols, Unary: o.unary, Stream: o.stream, Logger: o.logger})
@@ -242,12 +243,11 @@ func (g *Gateway) Ready() bool { return g.ready.Load() && !g.stopping.Load() }
 // ShutdownGrace is how long Shutdown should wait for in-flight calls.
 func (g *Gateway) ShutdownGrace() time.Duration { return g.cfg.ShutdownGrace }
 
-// metricsEndpoint serves the gateway's registry at /metrics.
-type metricsEndpoint struct{ reg *prometheus.Registry }
+// endpoints are admin endpoints of the gateway's own: /metrics, and the
+// backends' resilience view.
+type endpoints []admin.Endpoint
 
-func (m metricsEndpoint) AdminEndpoints() []admin.Endpoint {
-	return []admin.Endpoint{{Pattern: "GET /metrics", Handler: promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})}}
-}
+func (e endpoints) AdminEndpoints() []admin.Endpoint { return e }
 
 // find returns the first part that offers T.
 func find[T any](parts []any) (T, bool) {

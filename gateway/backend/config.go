@@ -63,10 +63,10 @@ type Retry struct {
 // and cannot multiply an outage.
 type Throttling struct {
 	// MaxTokens is the bucket's size. Default 10.
-	MaxTokens int `yaml:"max_tokens"`
+	MaxTokens int `yaml:"max_tokens" json:"maxTokens"`
 	// TokenRatio is what a success gives back. Default 0.5: retries stop
 	// when a third of attempts fail.
-	TokenRatio float64 `yaml:"token_ratio"`
+	TokenRatio float64 `yaml:"token_ratio" json:"tokenRatio"`
 }
 
 // Outlier is outlier detection: an instance whose last ConsecutiveFailures
@@ -251,9 +251,9 @@ func (r *Retry) String() string {
 	return fmt.Sprintf("%d attempts on %s, backoff %s..%s", r.MaxAttempts, strings.Join(r.Codes, ","), r.InitialBackoff, r.MaxBackoff)
 }
 
-// sameConnection reports whether two configs agree on what the backend
-// connection they would share carries.
-func sameConnection(a, b Config) bool {
+// SameConnection reports whether two effective configs agree on what the
+// backend connection they would share carries (all but Retry).
+func SameConnection(a, b Config) bool {
 	return *a.RetryThrottling == *b.RetryThrottling && *a.OutlierDetection == *b.OutlierDetection &&
 		a.MaxConcurrentRequests == b.MaxConcurrentRequests && a.LoadBalancing == b.LoadBalancing &&
 		a.HashHeader == b.HashHeader && *a.HealthCheck == *b.HealthCheck

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portico-gw/portico/gateway/backend"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gateway/stats"
@@ -44,11 +45,19 @@ type Meter interface {
 
 var _ Meter = (*stats.Stats)(nil)
 
+// Limiter is the circuit breaker of a backend connection
+// (*backend.Conn): Acquire takes a place for one call or stream, or
+// refuses at once.
+type Limiter interface {
+	Acquire(ctx context.Context) (release func(), err error)
+}
+
 // Method forwards one routed method to its backend.
 type Method struct {
 	route  *route.Route
 	conn   grpc.ClientConnInterface
-	mode   Mode // how requests and responses are held
+	limit  Limiter // the conn's, when it has one
+	mode   Mode    // how requests and responses are held
 	meter  Meter
 	logger *slog.Logger
 	// readLimit bounds the wait for a stream's first request message.
@@ -86,6 +95,7 @@ func WithHandler(h grpc.UnaryHandler) Option { return func(m *Method) { m.serve 
 // New makes the proxy of r over conn, the connection to r's backend.
 func New(r *route.Route, conn grpc.ClientConnInterface, mode Mode, opts ...Option) *Method {
 	m := &Method{route: r, conn: conn, mode: mode, logger: slog.Default()}
+	m.limit, _ = conn.(Limiter)
 	for _, opt := range opts {
 		opt(m)
 	}
@@ -209,13 +219,22 @@ func (m *Method) Invoke(ctx context.Context, req any) (any, error) {
 	if m.serve != nil {
 		return m.serve(ctx, req)
 	}
+	if m.limit != nil {
+		release, err := m.limit.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	out := m.newResponse()
 	var header, trailer metadata.MD
 	var pr peer.Peer
-	octx, measure := m.startBackendCall(ctx)
+	var attempts backend.Attempts
+	octx, measure := m.startBackendCall(attempts.In(ctx))
 	err := m.conn.Invoke(octx, m.route.FullMethod, req, out,
 		grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&pr))
 	measure.Reached(pr.Addr)
+	measure.Attempts(attempts.N())
 	measure.End(err)
 	if err != nil {
 		// Read before the filtering below, which drops content-type.
@@ -313,12 +332,23 @@ func (m *Method) stream(_ any, ss grpc.ServerStream) error {
 			return err
 		}
 	}
+	if m.limit != nil {
+		release, err := m.limit.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	var pr peer.Peer
-	octx, measure := m.startBackendCall(ctx)
+	var attempts backend.Attempts
+	octx, measure := m.startBackendCall(attempts.In(ctx))
 	// The backend's side is measured by how the backend stream ended, not
 	// by what the client is told.
 	backendErr := errBackendStreamCanceled
-	defer func() { measure.End(backendErr) }()
+	defer func() {
+		measure.Attempts(attempts.N())
+		measure.End(backendErr)
+	}()
 	cs, err := m.conn.NewStream(octx, m.desc, m.route.FullMethod, grpc.Peer(&pr))
 	if err != nil {
 		backendErr = err

@@ -35,6 +35,7 @@ func (s *Stats) logCall(ctx context.Context, cl *call, code codes.Code, d time.D
 	if inst := cl.rec.instance.Load(); inst != nil {
 		e.instance = *inst
 	}
+	e.attempts = cl.rec.attempts.Load()
 	if st := policy.StepFromContext(ctx); st != nil {
 		e.stepOf, e.step = st.Composite, st.Name
 	}
@@ -59,6 +60,7 @@ type entry struct {
 	clientIP, consumer          string
 	in, out                     int64
 	backend, instance           string
+	attempts                    int32 // written when over 1: the call was retried
 	rejectedBy, reason, traceID string
 	// stepOf and step mark a composite's step; partial names the
 	// composite's optional steps that failed.
@@ -91,6 +93,9 @@ func (e *entry) attrs(attrs []slog.Attr) []slog.Attr {
 		attrs = append(attrs, slog.String("consumer", e.consumer))
 	}
 	attrs = append(attrs, slog.Int64("bytes_in", e.in), slog.Int64("bytes_out", e.out), slog.String("backend", e.backend))
+	if e.attempts > 1 {
+		attrs = append(attrs, slog.Int("attempts", int(e.attempts)))
+	}
 	for _, a := range e.trailing() {
 		if a.v != "" {
 			attrs = append(attrs, slog.String(a.k, a.v))
@@ -127,6 +132,10 @@ func (e *entry) appendJSON(b []byte, now time.Time) []byte {
 	b = append(b, `,"bytes_out":`...)
 	b = strconv.AppendInt(b, e.out, 10)
 	b = appendJSONField(b, "backend", e.backend)
+	if e.attempts > 1 {
+		b = append(b, `,"attempts":`...)
+		b = strconv.AppendInt(b, int64(e.attempts), 10)
+	}
 	for _, a := range e.trailing() {
 		if a.v != "" {
 			b = appendJSONField(b, a.k, a.v)

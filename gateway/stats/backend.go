@@ -65,6 +65,7 @@ type backend struct {
 	name      string
 	healthy   prometheus.Gauge
 	watchErrs prometheus.Counter
+	retries   prometheus.Counter
 	byAddr    atomic.Pointer[map[string]string] // peer address -> instance ID
 	series    sync.Map                          // instance label -> *instanceSeries
 
@@ -87,7 +88,8 @@ func newBackends(m *metrics, routes []Route, now func() time.Time) *backends {
 		if _, ok := b.by[r.Backend]; ok || r.Backend == "" { // "": a composite method, served by the gateway
 			continue
 		}
-		b.by[r.Backend] = &backend{name: r.Backend, healthy: m.healthy.WithLabelValues(r.Backend), watchErrs: m.watchErrors.WithLabelValues(r.Backend)}
+		b.by[r.Backend] = &backend{name: r.Backend, healthy: m.healthy.WithLabelValues(r.Backend), watchErrs: m.watchErrors.WithLabelValues(r.Backend),
+			retries: m.retries.WithLabelValues(r.Backend)}
 		b.names = append(b.names, r.Backend)
 	}
 	sort.Strings(b.names)
@@ -275,6 +277,22 @@ func (c BackendCall) Reached(addr net.Addr) {
 	}
 	if a.span != nil {
 		a.span.SetAttributes(attribute.String("server.address", hostPort), attribute.String("portico.instance", inst))
+	}
+}
+
+// Attempts records how many attempts the call took (the backend
+// connection's balancer counts them): the access log shows it, and each
+// attempt after the first counts in portico_backend_retries_total.
+func (c BackendCall) Attempts(n int) {
+	a := c.a
+	if a == nil {
+		return
+	}
+	if a.rec != nil {
+		a.rec.attempts.Store(int32(n))
+	}
+	if n > 1 {
+		a.backend.retries.Add(float64(n - 1))
 	}
 }
 

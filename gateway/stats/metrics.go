@@ -38,6 +38,7 @@ type metrics struct {
 	watchErrors     *prometheus.CounterVec
 	backendDuration *prometheus.HistogramVec
 	backendRequests *prometheus.CounterVec
+	retries         *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -89,12 +90,16 @@ func newMetrics() *metrics {
 			Name: "portico_backend_requests_total",
 			Help: `Call attempts to a backend instance by gRPC code; instance "none" when no instance was reachable.`,
 		}, []string{"backend", "instance", "code"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portico_backend_retries_total",
+			Help: "Attempts after a call's first to a backend (grpc-go's retries and transparent retries), by backend.",
+		}, []string{"backend"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.duration, m.inFlight, m.reqBytes, m.respBytes, m.rejections, m.panics,
-		m.healthy, m.watchErrors, m.backendDuration, m.backendRequests}
+		m.healthy, m.watchErrors, m.backendDuration, m.backendRequests, m.retries}
 }
 
 // codeCounters resolves one counter per gRPC code on first use, so the

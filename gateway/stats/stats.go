@@ -368,6 +368,7 @@ func (ms *measuredStream) SendMsg(m any) error {
 // access log line.
 type record struct {
 	instance atomic.Pointer[string]
+	attempts atomic.Int32 // the backend call's attempts, retries included
 }
 
 type recordKey struct{}

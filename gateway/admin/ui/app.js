@@ -96,7 +96,20 @@ function renderTraffic(t) {
   }
 }
 
-function renderBackends(list) {
+// resilienceLine says how calls to a backend are balanced and guarded.
+function resilienceLine(r) {
+  const o = r.outlierDetection;
+  let line = r.loadBalancing + (r.hashHeader ? " on " + r.hashHeader : "");
+  line += " · " + (o.consecutiveFailures > 0
+    ? "ejects after " + o.consecutiveFailures + " failures in a row for " + o.baseEjectionTime + "+ (at most " + o.maxEjectionPercent + "%)"
+    : "no outlier ejection");
+  line += " · " + (r.maxConcurrentRequests > 0 ? r.inFlight + " of " + r.maxConcurrentRequests + " concurrent calls" : r.inFlight + " calls, no limit");
+  if (r.healthCheck) line += " · gRPC health checked";
+  return line;
+}
+
+function renderBackends(list, resilience) {
+  const byName = new Map(((resilience && resilience.backends) || []).map((r) => [r.name, r]));
   const box = document.getElementById("backends");
   box.replaceChildren();
   for (const b of list) {
@@ -119,9 +132,18 @@ function renderBackends(list) {
       el("thead", {}, el("tr", {}, el("th", { textContent: "Instance" }), el("th", { textContent: "Address" }),
         el("th", { className: "num", textContent: "Calls" }), el("th", { className: "num", textContent: "Errors" }))),
       el("tbody", {}, ...rows));
+    const r = byName.get(b.name);
+    const ejected = ((r && r.ejected) || []).map((e) => {
+      const li = el("li", { className: "ejected", textContent: e.id + " (" + e.address + ") ejected until " +
+        new Date(e.until).toLocaleTimeString() + ": " + e.reason });
+      li.dataset.instance = e.id;
+      return li;
+    });
     const card = el("div", { className: "backend" },
       el("h3", { textContent: b.name }), pill,
       el("div", { className: "meta muted", textContent: meta }),
+      r ? el("div", { className: "meta muted resilience", textContent: resilienceLine(r) }) : "",
+      ejected.length ? el("ul", { className: "ejections" }, ...ejected) : "",
       n > 0 ? table : el("p", { className: "muted", textContent: "No healthy instance: calls fail at once with UNAVAILABLE." }));
     card.dataset.backend = b.name;
     box.append(card);
@@ -151,10 +173,10 @@ function renderReady(r) {
 async function poll() {
   const err = document.getElementById("error");
   try {
-    const [traffic, backends, ready] = await Promise.all([
-      getJSON("/admin/v1/traffic"), getJSON("/admin/v1/backends"), getJSON("/readyz")]);
+    const [traffic, backends, ready, resilience] = await Promise.all([
+      getJSON("/admin/v1/traffic"), getJSON("/admin/v1/backends"), getJSON("/readyz"), getJSON("/admin/v1/resilience")]);
     renderTraffic(traffic);
-    renderBackends(backends.backends || []);
+    renderBackends(backends.backends || [], resilience);
     renderConsul(backends.consul);
     renderReady(ready);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
