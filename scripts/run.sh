@@ -42,8 +42,16 @@ fi
 # Each catalog instance keeps its own in-memory store: with
 # CATALOG_INSTANCES=2 you can watch load balancing (X-Instance-Id), but a
 # product created on one instance is unknown to the other.
-for i in $(seq 1 "${CATALOG_INSTANCES:-1}"); do
-	"$BIN/catalog" >"$RUN_DIR/catalog-$i.log" 2>&1 &
+# CATALOG_FAULTS gives the last instance faults, for example
+# CATALOG_INSTANCES=3 CATALOG_FAULTS="-fail-rate 1.0": watch the gateway
+# retry around it and eject it (admin page, Backends).
+n="${CATALOG_INSTANCES:-1}"
+for i in $(seq 1 "$n"); do
+	faults=()
+	if [ "$i" = "$n" ] && [ -n "${CATALOG_FAULTS:-}" ]; then
+		read -r -a faults <<<"$CATALOG_FAULTS"
+	fi
+	"$BIN/catalog" "${faults[@]}" >"$RUN_DIR/catalog-$i.log" 2>&1 &
 	pids+=($!)
 done
 "$BIN/orders" >"$RUN_DIR/orders.log" 2>&1 &

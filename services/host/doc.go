@@ -3,8 +3,9 @@
 // of flags each.
 //
 // A Host listens, serves the service on a grpc.Server together with
-// grpc.health.v1 and server reflection, stamps every response with an
-// x-instance-id header naming the instance, and registers the instance in
+// grpc.health.v1 and server reflection, stamps every response with
+// x-instance-id naming the instance (a header on an answer, a trailer on an
+// error, so that errors stay retryable), and registers the instance in
 // Consul with a gRPC health check, which it keeps there while it runs (an
 // agent restarted with empty state gets the entry back within seconds). The
 // same instance id is the Consul service ID, so a test or an operator can

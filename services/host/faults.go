@@ -105,17 +105,18 @@ func (f Faults) inject(ctx context.Context, method string) error {
 	return nil
 }
 
-// faultInterceptors count every call and apply f before the handler.
-func faultInterceptors(f Faults, seen *received) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+// faultInterceptors count every call and apply the faults f holds before
+// the handler.
+func faultInterceptors(f *atomic.Pointer[Faults], seen *received) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 			seen.add(info.FullMethod)
-			if err := f.inject(ctx, info.FullMethod); err != nil {
+			if err := f.Load().inject(ctx, info.FullMethod); err != nil {
 				return nil, err
 			}
 			return handler(ctx, req)
 		}, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			seen.add(info.FullMethod)
-			if err := f.inject(ss.Context(), info.FullMethod); err != nil {
+			if err := f.Load().inject(ss.Context(), info.FullMethod); err != nil {
 				return err
 			}
 			return handler(srv, ss)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -64,6 +65,7 @@ type Host struct {
 	reg    *discovery.Registered // nil when running without Consul
 	tls    *tlsconfig.Source     // nil when serving plaintext
 	seen   received              // calls received, by full method
+	faults atomic.Pointer[Faults]
 
 	served   chan struct{} // closed when Serve has returned
 	serveErr error         // Serve's result; read only after served is closed
@@ -122,7 +124,8 @@ func Start(ctx context.Context, cfg Config, consul *api.Client) (*Host, error) {
 	h := &Host{served: make(chan struct{})}
 	// Faults come after the TLS check: a call it refuses never reached the
 	// service. Every call that passes it is counted.
-	u, st := faultInterceptors(cfg.Faults, &h.seen)
+	h.faults.Store(&cfg.Faults)
+	u, st := faultInterceptors(&h.faults, &h.seen)
 	unary, stream = append(unary, u), append(stream, st)
 	id := discovery.NewServiceID(cfg.Name)
 	// The instance id goes first, so a refused call names the instance too.
@@ -197,6 +200,16 @@ func (h *Host) Addr() string { return h.addr.String() }
 
 // ID is the instance id: the Consul service ID and the x-instance-id value.
 func (h *Host) ID() string { return h.id }
+
+// SetFaults changes the instance's faults from the next call on: a test
+// heals a faulty instance, or breaks a healthy one.
+func (h *Host) SetFaults(f Faults) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	h.faults.Store(&f)
+	return nil
+}
 
 // Received is how many calls of fullMethod (/package.Service/Method) the
 // instance received, those a fault answered included.

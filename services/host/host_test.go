@@ -92,12 +92,18 @@ func TestInstanceIDOnUnary(t *testing.T) {
 	}
 	wantInstanceID(t, header, h.ID(), "success")
 
+	// An error names the instance in its trailer and sends no header: a
+	// trailers-only answer, which a client's retry policy may retry.
 	header = nil
-	_, err := c.GetProduct(ctx, &catalogv1.GetProductRequest{Id: "prd-999999"}, grpc.Header(&header))
+	var trailer metadata.MD
+	_, err := c.GetProduct(ctx, &catalogv1.GetProductRequest{Id: "prd-999999"}, grpc.Header(&header), grpc.Trailer(&trailer))
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("GetProduct(unknown) = %v, want NotFound", err)
 	}
-	wantInstanceID(t, header, h.ID(), "error")
+	wantInstanceID(t, trailer, h.ID(), "error")
+	if len(header) != 0 {
+		t.Errorf("error sent headers %v: it would not be retried", header)
+	}
 }
 
 func TestInstanceIDOnStream(t *testing.T) {
@@ -131,11 +137,7 @@ func TestInstanceIDOnStream(t *testing.T) {
 	if _, err := failing.Recv(); status.Code(err) != codes.NotFound {
 		t.Fatalf("WatchOrder(unknown) = %v, want NotFound", err)
 	}
-	header, err = failing.Header()
-	if err != nil {
-		t.Fatalf("Header: %v", err)
-	}
-	wantInstanceID(t, header, h.ID(), "failed stream")
+	wantInstanceID(t, failing.Trailer(), h.ID(), "failed stream")
 }
 
 func TestHealth(t *testing.T) {

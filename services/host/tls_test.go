@@ -108,9 +108,14 @@ func dialWith(t *testing.T, addr string, creds credentials.TransportCredentials)
 	return conn
 }
 
+// getProduct returns the answer's header, or on an error its trailer: what
+// carries the instance id.
 func getProduct(ctx context.Context, conn *grpc.ClientConn) (metadata.MD, error) {
-	var header metadata.MD
-	_, err := catalogv1.NewCatalogServiceClient(conn).GetProduct(ctx, &catalogv1.GetProductRequest{Id: "prd-000001"}, grpc.Header(&header))
+	var header, trailer metadata.MD
+	_, err := catalogv1.NewCatalogServiceClient(conn).GetProduct(ctx, &catalogv1.GetProductRequest{Id: "prd-000001"}, grpc.Header(&header), grpc.Trailer(&trailer))
+	if err != nil {
+		return trailer, err
+	}
 	return header, err
 }
 
