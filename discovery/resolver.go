@@ -173,13 +173,18 @@ func (r *consulResolver) watch(ctx context.Context) {
 			return meta, nil
 		}
 		haveState, last = true, addrs
-		r.opts.instances(r.service, eps)
 		// An empty list is a real answer (no healthy instance); the balancer
 		// then fails calls at once with UNAVAILABLE. The error it returns for
 		// that case needs no action here.
 		if err := r.cc.UpdateState(resolver.State{Endpoints: eps}); err != nil && !errors.Is(err, balancer.ErrBadResolverState) {
 			r.opts.logger.Warn("resolver update rejected", "service", r.service, "error", err)
 		}
+		// Observers hear of the change only once the balancer has it
+		// (UpdateState returns after the balancer took the update and made
+		// its picker): whoever sees an instance through them, the admin
+		// page or a test, can call it at once. Before, a call made on their
+		// word could still meet the picker of the empty list, and fail.
+		r.opts.instances(r.service, eps)
 		return meta, nil
 	}, func(err error, failures int) {
 		err = fmt.Errorf("consul: watching service %q: %w", r.service, err)
