@@ -362,3 +362,28 @@ func errorInfo(t *testing.T, st *status.Status) *errdetails.ErrorInfo {
 	t.Fatalf("no ErrorInfo in %v", st.Proto())
 	return nil
 }
+
+func TestCompositesCallingEachOtherInACycle(t *testing.T) {
+	method := func(name, calls string) *descriptorpb.MethodDescriptorProto {
+		mo := &descriptorpb.MethodOptions{}
+		proto.SetExtension(mo, optionsv1.E_Compose, &optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
+			step("other", "loop.v1.LoopService/"+calls, "GetOrderDetailsRequest{id: request.id}"),
+		}, Response: "GetOrderDetailsResponse{order: other.order}"})
+		return &descriptorpb.MethodDescriptorProto{Name: proto.String(name), Options: mo,
+			InputType: proto.String(".storefront.v1.GetOrderDetailsRequest"), OutputType: proto.String(".storefront.v1.GetOrderDetailsResponse")}
+	}
+	fd, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
+		Name: proto.String("loop/v1/loop.proto"), Package: proto.String("loop.v1"), Syntax: proto.String("proto3"),
+		Dependency: []string{"storefront/v1/storefront.proto"},
+		Service: []*descriptorpb.ServiceDescriptorProto{{Name: proto.String("LoopService"),
+			Method: []*descriptorpb.MethodDescriptorProto{method("Ping", "Pong"), method("Pong", "Ping")}}},
+	}, protoregistry.GlobalFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = newComposer(t, fd.Services().Get(0))
+	want := "loop/v1/loop.proto: loop.v1.LoopService/Ping: composite methods call each other in a cycle: loop.v1.LoopService/Ping -> loop.v1.LoopService/Pong -> loop.v1.LoopService/Ping"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("New: %v, want %q", err, want)
+	}
+}
