@@ -6,15 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/gateway/backend"
 	"github.com/portico-gw/portico/gateway/policy"
@@ -533,4 +536,72 @@ func metricValue(t *testing.T, w *world, series string) float64 {
 		}
 	}
 	return 0
+}
+
+func TestHealthCheckStopsRoutingToANotServingInstance(t *testing.T) {
+	on := true
+	plain := newWorld(t, false, withCatalog(backend.Config{}, 0))
+	checked := newWorld(t, false, withCatalog(backend.Config{HealthCheck: &on}, 0))
+	// Consul keeps both instances passing whatever they say (a TTL check
+	// the test holds), so only the gateway's own health checking can tell.
+	var hosts []*host.Host
+	for range 2 {
+		h, err := host.Start(context.Background(), host.Config{Name: plain.catalog,
+			Register: func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, catalog.NewServer()) }}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Kill)
+		addr, port := splitHostPort(t, h.Addr())
+		if err := plain.consul.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: h.ID(), Name: plain.catalog, Address: addr, Port: port,
+			Check: &api.AgentServiceCheck{TTL: "1h", Status: api.HealthPassing}}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = plain.consul.Agent().ServiceDeregister(h.ID()) })
+		hosts = append(hosts, h)
+	}
+	for _, w := range []*world{plain, checked} {
+		for _, h := range hosts {
+			w.waitRouted(plain.catalog, h.ID())
+		}
+	}
+	sick := hosts[1]
+	sick.SetServing(false)
+	testutil.Eventually(t, 5*time.Second, "the health-checking gateway to stop routing to the NOT_SERVING instance", func() bool {
+		before := sick.Received(catalogv1.CatalogService_GetProduct_FullMethodName)
+		checked.getProducts("grpc", 10, 1)
+		return sick.Received(catalogv1.CatalogService_GetProduct_FullMethodName) == before
+	})
+	before := sick.Received(catalogv1.CatalogService_GetProduct_FullMethodName)
+	okChecked, _ := checked.getProducts("rest", 20, 1)
+	afterChecked := sick.Received(catalogv1.CatalogService_GetProduct_FullMethodName)
+	okPlain, _ := plain.getProducts("grpc", 20, 1)
+	afterPlain := sick.Received(catalogv1.CatalogService_GetProduct_FullMethodName)
+	t.Logf("instance NOT_SERVING, still passing in Consul: health_check on sent it %d of 20 calls, off sent it %d of 20",
+		afterChecked-before, afterPlain-afterChecked)
+	if okChecked != 20 || afterChecked != before {
+		t.Errorf("health_check on: %d of 20 ok, %d sent to the NOT_SERVING instance; want 20 and 0", okChecked, afterChecked-before)
+	}
+	if okPlain != 20 || afterPlain == afterChecked {
+		t.Errorf("health_check off: %d ok, %d to the NOT_SERVING instance; want it still routed (Consul's word only)", okPlain, afterPlain-afterChecked)
+	}
+	sick.SetServing(true)
+	testutil.Eventually(t, 5*time.Second, "the instance to return once SERVING", func() bool {
+		before := sick.Received(catalogv1.CatalogService_GetProduct_FullMethodName)
+		checked.getProducts("grpc", 10, 1)
+		return sick.Received(catalogv1.CatalogService_GetProduct_FullMethodName) > before
+	})
+}
+
+func splitHostPort(t *testing.T, addr string) (string, int) {
+	t.Helper()
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, port
 }

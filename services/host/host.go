@@ -211,6 +211,21 @@ func (h *Host) SetFaults(f Faults) error {
 	return nil
 }
 
+// SetServing sets the instance's grpc.health.v1 status, for the whole
+// server and every service on it: false answers NOT_SERVING, what an
+// instance says while it cannot take calls. Consul's check and a
+// gateway's client-side health checking both read it.
+func (h *Host) SetServing(serving bool) {
+	st := healthpb.HealthCheckResponse_SERVING
+	if !serving {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	h.health.SetServingStatus("", st)
+	for name := range h.srv.GetServiceInfo() {
+		h.health.SetServingStatus(name, st)
+	}
+}
+
 // Received is how many calls of fullMethod (/package.Service/Method) the
 // instance received, those a fault answered included.
 func (h *Host) Received(fullMethod string) int64 { return h.seen.get(fullMethod) }
