@@ -9,7 +9,7 @@ BUF := $(GO) tool -modfile=$(CURDIR)/tools/buf/go.mod buf
 PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2 $(BIN)/protoc-gen-portico
 PROTODEPS := build/protodeps
 
-.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check tidy-check test test-unit fuzz bench screenshot run certs consul tools clean
+.PHONY: all build generate check-generated protodeps plugins lint vet fmt-check tidy-check test test-unit fuzz bench screenshot run certs consul tools clean redoc redoc-install check-redoc
 
 all: build
 
@@ -63,6 +63,25 @@ check-generated: plugins protodeps
 	if ! diff -r gen "$$tmp/gen"; then echo "gen/ is stale: run 'make generate' and commit" >&2; exit 1; fi; \
 	echo "gen/ is current"
 
+# The docs page's renderer: Redoc's standalone bundle from the npm package
+# pinned in gateway/web/redoc/package-lock.json. The bundle is committed, so
+# a bare clone builds with Go alone; `make redoc` copies it from the pinned
+# package after a change to the lock, and `make check-redoc` (in make test)
+# proves the committed file is the pinned package's.
+REDOC := gateway/web/redoc
+REDOC_FILES := redoc.standalone.js redoc.standalone.js.LICENSE.txt
+redoc-install:
+	@rm -rf build/redoc && mkdir -p build/redoc && cp $(REDOC)/package.json $(REDOC)/package-lock.json build/redoc/
+	cd build/redoc && npm ci --ignore-scripts --legacy-peer-deps --no-audit --no-fund --silent
+
+redoc: redoc-install
+	for f in $(REDOC_FILES); do cp build/redoc/node_modules/redoc/bundles/$$f $(REDOC)/; done
+
+check-redoc: redoc-install
+	@for f in $(REDOC_FILES); do cmp build/redoc/node_modules/redoc/bundles/$$f $(REDOC)/$$f || \
+		{ echo "$(REDOC)/$$f is not the pinned package's: run 'make redoc' and commit" >&2; exit 1; }; done; \
+	echo "$(REDOC) is the pinned package's"
+
 lint: protodeps
 	$(BUF) lint
 	$(BUF) format -d --exit-code proto
@@ -85,7 +104,7 @@ fmt-check:
 # turn the integration tests' skips (no consul, redis-server or chromium
 # found) into failures, so `make test` never passes on skipped tests. The
 # admin page's browser test leaves its screenshot in build/admin.png.
-test: consul check-generated lint vet fmt-check tidy-check
+test: consul check-generated check-redoc lint vet fmt-check tidy-check
 	@mkdir -p build
 	PORTICO_REQUIRE_CONSUL=1 PORTICO_REQUIRE_REDIS=1 PORTICO_REQUIRE_BROWSER=1 PORTICO_SCREENSHOT=$(CURDIR)/build/admin.png \
 		PORTICO_CONSUL_BIN=$(BIN)/consul $(GO) test -race -count=1 ./...
