@@ -100,3 +100,11 @@ func TestFailedCountsOnlyInstanceFailures(t *testing.T) {
 		}
 	}
 }
+
+func TestCodeName(t *testing.T) {
+	for c, want := range map[codes.Code]string{codes.Unavailable: "UNAVAILABLE", codes.DeadlineExceeded: "DEADLINE_EXCEEDED", codes.DataLoss: "DATA_LOSS"} {
+		if got := codeName(c); got != want {
+			t.Errorf("codeName(%v) = %q, want %q", c, got, want)
+		}
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/portico-gw/portico/discovery"
 	"google.golang.org/grpc/balancer"
@@ -370,7 +372,7 @@ func (e *ejector) record(h *host, err error) {
 		}
 		return
 	}
-	msg := status.Code(err).String() + ": " + status.Convert(err).Message()
+	msg := codeName(status.Code(err)) + ": " + status.Convert(err).Message()
 	h.lastErr.Store(&msg)
 	if int(h.consecutive.Add(1)) < e.cfgFailures() {
 		return
@@ -489,4 +491,17 @@ func (e *ejector) snapshot() []Ejection {
 		}
 	}
 	return out
+}
+
+// codeName is a code as gRPC's specification and service configs spell it:
+// UNAVAILABLE, DEADLINE_EXCEEDED.
+func codeName(c codes.Code) string {
+	var b strings.Builder
+	for i, r := range c.String() {
+		if unicode.IsUpper(r) && i > 0 {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToUpper(r))
+	}
+	return b.String()
 }

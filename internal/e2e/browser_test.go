@@ -171,7 +171,27 @@ func TestAdminPageInBrowser(t *testing.T) {
 		}
 	}
 
+	// A second catalog that fails every call while its health check
+	// passes: reads still succeed (retried), and the page shows it ejected
+	// with the reason.
+	faulty := start(t, filepath.Join(dir, "catalog"), "-consul-addr="+agent.Addr, "-fail-rate=1.0")
+	testutil.Eventually(t, 30*time.Second, "two catalog instances passing", func() bool { return instances(t, agent.Addr, "catalog") == 2 })
+	const ejected = `document.querySelector('[data-backend="catalog"] li.ejected')`
+	for i := 0; i < 100 && !js[bool](t, ctx, ejected+" !== null"); i++ {
+		if code, body, err := get("http://" + httpAddr + "/v1/products/prd-000001"); err != nil || code != 200 {
+			t.Fatalf("GET product with a failing instance: %d %s %v", code, body, err)
+		}
+	}
+	waitPage(t, ctx, "the failing instance shown as ejected", ejected)
+	if got := js[string](t, ctx, ejected+".textContent"); !strings.Contains(got, "consecutive failures") || !strings.Contains(got, "UNAVAILABLE") {
+		t.Errorf("ejection shown as %q, want its reason", got)
+	}
+	if got := js[string](t, ctx, `document.querySelector('[data-backend="catalog"] .resilience').textContent`); !strings.Contains(got, "round_robin") {
+		t.Errorf("resilience line = %q", got)
+	}
+
 	gw.stop(t)
+	faulty.stop(t)
 	catalog.stop(t)
 	orders.stop(t)
 }
