@@ -605,3 +605,36 @@ func splitHostPort(t *testing.T, addr string) (string, int) {
 	}
 	return h, port
 }
+
+func TestRetriesCannotMultiplyAnOutage(t *testing.T) {
+	// Ejection off and a lone instance: every call fails, and retry
+	// throttling must keep the backend's load near one attempt a call.
+	w := newWorld(t, false, withCatalog(backend.Config{OutlierDetection: &backend.Outlier{ConsecutiveFailures: 0}}, 0))
+	down := w.startFaultyCatalog(host.Faults{FailRate: 1})
+	const calls = 200
+	ok, _ := w.getProducts("grpc", calls, 4)
+	got := down.Received(catalogv1.CatalogService_GetProduct_FullMethodName)
+	t.Logf("backend failing every call: %d calls, %d ok, %d attempts reached it (%.2f a call; 3 without throttling)", calls, ok, got, float64(got)/calls)
+	if ok != 0 || float64(got) > 1.1*calls {
+		t.Errorf("%d attempts for %d calls: retries multiplied the outage", got, calls)
+	}
+}
+
+func TestEjectionNeverTakesMoreThanMaxPercent(t *testing.T) {
+	od := &backend.Outlier{ConsecutiveFailures: 3, Interval: 100 * time.Millisecond, BaseEjectionTime: time.Minute, MaxEjectionPercent: 50}
+	w := newWorld(t, false, withCatalog(backend.Config{OutlierDetection: od}, 0))
+	w.startCatalog()
+	w.startFaultyCatalog(host.Faults{FailRate: 1})
+	w.startFaultyCatalog(host.Faults{FailRate: 1})
+	testutil.Eventually(t, 10*time.Second, "one failing instance ejected", func() bool {
+		w.getProducts("grpc", 20, 2)
+		return len(w.ejected()) >= 1
+	})
+	// Keep failing: the second failing instance stays, as 2 of 3 is over 50%.
+	w.getProducts("grpc", 200, 2)
+	got := w.ejected()
+	t.Logf("three instances, two failing every call, max_ejection_percent 50: %d ejected", len(got))
+	if len(got) != 1 {
+		t.Errorf("ejected %v, want exactly one (50%% of 3, rounded down)", got)
+	}
+}
