@@ -393,3 +393,20 @@ func TestCompositeSpans(t *testing.T) {
 		t.Fatalf("composite span %q with step spans %v, want GetOrder once and GetProduct twice under it", composite, children)
 	}
 }
+
+// TestCompositeClientCertificate: a caller whose only credential is its
+// client certificate is the same caller to every step, over both doors.
+func TestCompositeClientCertificate(t *testing.T) {
+	m := newMTLSWorld(t)
+	// The recorder's orders backend answers GetOrder UNIMPLEMENTED: a step
+	// that got there was admitted as the shop; one that did not was refused.
+	_, err := storefrontv1.NewStorefrontServiceClient(m.grpcConn(t, m.shop)).GetOrderDetails(context.Background(),
+		&storefrontv1.GetOrderDetailsRequest{Id: "ord-000001"})
+	if info := grpcStepInfo(err); status.Code(err) != codes.Unimplemented || info.GetMetadata()["step"] != "order" {
+		t.Errorf("gRPC: %v, want the backend's UNIMPLEMENTED for step order", err)
+	}
+	code, body := m.restDo(t, m.restClient(m.shop, false), "GET", "/v1/orders/ord-000001/details", "", nil)
+	if code != 501 || !strings.Contains(string(body), `step \"order\"`) {
+		t.Errorf("REST: %d %s, want the backend's 501 for step order", code, body)
+	}
+}

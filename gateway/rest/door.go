@@ -10,6 +10,7 @@ import (
 	"github.com/portico-gw/portico/gateway/clientip"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -107,6 +108,13 @@ type tlsKey struct{}
 // chain finds the client's certificate where it finds a gRPC client's.
 func restPeer(ctx context.Context) *peer.Peer {
 	cs, _ := ctx.Value(tlsKey{}).(*tls.ConnectionState)
+	if p, ok := peer.FromContext(ctx); ok && cs == nil {
+		// A call the gateway makes through conn for a gRPC caller (a
+		// composite method's step) keeps that caller's TLS state.
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			cs = &ti.State
+		}
+	}
 	return chain.NewRESTPeer(cs)
 }
 
