@@ -24,6 +24,7 @@ import (
 type paths struct {
 	grpc map[string]*load.GRPCClient
 	rest map[string]*load.RESTClient
+	web  map[string]*load.WebClient // "connect/portico", "grpc-web/vanguard"
 	stop []func()
 }
 
@@ -55,7 +56,7 @@ func startPaths(b *testing.B) *paths {
 }
 
 func newPaths() (*paths, error) {
-	p := &paths{grpc: map[string]*load.GRPCClient{}, rest: map[string]*load.RESTClient{}}
+	p := &paths{grpc: map[string]*load.GRPCClient{}, rest: map[string]*load.RESTClient{}, web: map[string]*load.WebClient{}}
 	fail := func(err error) (*paths, error) {
 		for i := len(p.stop) - 1; i >= 0; i-- {
 			p.stop[i]()
@@ -98,6 +99,7 @@ func newPaths() (*paths, error) {
 		if err := p.add(name(chain), gw.GRPCAddr(), "http://"+gw.HTTPAddr()); err != nil {
 			return fail(err)
 		}
+		p.addWeb(name(chain), "http://"+gw.HTTPAddr())
 	}
 	mux, err := servers.NewGRPCGateway(ctx, h.Addr())
 	if err != nil {
@@ -113,6 +115,20 @@ func newPaths() (*paths, error) {
 	if err := p.add("grpc-gateway", "", "http://"+l.Addr().String()); err != nil {
 		return fail(err)
 	}
+	// vanguard alone in front of the backend: the peer of Portico's
+	// gRPC-Web and Connect paths, which run vanguard and then the chain.
+	vg, err := servers.NewVanguard(h.Addr())
+	if err != nil {
+		return fail(err)
+	}
+	vl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	vsrv := &http.Server{Handler: vg, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = vsrv.Serve(vl) }()
+	p.stop = append(p.stop, func() { vsrv.Close() })
+	p.addWeb("vanguard", "http://"+vl.Addr().String())
 	return p, p.waitServing(ctx)
 }
 
@@ -140,6 +156,14 @@ func (p *paths) add(name, grpcAddr, base string) error {
 	return nil
 }
 
+func (p *paths) addWeb(name, base string) {
+	for _, protocol := range []string{load.Connect, load.GRPCWeb} {
+		c := load.NewWeb(base, protocol, 4)
+		p.web[protocol+"/"+name] = c
+		p.stop = append(p.stop, c.Close)
+	}
+}
+
 // waitServing waits until Portico has found the backend in Consul.
 func (p *paths) waitServing(ctx context.Context) error {
 	get := load.Workloads()[0]
@@ -160,8 +184,10 @@ func (p *paths) waitServing(ctx context.Context) error {
 }
 
 // BenchmarkCall is one request at a time end to end on loopback: the REST
-// door (transcoding, the in-memory hop, the chain, the backend call) and
-// native gRPC pass-through, each next to its baseline.
+// door (transcoding, the in-memory hop, the chain, the backend call),
+// native gRPC pass-through, and the unary calls of Connect and gRPC-Web
+// (vanguard's transcoding into the gateway's grpc.Server), each next to its
+// baseline (vanguard alone in front of the backend for the last two).
 func BenchmarkCall(b *testing.B) {
 	p := startPaths(b)
 	for _, w := range load.Workloads() {
@@ -170,6 +196,14 @@ func BenchmarkCall(b *testing.B) {
 		}
 		for _, path := range []string{"grpc-gateway", "portico", "portico-nochain"} {
 			bench(b, "rest/"+w.Name+"/"+path, p.rest[path].Call(w))
+		}
+		if w.Name == "stream" {
+			continue // unary calls only
+		}
+		for _, protocol := range []string{load.Connect, load.GRPCWeb} {
+			for _, path := range []string{"vanguard", "portico", "portico-nochain"} {
+				bench(b, protocol+"/"+w.Name+"/"+path, p.web[protocol+"/"+path].Call(w))
+			}
 		}
 	}
 }

@@ -6,8 +6,9 @@
 //   - BenchmarkJSON: the REST door's JSON encoding and decoding of the
 //     example messages, with the gateway's marshaler options;
 //   - BenchmarkCall: one request end to end on loopback, through Portico
-//     (chain on and off) and, for comparison, directly (gRPC) or through a
-//     bare grpc-gateway (REST). It needs a consul binary, as the
+//     (chain on and off) and, for comparison, directly (gRPC), through a
+//     bare grpc-gateway (REST) or through vanguard alone (Connect and
+//     gRPC-Web unary calls). It needs a consul binary, as the
 //     integration tests do, and is skipped without one.
 //
 // B/op and allocs/op of BenchmarkCall count the whole process: client,

@@ -17,6 +17,16 @@ import (
 // google.api.HttpBody responses, so the stream workload has no REST figure
 // for it.
 func Vanguard(ctx context.Context, backendAddr, readyPath string) error {
+	tc, err := NewVanguard(backendAddr)
+	if err != nil {
+		return err
+	}
+	return serveREST(ctx, tc, nil, readyPath)
+}
+
+// NewVanguard is vanguard in front of the backend: REST, Connect and
+// gRPC-Web transcoded to gRPC and forwarded over h2c, with no chain.
+func NewVanguard(backendAddr string) (http.Handler, error) {
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: backendAddr})
 	t := &http.Transport{Protocols: new(http.Protocols), MaxIdleConnsPerHost: 8}
 	t.Protocols.SetUnencryptedHTTP2(true)
@@ -26,9 +36,5 @@ func Vanguard(ctx context.Context, backendAddr, readyPath string) error {
 		services = append(services, vanguard.NewService(name, proxy,
 			vanguard.WithTargetProtocols(vanguard.ProtocolGRPC), vanguard.WithTargetCodecs(vanguard.CodecProto)))
 	}
-	tc, err := vanguard.NewTranscoder(services)
-	if err != nil {
-		return err
-	}
-	return serveREST(ctx, tc, nil, readyPath)
+	return vanguard.NewTranscoder(services)
 }
