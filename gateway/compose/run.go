@@ -111,8 +111,9 @@ func (c *Composer) run(ctx context.Context, p *plan, req any) (any, error) {
 	return out, nil
 }
 
-// runStep runs one step and returns its answer: for a failed optional step
-// the empty answer, for a failed required one nil (x.err says why).
+// runStep runs one step and returns its answer. A failed step's answer is
+// empty (a for_each step's keeps the calls that succeeded); a required
+// step's failure is in x.err, and ends the composite call.
 func (x *execution) runStep(ctx context.Context, s *step) any {
 	if s.forEach == nil {
 		reply, err := x.call(ctx, s, nil)
