@@ -134,7 +134,8 @@ type ejector struct {
 // host is one instance as the filter sees it.
 type host struct {
 	addr, id    string
-	consecutive atomic.Int32 // failed attempts in a row
+	done        func(balancer.DoneInfo) // records an attempt's result
+	consecutive atomic.Int32            // failed attempts in a row
 	lastErr     atomic.Pointer[string]
 
 	// Under ejector.mu.
@@ -145,6 +146,12 @@ type host struct {
 
 type subConn struct {
 	host *host
+}
+
+func (e *ejector) newHost(addr, id string) *host {
+	h := &host{addr: addr, id: id}
+	h.done = func(di balancer.DoneInfo) { e.record(h, di.Err) }
+	return h
 }
 
 func (e *ejector) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -168,7 +175,7 @@ func (e *ejector) UpdateClientConnState(s balancer.ClientConnState) error {
 		addr := ep.Addresses[0].Addr
 		seen[addr] = true
 		if e.hosts[addr] == nil {
-			e.hosts[addr] = &host{addr: addr, id: discovery.InstanceID(ep)}
+			e.hosts[addr] = e.newHost(addr, discovery.InstanceID(ep))
 		}
 	}
 	for addr := range e.hosts {
@@ -285,7 +292,7 @@ func (c *childCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 	if len(addrs) > 0 {
 		h := e.hosts[addrs[0].Addr]
 		if h == nil { // not from the resolver's list (it changed since): counted apart
-			h = &host{addr: addrs[0].Addr}
+			h = e.newHost(addrs[0].Addr, "")
 		}
 		e.subConns[sc] = &subConn{host: h}
 	}
@@ -332,11 +339,13 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return res, nil
 	}
 	done := res.Done
+	if done == nil { // round_robin's: the host's own callback, made once
+		res.Done = h.done
+		return res, nil
+	}
 	res.Done = func(di balancer.DoneInfo) {
-		p.e.record(h, di.Err)
-		if done != nil {
-			done(di)
-		}
+		h.done(di)
+		done(di)
 	}
 	return res, nil
 }
@@ -367,7 +376,7 @@ func failed(err error) bool {
 // failed too many times in a row.
 func (e *ejector) record(h *host, err error) {
 	if !failed(err) {
-		if status.Code(err) != codes.Canceled {
+		if h.consecutive.Load() != 0 && status.Code(err) != codes.Canceled {
 			h.consecutive.Store(0)
 		}
 		return
