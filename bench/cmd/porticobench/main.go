@@ -3,7 +3,9 @@
 // and off, through a bare grpc-gateway and vanguard (REST), and through
 // nginx's grpc_pass (native gRPC), all on loopback, all in one run. Issue 12
 // adds TLS: Portico, nginx (gRPC) and grpc-gateway (REST) again with TLS on
-// their client listeners, each compared with itself in plaintext.
+// their client listeners, each compared with itself in plaintext. Issue 13
+// adds the faulty workload (faulty.go): how many calls succeed through
+// Portico and through nginx when one of three instances fails calls.
 //
 //	porticobench [flags]              run everything, write bench/results
 //	porticobench serve ROLE [flags]   one server (the benchmark runs itself)
@@ -22,6 +24,7 @@ import (
 
 	"github.com/portico-gw/portico/bench/internal/servers"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
+	"github.com/portico-gw/portico/services/host"
 )
 
 func main() {
@@ -54,6 +57,8 @@ func serve(ctx context.Context, role string, args []string) error {
 	backend := fs.String("backend", "", "backend gRPC address")
 	chain := fs.Bool("chain", true, "portico: run the policy chain")
 	accessLog := fs.String("access-log", "", "portico: access log file")
+	service := fs.String("service", servers.BackendName, "backend: the Consul service to register as; portico: the one both example services route to")
+	faults := host.FaultFlags(fs) // backend
 	var tc tlsconfig.Config
 	fs.StringVar(&tc.CertFile, "tls-cert", "", "portico, grpc-gateway: serve TLS with this certificate (PEM)")
 	fs.StringVar(&tc.KeyFile, "tls-key", "", "portico, grpc-gateway: the certificate's key (PEM)")
@@ -66,9 +71,9 @@ func serve(ctx context.Context, role string, args []string) error {
 	}
 	switch role {
 	case roleBackend:
-		return servers.Backend(ctx, *consulAddr, *ready)
+		return servers.Backend(ctx, *consulAddr, *service, *faults, *ready)
 	case rolePortico:
-		return servers.Portico(ctx, *consulAddr, *chain, *accessLog, tlsConf, *ready)
+		return servers.Portico(ctx, *consulAddr, *chain, *accessLog, tlsConf, *ready, servers.WithBackend(*service))
 	case roleGRPCGateway:
 		return servers.GRPCGateway(ctx, *backend, tlsConf, *ready)
 	case roleVanguard:

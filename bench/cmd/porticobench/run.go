@@ -42,6 +42,9 @@ type settings struct {
 	modes       []string // in the order of report.Modes
 	keep        bool
 	render      string
+	faulty      bool // the faulty-instance workload (faulty.go)
+	faultyCalls int64
+	faultyRates []float64
 }
 
 func parseSettings(args []string) (settings, error) {
@@ -56,14 +59,24 @@ func parseSettings(args []string) (settings, error) {
 	fs.DurationVar(&s.warm, "warm", 300*time.Millisecond, "open-loop warm-up per path, not recorded")
 	fs.IntVar(&s.openWorkers, "open-workers", 128, "open-loop senders (the most requests in flight)")
 	fs.DurationVar(&s.profile, "profile", 4*time.Second, "pprof capture per profiled phase; 0 skips profiling")
-	names := fs.String("workloads", "get,list,create,stream", "workloads to run")
+	names := fs.String("workloads", "get,list,create,stream,"+faultyName, "workloads to run; "+faultyName+" counts successes against a backend set with a faulty instance")
 	modes := fs.String("modes", strings.Join(report.Modes(), ","), "modes to run; a TLS mode brings its plaintext counterpart, which it is compared with")
 	fs.BoolVar(&s.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
 	fs.StringVar(&s.render, "render", "", "measure nothing: rewrite the table and chart from this latest.json")
+	fs.Int64Var(&s.faultyCalls, "faulty-calls", 2000, "faulty workload: GetProduct calls per path and fail rate")
+	rates := fs.String("faulty-rates", "0.5,1", "faulty workload: the faulty instance's fail rates, one backend set each")
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
+	var err error
+	if s.faultyRates, err = parseRates(*rates); err != nil {
+		return s, err
+	}
 	for _, n := range strings.Split(*names, ",") {
+		if n == faultyName {
+			s.faulty = true
+			continue
+		}
 		all := load.Workloads()
 		i := slices.IndexFunc(all, func(w load.Workload) bool { return w.Name == n })
 		if i < 0 {
@@ -132,6 +145,8 @@ type bench struct {
 	targets []*target
 	tlsNote string // what the TLS paths negotiate
 	run     report.Run
+	// consulAddr is the agent's HTTP address.
+	consulAddr string
 }
 
 func run(ctx context.Context, args []string) error {
@@ -155,8 +170,15 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	began := time.Now()
-	if err := b.measure(ctx); err != nil {
-		return err
+	if len(s.workloads) > 0 {
+		if err := b.measure(ctx); err != nil {
+			return err
+		}
+	}
+	if s.faulty {
+		if err := b.faulty(ctx); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(os.Stderr, "measured in %s\n", time.Since(began).Round(time.Second))
 	return b.write()
@@ -197,6 +219,11 @@ func (b *bench) start(ctx context.Context) error {
 	}
 	b.stop = append(b.stop, agent.Stop)
 	consulAddr := agent.Addr
+	b.consulAddr = consulAddr
+	b.run.Host = map[string]string{"machine": fmt.Sprintf("%d cores, %s/%s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH), "go": runtime.Version()}
+	if len(b.s.workloads) == 0 { // the faulty workload alone starts its own servers
+		return nil
+	}
 
 	_, backend, err := b.child(ctx, roleBackend, "-consul", consulAddr)
 	if err != nil {
@@ -215,7 +242,6 @@ func (b *bench) start(ctx context.Context) error {
 		}
 		b.addTarget(c.name, p, r, nil)
 	}
-	b.run.Host = map[string]string{"machine": fmt.Sprintf("%d cores, %s/%s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH), "go": runtime.Version()}
 	if err := b.nginx(ctx, "nginx", backend.GRPC, nil, nil); err != nil {
 		return err
 	}
@@ -684,6 +710,9 @@ func (b *bench) write() error {
 	}
 	if err := b.run.WriteJSON(filepath.Join(b.s.out, "latest.json")); err != nil {
 		return err
+	}
+	if len(b.run.Phases) == 0 {
+		return nil // the faulty workload alone: nothing to chart
 	}
 	return b.run.Chart(filepath.Join(b.s.out, "latest.png"))
 }

@@ -123,6 +123,8 @@ type Run struct {
 	PeakRSS map[string]float64 `json:"peak_rss_mib"`
 	Targets []Target           `json:"targets"`
 	Notes   []string           `json:"notes,omitempty"`
+	// Faulty is the faulty-instance workload: success ratios, not speed.
+	Faulty []*FaultyPhase `json:"faulty,omitempty"`
 }
 
 // Target is one goal of issue 6, checked against this run.
@@ -237,6 +239,10 @@ func (r *Run) CheckTargets() {
 
 // Markdown writes the results tables and the targets.
 func (r *Run) Markdown(w io.Writer) {
+	if len(r.Phases) == 0 { // only the faulty workload ran
+		r.faultyOnly(w)
+		return
+	}
 	fmt.Fprintf(w, "Run %s on %s (%s, nginx %s). Throughput: closed loop, %s; \"x ref\" is the ratio to the direct path (gRPC) or to bare grpc-gateway (REST) in this run, and for a TLS mode (%s) to the same path in plaintext (%s) in this run: the TLS cost. CPU and allocations are the proxy process's own, per call.\n\n",
 		r.Date, r.Host["machine"], r.Host["go"], r.Host["nginx"], r.Settings["closed_loop"],
 		strings.Join([]string{GRPCTLS, RESTTLS, RESTH2TLS}, ", "), strings.Join([]string{GRPC, REST, REST}, ", "))
@@ -304,6 +310,11 @@ func (r *Run) Markdown(w io.Writer) {
 		}
 		fmt.Fprintf(w, "\nPeak RSS: %s.\n", strings.Join(parts, ", "))
 	}
+	r.FaultyMarkdown(w)
+	r.notes(w)
+}
+
+func (r *Run) notes(w io.Writer) {
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "\n%s\n", n)
 	}

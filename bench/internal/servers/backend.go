@@ -11,13 +11,14 @@ import (
 )
 
 // Backend serves the canned catalog and orders APIs and registers them in
-// the Consul agent at consulAddr, as BackendName.
-func Backend(ctx context.Context, consulAddr, readyPath string) error {
+// the Consul agent at consulAddr, as service (BackendName but for the
+// faulty workload's instances), misbehaving as faults say.
+func Backend(ctx context.Context, consulAddr, service string, faults host.Faults, readyPath string) error {
 	consul, err := discovery.NewConsulClient(discovery.ConsulConfig{Address: consulAddr})
 	if err != nil {
 		return err
 	}
-	h, err := host.Start(ctx, host.Config{Name: BackendName, Register: backend.Register, CheckInterval: time.Second}, consul)
+	h, err := host.Start(ctx, host.Config{Name: service, Register: backend.Register, CheckInterval: time.Second, Faults: faults}, consul)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,9 @@ http {
   keepalive_requests 100000000;
   keepalive_timeout 300s;
   upstream backend {
-    server {{.Backend}};
+{{- range .Backends}}
+    server {{.}}{{$.ServerParams}};
+{{- end}}
     keepalive 64;
     keepalive_requests 100000000;
   }
@@ -56,6 +58,9 @@ http {
     http2_max_concurrent_streams 1024;
     location / {
       grpc_pass grpc://backend;
+{{- range .Directives}}
+      {{.}};
+{{- end}}
     }
   }
 }
@@ -66,6 +71,19 @@ http {
 // Portico's gRPC over TLS. It installs nginx with apt-get when there is
 // none. It returns the running nginx, its gRPC address and its version.
 func Nginx(ctx context.Context, dir, backendAddr string, tc *tlsconfig.Config) (*procs.Process, string, string, error) {
+	return startNginx(ctx, dir, nginxParams{Backends: []string{backendAddr}, TLS: tc})
+}
+
+// nginxParams fill in nginxConf: the upstream's servers, each with
+// ServerParams, and Directives added to the location after grpc_pass.
+type nginxParams struct {
+	Backends     []string
+	ServerParams string
+	Directives   []string
+	TLS          *tlsconfig.Config
+}
+
+func startNginx(ctx context.Context, dir string, np nginxParams) (*procs.Process, string, string, error) {
 	bin, err := findNginx(ctx)
 	if err != nil {
 		return nil, "", "", err
@@ -80,7 +98,8 @@ func Nginx(ctx context.Context, dir, backendAddr string, tc *tlsconfig.Config) (
 	listen := l.Addr().String()
 	l.Close()
 	var conf bytes.Buffer
-	if err := nginxConf.Execute(&conf, map[string]any{"Dir": dir, "Backend": backendAddr, "Listen": listen, "Root": os.Geteuid() == 0, "TLS": tc}); err != nil {
+	if err := nginxConf.Execute(&conf, map[string]any{"Dir": dir, "Backends": np.Backends, "ServerParams": np.ServerParams,
+		"Directives": np.Directives, "Listen": listen, "Root": os.Geteuid() == 0, "TLS": np.TLS}); err != nil {
 		return nil, "", "", err
 	}
 	confPath := filepath.Join(dir, "nginx.conf")

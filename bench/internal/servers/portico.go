@@ -68,8 +68,8 @@ func NewPortico(consulAddr string, chain bool, accessLog io.Writer, cfgOpts ...O
 
 // Portico runs the gateway, with the chain on or off, and writes its
 // access log to the file accessLog. With tc, both its REST and gRPC
-// listeners serve over TLS.
-func Portico(ctx context.Context, consulAddr string, chain bool, accessLog string, tc *tlsconfig.Config, readyPath string) error {
+// listeners serve over TLS; opts change its config further.
+func Portico(ctx context.Context, consulAddr string, chain bool, accessLog string, tc *tlsconfig.Config, readyPath string, opts ...Option) error {
 	var log io.Writer = io.Discard
 	if chain {
 		f, err := os.Create(accessLog)
@@ -79,7 +79,7 @@ func Portico(ctx context.Context, consulAddr string, chain bool, accessLog strin
 		defer f.Close()
 		log = f
 	}
-	gw, err := NewPortico(consulAddr, chain, log, WithTLS(tc))
+	gw, err := NewPortico(consulAddr, chain, log, append(opts, WithTLS(tc))...)
 	if err != nil {
 		return err
 	}
