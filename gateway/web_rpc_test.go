@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/portico-gw/portico/gateway"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/services/orders"
@@ -220,5 +221,42 @@ func TestGRPCWebAndConnect(t *testing.T) {
 	}
 	if calls < float64(len(webProtocols)+1) {
 		t.Errorf("portico_requests_total for GetProduct = %v, want at least %d", calls, len(webProtocols)+1)
+	}
+}
+
+// TestConnectDeadlineCap: the edge cuts a Connect or gRPC-Web caller's
+// deadline to the route's maximum, as its tap does a native caller's.
+func TestConnectDeadlineCap(t *testing.T) {
+	w := newWorld(t, false, func(c *gateway.Config) {
+		sc := c.Services["orders.v1.OrderService"]
+		sc.StreamMaxTimeout = 300 * time.Millisecond
+		c.Services["orders.v1.OrderService"] = sc
+	})
+	w.startCatalog()
+	w.startOrders(orders.WithStatusStep(0)) // a watch never ends by itself
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	created, err := ordersv1.NewOrderServiceClient(w.conn).CreateOrder(ctx, &ordersv1.CreateOrderRequest{
+		Items: []*ordersv1.LineItem{{ProductId: "prd-000001", Quantity: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for protocol, opts := range webProtocols {
+		// The client asks for 10 s; the route allows 300 ms.
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		began := time.Now()
+		stream, err := webClient[ordersv1.WatchOrderRequest, ordersv1.WatchOrderResponse](w, "/orders.v1.OrderService/WatchOrder", opts).
+			CallServerStream(cctx, webRequest(&ordersv1.WatchOrderRequest{Id: created.GetOrder().GetId()}, map[string]string{"X-Api-Key": testAPIKey}))
+		if err == nil {
+			for stream.Receive() {
+			}
+			err = stream.Err()
+		}
+		took := time.Since(began)
+		ccancel()
+		if out := connectOutcome(err); out.code != codes.DeadlineExceeded || took > 5*time.Second {
+			t.Errorf("%s: watch ended after %v with %+v, want DEADLINE_EXCEEDED after about 300ms", protocol, took, out)
+		}
+		t.Logf("%s: a 10s watch cut to the route's 300ms maximum: ended after %v", protocol, took.Round(time.Millisecond))
 	}
 }

@@ -101,12 +101,15 @@ func (p *rpc) takes(r *http.Request) bool {
 // tapped applies the edge's tap to a transcoded call, as grpc-go applies it
 // to a native one on the gRPC listener: the deadline the caller asked for
 // (grpc-timeout, which vanguard sets from Connect-Timeout-Ms) is cut to the
-// route's maximum, and a caller who asked for none gets the route's timeout.
+// route's maximum, and a caller who asked for none gets the route's
+// timeout. The result goes back into grpc-timeout: grpc.Server.ServeHTTP
+// takes the request's own context ending for the client going away, and
+// would then write no status.
 func tapped(e *edge.Edge, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := r.Context()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
 		if d, ok := grpcTimeout(r.Header.Get("Grpc-Timeout")); ok {
-			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, d)
 			defer cancel()
 		}
@@ -119,8 +122,28 @@ func tapped(e *edge.Edge, next http.Handler) http.Handler {
 			writeGRPCError(w, err)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(ctx))
+		if dl, ok := ctx.Deadline(); ok {
+			r.Header.Set("Grpc-Timeout", encodeTimeout(time.Until(dl)))
+		}
+		next.ServeHTTP(w, r)
 	})
+}
+
+// encodeTimeout writes a grpc-timeout value: at most 8 digits, in the
+// finest unit that holds d, rounded up.
+func encodeTimeout(d time.Duration) string {
+	if d <= 0 {
+		return "1n"
+	}
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{time.Nanosecond, "n"}, {time.Microsecond, "u"}, {time.Millisecond, "m"}, {time.Second, "S"}, {time.Minute, "M"}} {
+		if n := (d + u.unit - 1) / u.unit; n <= 99999999 {
+			return strconv.FormatInt(int64(n), 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64((d+time.Hour-1)/time.Hour), 10) + "H"
 }
 
 // grpcTimeout reads a grpc-timeout value: up to 8 digits and a unit.

@@ -1,0 +1,142 @@
+package web
+
+import (
+	"bytes"
+	"encoding/base64"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portico-gw/portico/gateway/rest"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestMatchTemplate(t *testing.T) {
+	rules := []pathRule{
+		{verb: "GET", segments: strings.Split("v1/orders/{id}", "/"), service: "orders"},
+		{verb: "GET", segments: strings.Split("v1/orders/{id}:watch", "/"), service: "watch"},
+		{verb: "GET", segments: strings.Split("v1/files/{name=**}", "/"), service: "files"},
+		{verb: "PATCH", segments: strings.Split("v1/products/{product.id}", "/"), service: "catalog"},
+	}
+	for _, tc := range []struct{ method, path, want string }{
+		{"GET", "/v1/orders/ord-1", "orders"},
+		{"GET", "/v1/orders/ord-1:watch", "watch"},
+		{"GET", "/v1/orders/:watch", ""},
+		{"GET", "/v1/orders", ""},
+		{"GET", "/v1/orders/ord-1/items", ""},
+		{"GET", "/v1/files/a/b/c", "files"},
+		{"PATCH", "/v1/products/prd-1", "catalog"},
+		{"GET", "/v1/products/prd-1", ""},
+		{"POST", "/orders.v1.OrderService/CreateOrder", "orders.v1.OrderService"},
+	} {
+		if got := serviceOf(rules, tc.method, tc.path); got != tc.want {
+			t.Errorf("%s %s: %q, want %q", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
+
+func TestGRPCTimeout(t *testing.T) {
+	for _, d := range []time.Duration{time.Nanosecond, 1500 * time.Microsecond, 300 * time.Millisecond, 10 * time.Second, 200 * 24 * time.Hour} {
+		v := encodeTimeout(d)
+		got, ok := grpcTimeout(v)
+		if !ok || got < d || len(v) > 9 {
+			t.Errorf("%v: %q reads back as %v %v", d, v, got, ok)
+		}
+	}
+	for _, bad := range []string{"", "5", "5x", "-5m", "123456789m"} {
+		if _, ok := grpcTimeout(bad); ok {
+			t.Errorf("%q read as a timeout", bad)
+		}
+	}
+}
+
+func TestEvents(t *testing.T) {
+	if got := string(event("", []byte(`{"result":1}`))); got != "data: {\"result\":1}\n" {
+		t.Errorf("event: %q", got)
+	}
+	if got := string(event("error", []byte("a\nb"))); got != "event: error\ndata: a\ndata: b\n" {
+		t.Errorf("multi-line error event: %q", got)
+	}
+}
+
+// A heartbeat falls between whole writes only, and stops with the handler.
+func TestHeartbeat(t *testing.T) {
+	rec := httptest.NewRecorder()
+	s := &sseWriter{ResponseWriter: rec, heartbeat: time.Millisecond}
+	if _, err := s.Write([]byte("data: 1\n\n")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := strings.Count(rec.Body.String(), ": heartbeat\n\n")
+		s.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.end()
+	s.mu.Lock()
+	before := rec.Body.Len()
+	s.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	if rec.Body.Len() != before {
+		t.Error("heartbeats after end")
+	}
+	if !strings.HasPrefix(rec.Body.String(), "data: 1\n\n") {
+		t.Errorf("body %q", rec.Body.String())
+	}
+}
+
+func TestGRPCWebText(t *testing.T) {
+	// Two padded chunks, as a client may send them.
+	body := base64.StdEncoding.EncodeToString([]byte("ab")) + base64.StdEncoding.EncodeToString([]byte("cde"))
+	r := httptest.NewRequest("POST", "/s.S/M", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/grpc-web-text+proto")
+	got, err := fromGRPCWebText(r, 1<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(got.Body)
+	if string(b) != "abcde" || got.Header.Get("Content-Type") != "application/grpc-web+proto" {
+		t.Errorf("decoded %q %q", b, got.Header.Get("Content-Type"))
+	}
+	if _, err := fromGRPCWebText(httptest.NewRequest("POST", "/", strings.NewReader("!!!!")), 1<<10); err == nil {
+		t.Error("not base64: no error")
+	}
+	if _, err := fromGRPCWebText(httptest.NewRequest("POST", "/", strings.NewReader(strings.Repeat("A", 20))), 8); err == nil {
+		t.Error("over the limit: no error")
+	}
+
+	rec := httptest.NewRecorder()
+	tw := &textWriter{ResponseWriter: rec}
+	tw.Header().Set("Content-Type", "application/grpc-web+proto")
+	tw.WriteHeader(http.StatusOK)
+	for _, part := range []string{"a", "bcde", "fg"} {
+		_, _ = tw.Write([]byte(part))
+	}
+	tw.finish()
+	dec, err := base64.StdEncoding.DecodeString(rec.Body.String())
+	if err != nil || string(dec) != "abcdefg" || rec.Header().Get("Content-Type") != "application/grpc-web-text+proto" {
+		t.Errorf("encoded %q (%v), content type %q", rec.Body.String(), err, rec.Header().Get("Content-Type"))
+	}
+}
+
+func TestErrorChunkMarshal(t *testing.T) {
+	m := &sseMarshaler{Marshaler: rest.Marshaler()}
+	b, err := m.Marshal(map[string]proto.Message{"error": &spb.Status{Code: 5, Message: "gone"}})
+	if err != nil || !bytes.HasPrefix(b, []byte("event: error\ndata: {")) || bytes.Contains(b, []byte(`"error"`)) {
+		t.Errorf("error chunk: %q %v", b, err)
+	}
+	if ct := m.ContentType(map[string]proto.Message{"error": &spb.Status{}}); ct != EventStream {
+		t.Errorf("error chunk content type %q", ct)
+	}
+}
