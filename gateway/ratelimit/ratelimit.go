@@ -63,7 +63,7 @@ func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 }
 
 // StreamServerInterceptor counts a stream once, when it is opened. A
-// rejected stream carries the numbers as headers and as trailers.
+// rejected stream carries the numbers as trailers.
 func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		c, ok := policy.FromContext(ss.Context())
@@ -76,9 +76,9 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 		}
 		md := d.Metadata()
 		if !d.Allowed {
-			// The REST door's stream error path forwards only headers, so a
-			// rejected stream sends the numbers both ways.
-			_ = ss.SetHeader(md)
+			// A stream refused before any message ends trailers-only: gRPC
+			// clients read the numbers in the trailers, and the REST door
+			// answers with the trailers as headers.
 			ss.SetTrailer(md)
 			return d.Err(c)
 		}
