@@ -133,7 +133,11 @@ func printSteps(w io.Writer, routes []*Route) error {
 			if s.Optional {
 				notes = append(notes, "optional")
 			}
-			fmt.Fprintf(tw, "  step %s\t%s\t%s\n", s.Name, s.Method, strings.Join(notes, ", "))
+			line := "  step " + s.Name + "\t" + s.Method
+			if len(notes) > 0 {
+				line += "\t" + strings.Join(notes, ", ")
+			}
+			fmt.Fprintln(tw, line)
 		}
 	}
 	return tw.Flush()
