@@ -62,7 +62,9 @@ type Retry struct {
 // once more than TokenRatio/(1+TokenRatio) of attempts fail, retries stop
 // and cannot multiply an outage.
 type Throttling struct {
-	// MaxTokens is the bucket's size. Default 10.
+	// MaxTokens is the bucket's size. Default 100: a burst of calls that
+	// meets a failing instance before it is ejected (about 50 failures)
+	// is still retried.
 	MaxTokens int `yaml:"max_tokens" json:"maxTokens"`
 	// TokenRatio is what a success gives back. Default 0.5: retries stop
 	// when a third of attempts fail.
@@ -98,7 +100,7 @@ const (
 // Defaults: on without any configuration.
 var (
 	DefaultRetry      = Retry{MaxAttempts: 3, Codes: []string{"UNAVAILABLE", "RESOURCE_EXHAUSTED"}, InitialBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, BackoffMultiplier: 2}
-	DefaultThrottling = Throttling{MaxTokens: 10, TokenRatio: 0.5}
+	DefaultThrottling = Throttling{MaxTokens: 100, TokenRatio: 0.5}
 	DefaultOutlier    = Outlier{ConsecutiveFailures: 5, Interval: time.Second, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: 300 * time.Second, MaxEjectionPercent: 50}
 )
 
