@@ -55,7 +55,7 @@ func storeState(l *ratelimit.Limiter) string {
 // them spends one bucket, and the numbers of each answer come from Redis.
 func TestRedisReplicasShareOneBucket(t *testing.T) {
 	srv := testredis.New(t)
-	cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: time.Second}
+	cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: 2 * time.Second}
 	a, b := redisLimiter(t, cfg, nil), redisLimiter(t, cfg, nil)
 	lim := policy.RateLimit{Requests: 10, Period: time.Hour, Burst: 10}
 	c := consumerCall("Get", lim, "alice")
@@ -106,7 +106,7 @@ func TestRedisReplicasShareOneBucket(t *testing.T) {
 // calls pass.
 func TestRedisDailyQuotaSurvivesRestart(t *testing.T) {
 	srv := testredis.New(t)
-	cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: time.Second}
+	cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: 2 * time.Second}
 	lim := policy.RateLimit{Requests: 10000, Period: 24 * time.Hour, Burst: 10000}
 	c := consumerCall("Daily", lim, "alice")
 	ctx := context.Background()
@@ -157,7 +157,7 @@ func TestRedisFailureModes(t *testing.T) {
 			srv := testredis.New(t)
 			logs := &testutil.LockedBuffer{}
 			reg := prometheus.NewRegistry()
-			l := redisLimiter(t, ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, FailureMode: tc.mode, Timeout: 200 * time.Millisecond},
+			l := redisLimiter(t, ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, FailureMode: tc.mode, Timeout: 2 * time.Second},
 				reg, ratelimit.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 			l.SetReplicas(3)
 			ctx := context.Background()
@@ -287,7 +287,7 @@ func TestRedisACLAndTLS(t *testing.T) {
 		TLS: tlsClient,
 	})
 	cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Username: "portico", PasswordFile: passwordFile,
-		TLS: ratelimit.RedisTLS{CAFile: caFile, CertFile: clientCert, KeyFile: clientKey}, Timeout: time.Second}
+		TLS: ratelimit.RedisTLS{CAFile: caFile, CertFile: clientCert, KeyFile: clientKey}, Timeout: 2 * time.Second}
 	l := redisLimiter(t, cfg, nil)
 	lim := policy.RateLimit{Requests: 2, Period: time.Hour, Burst: 2}
 	c := consumerCall("Get", lim, "alice")
@@ -316,7 +316,7 @@ func TestRedisACLAndTLS(t *testing.T) {
 // and two limiters (replicas) still share each caller's bucket.
 func TestRedisCluster(t *testing.T) {
 	nodes := testredis.NewCluster(t, 3)
-	cfg := ratelimit.RedisConfig{Timeout: time.Second}
+	cfg := ratelimit.RedisConfig{Timeout: 2 * time.Second}
 	for _, n := range nodes {
 		cfg.Address = append(cfg.Address, n.Addr)
 	}
