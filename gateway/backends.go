@@ -53,8 +53,7 @@ func (g *Gateway) dialBackends(reg prometheus.Registerer) error {
 			g.closeConns()
 			return fmt.Errorf("gateway: backend %s: %w", r.Target(), err)
 		}
-		conn, err := backend.Dial(r.Target(), r.Backend, r.Resilience, methods[r.Target()], metrics, g.opts.logger,
-			grpc.WithResolvers(builder),
+		conn, err := backend.Dial(r.Target(), r.Backend, r.Resilience, methods[r.Target()], builder, metrics, g.opts.logger,
 			grpc.WithTransportCredentials(creds),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(proxy.Codec())),
 			grpc.WithInitialWindowSize(windowSize), grpc.WithInitialConnWindowSize(windowSize),

@@ -81,15 +81,35 @@ func (w *world) resilience() resilienceView {
 
 // ejected lists the catalog's ejected instance IDs.
 func (w *world) ejected() []string {
+	w.t.Helper()
+	ids, err := w.ejectedNow()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return ids
+}
+
+// ejectedNow is ejected for a goroutine other than the test's: it returns
+// its error.
+func (w *world) ejectedNow() ([]string, error) {
+	resp, err := httpClient.Get("http://" + w.gw.AdminAddr() + "/admin/v1/resilience")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var v resilienceView
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return nil, err
+	}
 	var ids []string
-	for _, b := range w.resilience().Backends {
+	for _, b := range v.Backends {
 		if b.Name == w.catalog {
 			for _, e := range b.Ejected {
 				ids = append(ids, e.ID)
 			}
 		}
 	}
-	return ids
+	return ids, nil
 }
 
 // getProducts makes n GetProduct calls over door ("grpc" or "rest") from
@@ -177,7 +197,7 @@ func TestFailingInstanceIsRetriedAroundThenEjectedAndReturns(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			if slices.Contains(w.ejected(), bad.ID()) {
+			if ids, err := w.ejectedNow(); err == nil && slices.Contains(ids, bad.ID()) {
 				ejectedAfter = time.Since(start)
 				return
 			}
@@ -268,7 +288,7 @@ func TestHangingInstanceIsBoundedByTheTimeoutThenEjected(t *testing.T) {
 	}
 	t.Logf("slowest call while the hung instance was in rotation: %v (route timeout %v)", slowest, timeout)
 	// A little over the timeout for the gateway's and the client's own work.
-	if slowest > timeout+150*time.Millisecond {
+	if slowest > timeout+300*time.Millisecond {
 		t.Errorf("a call took %v, over the route timeout %v", slowest, timeout)
 	}
 	// After ejection the tail is back. Shared machines are noisy: up to
@@ -394,14 +414,21 @@ func TestCircuitBreakerRefusesOverTheLimitAtOnce(t *testing.T) {
 			}()
 		}
 		close(start)
-		// While the ten run, no more than ten are in flight to the backend.
+		// While the ten run (a second), ten are in flight to the backend,
+		// never more.
 		peak := int64(0)
-		for range 10 {
+		inFlight := func() int64 {
 			for _, b := range w.resilience().Backends {
 				if b.Name == w.catalog {
 					peak = max(peak, b.InFlight)
+					return b.InFlight
 				}
 			}
+			return 0
+		}
+		testutil.Eventually(t, 900*time.Millisecond, "ten calls in flight to the backend", func() bool { return inFlight() == 10 })
+		for range 5 {
+			inFlight()
 		}
 		wg.Wait()
 		var after runtime.MemStats
@@ -616,8 +643,8 @@ func TestRetriesCannotMultiplyAnOutage(t *testing.T) {
 	got := down.Received(catalogv1.CatalogService_GetProduct_FullMethodName)
 	t.Logf("backend failing every call: %d calls, %d ok, %d attempts reached it (%.2f a call; 3 without throttling)", calls, ok, got, float64(got)/calls)
 	// The bucket allows about max_tokens/2 retries, then none.
-	if limit := calls + backend.DefaultThrottling.MaxTokens/2 + 10; ok != 0 || got > int64(limit) {
-		t.Errorf("%d attempts for %d calls, want at most %d: retries multiplied the outage", got, calls, limit)
+	if limit := calls + backend.DefaultThrottling.MaxTokens/2 + 10; ok != 0 || got > int64(limit) || got <= calls {
+		t.Errorf("%d attempts for %d calls, want more (some retries) but at most %d: retries multiplied the outage", got, calls, limit)
 	}
 }
 

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,10 +44,13 @@ type Retry struct {
 	// MaxAttempts counts the first attempt; 1 turns retries off. At most 5
 	// (grpc-go's cap). Default 3.
 	MaxAttempts int `yaml:"max_attempts"`
-	// Codes are the status codes retried. Default UNAVAILABLE and
-	// RESOURCE_EXHAUSTED. A backend steers retries as gRPC defines
-	// (gRFC A6): trailer grpc-retry-pushback-ms says when to retry, and a
-	// negative value that the call must not be retried.
+	// Codes are the status codes retried. Default UNAVAILABLE. A backend
+	// steers retries as gRPC defines (gRFC A6): trailer
+	// grpc-retry-pushback-ms says when to retry, and a negative value that
+	// the call must not be retried. RESOURCE_EXHAUSTED is not retried by
+	// default: grpc-go would retry it also from a backend that says
+	// nothing, and a backend that limits its callers then sees up to three
+	// times their calls. List it to retry it.
 	Codes []string `yaml:"codes"`
 	// InitialBackoff and MaxBackoff bound the jittered exponential wait
 	// between attempts. Defaults 50ms and 500ms.
@@ -99,7 +103,7 @@ const (
 
 // Defaults: on without any configuration.
 var (
-	DefaultRetry      = Retry{MaxAttempts: 3, Codes: []string{"UNAVAILABLE", "RESOURCE_EXHAUSTED"}, InitialBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, BackoffMultiplier: 2}
+	DefaultRetry      = Retry{MaxAttempts: 3, Codes: []string{"UNAVAILABLE"}, InitialBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, BackoffMultiplier: 2}
 	DefaultThrottling = Throttling{MaxTokens: 100, TokenRatio: 0.5}
 	DefaultOutlier    = Outlier{ConsecutiveFailures: 5, Interval: time.Second, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: 300 * time.Second, MaxEjectionPercent: 50}
 )
@@ -262,7 +266,7 @@ func SameConnection(a, b Config) bool {
 }
 
 // jsonDuration is a duration as the service config writes it ("0.05s").
-func jsonDuration(d time.Duration) string { return fmt.Sprintf("%gs", d.Seconds()) }
+func jsonDuration(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 
 // Row is the connection part of c as a tab-separated row of the route
 // table: backend, balancing, outlier detection, max concurrent, retry

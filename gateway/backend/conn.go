@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/health" // health_check: grpc-go's client-side health checking
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -48,30 +49,22 @@ type Conn struct {
 	refused  prometheus.Counter
 }
 
-// Dial makes the connection to target, the backend named backend, with the
-// connection part of cfg (effective: WithDefaults) and methods' retries.
-// It does no I/O.
-func Dial(target, backend string, cfg Config, methods []Method, m *Metrics, logger *slog.Logger, opts ...grpc.DialOption) (*Conn, error) {
+// Dial makes the connection to target, the backend named backend, resolved
+// by rb, with the connection part of cfg (effective: WithDefaults) and
+// methods' retries. It does no I/O.
+func Dial(target, backend string, cfg Config, methods []Method, rb resolver.Builder, m *Metrics, logger *slog.Logger, opts ...grpc.DialOption) (*Conn, error) {
 	c := &Conn{backend: backend, cfg: cfg, m: m, tracker: newTracker(backend, m, logger),
 		gauge: m.inFlight.WithLabelValues(backend), refused: m.overloaded.WithLabelValues(backend)}
-	sc, err := serviceConfig(cfg, c.tracker.id, methods)
+	sc, err := serviceConfig(cfg, methods)
 	if err != nil {
-		c.tracker.release()
 		return nil, err
 	}
-	cc, err := grpc.NewClient(target, append(opts, grpc.WithDefaultServiceConfig(sc))...)
+	cc, err := grpc.NewClient(target, append(opts, grpc.WithResolvers(trackingBuilder{rb, c.tracker}), grpc.WithDefaultServiceConfig(sc))...)
 	if err != nil {
-		c.tracker.release()
 		return nil, err
 	}
 	c.ClientConn = cc
 	return c, nil
-}
-
-// Close closes the connection.
-func (c *Conn) Close() error {
-	c.tracker.release()
-	return c.ClientConn.Close()
 }
 
 // Config is the connection's effective configuration.
@@ -92,8 +85,7 @@ func (c *Conn) Acquire(ctx context.Context) (release func(), err error) {
 	if c == nil { // a composite route's: the gateway serves it
 		return func() {}, nil
 	}
-	if n := c.inFlight.Add(1); c.cfg.MaxConcurrentRequests > 0 && n > int64(c.cfg.MaxConcurrentRequests) {
-		c.inFlight.Add(-1)
+	if !c.take() {
 		c.refused.Inc()
 		_ = grpc.SetHeader(ctx, metadata.Pairs("retry-after", "1"))
 		return nil, policy.Error(codes.Unavailable, ReasonOverloaded,
@@ -105,13 +97,32 @@ func (c *Conn) Acquire(ctx context.Context) (release func(), err error) {
 	return c.release, nil
 }
 
+// take counts one more call in flight unless that would go over the
+// limit: the count never passes it, even for a moment.
+func (c *Conn) take() bool {
+	limit := int64(c.cfg.MaxConcurrentRequests)
+	if limit <= 0 {
+		c.inFlight.Add(1)
+		return true
+	}
+	for {
+		n := c.inFlight.Load()
+		if n >= limit {
+			return false
+		}
+		if c.inFlight.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
 func (c *Conn) release() {
 	c.inFlight.Add(-1)
 	c.gauge.Dec()
 }
 
 // serviceConfig is grpc-go's service config for a connection.
-func serviceConfig(cfg Config, tracker string, methods []Method) (string, error) {
+func serviceConfig(cfg Config, methods []Method) (string, error) {
 	child := map[string]any{}
 	switch cfg.LoadBalancing {
 	case RoundRobin:
@@ -126,7 +137,7 @@ func serviceConfig(cfg Config, tracker string, methods []Method) (string, error)
 	o := cfg.OutlierDetection
 	sc := map[string]any{
 		"loadBalancingConfig": []any{map[string]any{Name: lbConfig{
-			Tracker: tracker, ConsecutiveFailures: o.ConsecutiveFailures, Interval: jsonDur(o.Interval),
+			ConsecutiveFailures: o.ConsecutiveFailures, Interval: jsonDur(o.Interval),
 			BaseEjectionTime: jsonDur(o.BaseEjectionTime), MaxEjectionTime: jsonDur(o.MaxEjectionTime),
 			MaxEjectionPercent: o.MaxEjectionPercent, ChildPolicy: mustJSON([]any{child}),
 		}}},

@@ -5,11 +5,14 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 )
 
@@ -31,13 +34,13 @@ func TestServiceConfigIsAcceptedByGRPC(t *testing.T) {
 		}
 		// grpc.NewClient parses the default service config and fails on one
 		// it does not accept.
-		c, err := Dial("passthrough:///127.0.0.1:1", "catalog", cfg, methods, m, slog.Default(),
+		c, err := Dial("passthrough:///127.0.0.1:1", "catalog", cfg, methods, resolver.Get("passthrough"), m, slog.Default(),
 			grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatalf("%s: %v", lb, err)
 		}
 		c.Close()
-		sc, _ := serviceConfig(cfg, "t", methods)
+		sc, _ := serviceConfig(cfg, methods)
 		var parsed struct {
 			MethodConfig []struct {
 				Name        []map[string]string
@@ -59,7 +62,7 @@ func TestServiceConfigIsAcceptedByGRPC(t *testing.T) {
 func TestBreakerRefusesOverTheLimit(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry())
 	cfg := Config{MaxConcurrentRequests: 2}.WithDefaults()
-	c, err := Dial("passthrough:///127.0.0.1:1", "catalog", cfg, nil, m, slog.Default(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := Dial("passthrough:///127.0.0.1:1", "catalog", cfg, nil, resolver.Get("passthrough"), m, slog.Default(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,4 +110,25 @@ func TestCodeName(t *testing.T) {
 			t.Errorf("codeName(%v) = %q, want %q", c, got, want)
 		}
 	}
+}
+
+func TestServiceConfigDurations(t *testing.T) {
+	for d, want := range map[time.Duration]string{50 * time.Millisecond: "0.05s", 50 * time.Microsecond: "0.00005s", 1500 * time.Millisecond: "1.5s", 123456789 * time.Nanosecond: "0.123456789s"} {
+		if got := jsonDuration(d); got != want {
+			t.Errorf("jsonDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+func prometheusRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func gaugeValue(t *testing.T, m *Metrics, backend string) float64 {
+	t.Helper()
+	var out dto.Metric
+	if err := m.ejected.WithLabelValues(backend).Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out.GetGauge().GetValue()
 }

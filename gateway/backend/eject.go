@@ -49,7 +49,6 @@ func (builder) Name() string { return Name }
 type lbConfig struct {
 	serviceconfig.LoadBalancingConfig `json:"-"`
 
-	Tracker             string          `json:"tracker"`
 	ConsecutiveFailures int             `json:"consecutiveFailures"`
 	Interval            jsonDur         `json:"interval"`
 	BaseEjectionTime    jsonDur         `json:"baseEjectionTime"`
@@ -102,9 +101,7 @@ func (builder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalancingConf
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	e := &ejector{cc: cc, opts: opts, hosts: map[string]*host{}, subConns: map[balancer.SubConn]*subConn{}}
-	e.connState.Store(int32(connectivity.Connecting))
-	return e
+	return &ejector{cc: cc, opts: opts, hosts: map[string]*host{}, subConns: map[balancer.SubConn]*subConn{}}
 }
 
 // ejector is one backend connection's filter.
@@ -114,21 +111,21 @@ type ejector struct {
 
 	// childMu serialises every call into the child: grpc-go's own calls
 	// (resolver updates, subchannel states) and the filter's (ejections,
-	// returns), which come from RPC and timer goroutines.
+	// returns), which come from RPC and timer goroutines. It is taken
+	// before mu, never while mu is held.
 	childMu   sync.Mutex
-	child     balancer.Balancer
+	child     balancer.Balancer // nil once closed
 	childName string
 
-	mu       sync.Mutex
-	cfg      *lbConfig
-	tracker  *Tracker
-	state    resolver.State   // the resolver's last state, unfiltered
-	hosts    map[string]*host // by address
-	subConns map[balancer.SubConn]*subConn
-	timer    *time.Timer
-	closed   bool
-
-	connState atomic.Int32 // the child's last connectivity.State
+	mu            sync.Mutex
+	cfg           *lbConfig
+	tracker       *Tracker
+	state         resolver.State   // the resolver's last state, unfiltered
+	hosts         map[string]*host // by address
+	subConns      map[balancer.SubConn]*subConn
+	timer         *time.Timer
+	reviewPending bool
+	closed        bool
 }
 
 // host is one instance as the filter sees it.
@@ -142,6 +139,7 @@ type host struct {
 	ejectedAt, until time.Time
 	times            int // ejections so far: each is longer
 	reason           string
+	kept             bool // refused ejection (max_ejection_percent), logged once
 }
 
 type subConn struct {
@@ -150,7 +148,12 @@ type subConn struct {
 
 func (e *ejector) newHost(addr, id string) *host {
 	h := &host{addr: addr, id: id}
-	h.done = func(di balancer.DoneInfo) { e.record(h, di.Err) }
+	h.done = func(di balancer.DoneInfo) {
+		if di.Err == nil && !di.BytesSent && !di.BytesReceived {
+			return // grpc-go gave the pick back unused (its subchannel was not ready)
+		}
+		e.record(h, di.Err)
+	}
 	return h
 }
 
@@ -161,11 +164,9 @@ func (e *ejector) UpdateClientConnState(s balancer.ClientConnState) error {
 	}
 	e.mu.Lock()
 	e.cfg, e.state = cfg, s.ResolverState
-	if e.tracker == nil {
-		e.tracker = trackerByID(cfg.Tracker)
-		if e.tracker != nil {
-			e.tracker.attach(e)
-		}
+	if t, ok := s.ResolverState.Attributes.Value(trackerKey{}).(*Tracker); ok && e.tracker != t {
+		e.tracker = t
+		t.attach(e)
 	}
 	seen := map[string]bool{}
 	for _, ep := range s.ResolverState.Endpoints {
@@ -178,14 +179,21 @@ func (e *ejector) UpdateClientConnState(s balancer.ClientConnState) error {
 			e.hosts[addr] = e.newHost(addr, discovery.InstanceID(ep))
 		}
 	}
-	for addr := range e.hosts {
+	var left []*host
+	for addr, h := range e.hosts {
 		if !seen[addr] {
 			delete(e.hosts, addr) // gone from Consul: its ejection ends with it
+			if !h.until.IsZero() {
+				left = append(left, h)
+			}
 		}
 	}
-	filtered := e.filteredLocked()
+	t := e.tracker
 	e.mu.Unlock()
-	return e.updateChild(cfg, filtered)
+	for _, h := range left {
+		t.returned(h, "left Consul while ejected")
+	}
+	return e.syncChild()
 }
 
 // filteredLocked is the resolver state without the ejected instances.
@@ -203,9 +211,20 @@ func (e *ejector) filteredLocked() resolver.State {
 	return st
 }
 
-func (e *ejector) updateChild(cfg *lbConfig, st resolver.State) error {
+// syncChild hands the child the latest filtered state. It reads that state
+// while holding childMu, so whichever of a resolver update, an ejection or
+// a return gets there last, the child ends with the newest list; and it
+// does nothing once the filter is closed.
+func (e *ejector) syncChild() error {
 	e.childMu.Lock()
 	defer e.childMu.Unlock()
+	e.mu.Lock()
+	if e.closed || e.cfg == nil {
+		e.mu.Unlock()
+		return nil
+	}
+	cfg, st := e.cfg, e.filteredLocked()
+	e.mu.Unlock()
 	if e.child == nil || e.childName != cfg.childName {
 		if e.child != nil {
 			e.child.Close()
@@ -250,14 +269,25 @@ func (e *ejector) Close() {
 	if e.timer != nil {
 		e.timer.Stop()
 	}
-	if e.tracker != nil {
-		e.tracker.detach(e)
+	var out []*host
+	for _, h := range e.hosts {
+		if !h.until.IsZero() {
+			out = append(out, h)
+		}
 	}
+	t := e.tracker
 	e.mu.Unlock()
+	if t != nil {
+		for _, h := range out {
+			t.returned(h, "the backend connection closed")
+		}
+		t.detach(e)
+	}
 	e.childMu.Lock()
 	defer e.childMu.Unlock()
 	if e.child != nil {
 		e.child.Close()
+		e.child = nil
 	}
 }
 
@@ -281,7 +311,9 @@ func (c *childCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 		if listener != nil {
 			e.childMu.Lock()
 			defer e.childMu.Unlock()
-			listener(s)
+			if e.child != nil { // closed: the child is gone
+				listener(s)
+			}
 		}
 	}
 	sc, err := c.ClientConn.NewSubConn(addrs, opts)
@@ -302,7 +334,6 @@ func (c *childCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 
 func (c *childCC) UpdateState(s balancer.State) {
 	e := c.e
-	e.connState.Store(int32(s.ConnectivityState))
 	e.mu.Lock()
 	// A snapshot: the picker reads it without a lock. A subchannel made
 	// after it is in the next picker, which its first state change brings.
@@ -331,6 +362,9 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if err != nil {
 		return res, err
 	}
+	// Counted at the pick. In the rare race where grpc-go finds the picked
+	// subchannel no longer ready, gives the pick back and picks again, an
+	// attempt counts twice; its result is not recorded (host.done).
 	if n := attemptsFrom(info.Ctx); n != nil {
 		n.Add(1)
 	}
@@ -403,7 +437,7 @@ func (e *ejector) cfgFailures() int {
 // the backend already has its share of instances out.
 func (e *ejector) eject(h *host) {
 	e.mu.Lock()
-	cfg := e.cfg
+	cfg, t := e.cfg, e.tracker
 	if e.closed || cfg == nil || !h.until.IsZero() || e.hosts[h.addr] != h ||
 		int(h.consecutive.Load()) < cfg.ConsecutiveFailures {
 		e.mu.Unlock()
@@ -418,12 +452,17 @@ func (e *ejector) eject(h *host) {
 	if allowed := len(e.hosts) * cfg.MaxEjectionPercent / 100; ejected >= allowed {
 		// Keep counting from zero: it may be ejected once another returns.
 		h.consecutive.Store(0)
+		first := !h.kept
+		h.kept = true
 		e.mu.Unlock()
-		e.tracker.refused(h)
+		if first {
+			t.refused(h)
+		}
 		return
 	}
 	now := time.Now()
 	h.times++
+	h.kept = false
 	d := min(time.Duration(cfg.BaseEjectionTime)*time.Duration(h.times), time.Duration(cfg.MaxEjectionTime))
 	last := ""
 	if p := h.lastErr.Load(); p != nil {
@@ -433,16 +472,21 @@ func (e *ejector) eject(h *host) {
 	h.reason = fmt.Sprintf("%d consecutive failures, the last %s", h.consecutive.Load(), last)
 	h.consecutive.Store(0)
 	e.scheduleLocked(time.Duration(cfg.Interval))
-	st := e.filteredLocked()
 	e.mu.Unlock()
-	e.tracker.ejected(h, d)
-	if err := e.updateChild(cfg, st); err != nil && !errors.Is(err, balancer.ErrBadResolverState) {
-		e.tracker.logf("outlier ejection: updating the balancer: %v", err)
+	t.ejected(h, d)
+	if err := e.syncChild(); err != nil && !errors.Is(err, balancer.ErrBadResolverState) {
+		t.logf("outlier ejection: updating the balancer: %v", err)
 	}
 }
 
-// scheduleLocked makes sure a review of ejections runs within every.
+// scheduleLocked makes sure a review of ejections runs within every; a
+// review already pending keeps its time, so a run of ejections does not
+// postpone returns.
 func (e *ejector) scheduleLocked(every time.Duration) {
+	if e.reviewPending {
+		return
+	}
+	e.reviewPending = true
 	if e.timer == nil {
 		e.timer = time.AfterFunc(every, e.review)
 		return
@@ -454,11 +498,12 @@ func (e *ejector) scheduleLocked(every time.Duration) {
 // while any is still out.
 func (e *ejector) review() {
 	e.mu.Lock()
+	e.reviewPending = false
 	if e.closed || e.cfg == nil {
 		e.mu.Unlock()
 		return
 	}
-	now, cfg := time.Now(), e.cfg
+	now, cfg, t := time.Now(), e.cfg, e.tracker
 	var back []*host
 	out := false
 	for _, h := range e.hosts {
@@ -473,19 +518,17 @@ func (e *ejector) review() {
 		}
 	}
 	if out {
-		e.timer.Reset(time.Duration(cfg.Interval))
+		e.scheduleLocked(time.Duration(cfg.Interval))
 	}
+	e.mu.Unlock()
 	if len(back) == 0 {
-		e.mu.Unlock()
 		return
 	}
-	st := e.filteredLocked()
-	e.mu.Unlock()
 	for _, h := range back {
-		e.tracker.returned(h)
+		t.returned(h, "its ejection time is over")
 	}
-	if err := e.updateChild(cfg, st); err != nil && !errors.Is(err, balancer.ErrBadResolverState) {
-		e.tracker.logf("outlier ejection: updating the balancer: %v", err)
+	if err := e.syncChild(); err != nil && !errors.Is(err, balancer.ErrBadResolverState) {
+		t.logf("outlier ejection: updating the balancer: %v", err)
 	}
 }
 

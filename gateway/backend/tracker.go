@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/resolver"
 )
 
 // Ejection is one instance out of rotation.
@@ -26,39 +27,45 @@ type Ejection struct {
 }
 
 // Tracker is one backend's view of its connection's filter: the admin page
-// reads the ejections, the metrics count them. The balancer finds its
-// Tracker by the id in its service config, since grpc-go registers
-// balancers once per process and a process may run many gateways.
+// reads the ejections, the metrics count them. It reaches the balancer as
+// an attribute of the resolver's state (trackingBuilder), since grpc-go
+// registers balancers once per process and a process may run many
+// gateways.
 type Tracker struct {
-	id      string
 	backend string
 	logger  *slog.Logger
 	m       *Metrics
 
-	mu        sync.Mutex
-	ejectors  []*ejector
-	lastEject atomic.Pointer[Ejection]
+	mu       sync.Mutex
+	ejectors []*ejector
 }
 
-var (
-	trackers  sync.Map // id -> *Tracker
-	trackerID atomic.Uint64
-)
+type trackerKey struct{}
 
 func newTracker(backend string, m *Metrics, logger *slog.Logger) *Tracker {
-	t := &Tracker{id: fmt.Sprintf("%s#%d", backend, trackerID.Add(1)), backend: backend, m: m, logger: logger}
-	trackers.Store(t.id, t)
-	return t
+	return &Tracker{backend: backend, m: m, logger: logger}
 }
 
-func trackerByID(id string) *Tracker {
-	t, _ := trackers.Load(id)
-	tr, _ := t.(*Tracker)
-	return tr
+// trackingBuilder is the resolver builder of one connection: it adds the
+// connection's Tracker to every state its resolver reports.
+type trackingBuilder struct {
+	resolver.Builder
+	t *Tracker
 }
 
-// release forgets t; its connection is closed.
-func (t *Tracker) release() { trackers.Delete(t.id) }
+func (b trackingBuilder) Build(target resolver.Target, cc resolver.ClientConn, opts resolver.BuildOptions) (resolver.Resolver, error) {
+	return b.Builder.Build(target, trackingCC{ClientConn: cc, t: b.t}, opts)
+}
+
+type trackingCC struct {
+	resolver.ClientConn
+	t *Tracker
+}
+
+func (c trackingCC) UpdateState(s resolver.State) error {
+	s.Attributes = s.Attributes.WithValue(trackerKey{}, c.t)
+	return c.ClientConn.UpdateState(s)
+}
 
 func (t *Tracker) attach(e *ejector) {
 	t.mu.Lock()
@@ -97,12 +104,13 @@ func (t *Tracker) ejected(h *host, d time.Duration) {
 	t.logger.Warn("backend instance ejected", "backend", t.backend, "instance", h.id, "addr", h.addr, "for", d, "reason", h.reason)
 }
 
-func (t *Tracker) returned(h *host) {
+// returned notes an ejection that ended, and why.
+func (t *Tracker) returned(h *host, why string) {
 	if t == nil {
 		return
 	}
 	t.m.ejected.WithLabelValues(t.backend).Dec()
-	t.logger.Info("backend instance returned to rotation", "backend", t.backend, "instance", h.id, "addr", h.addr)
+	t.logger.Info("backend instance ejection over", "backend", t.backend, "instance", h.id, "addr", h.addr, "why", why)
 }
 
 // refused notes an instance that failed enough to be ejected but was kept
