@@ -260,3 +260,31 @@ func TestConnectDeadlineCap(t *testing.T) {
 		t.Logf("%s: a 10s watch cut to the route's 300ms maximum: ended after %v", protocol, took.Round(time.Millisecond))
 	}
 }
+
+// TestWebBodyLimit: a gRPC-Web or Connect body over the route's limit is
+// refused without being buffered, as a REST body is.
+func TestWebBodyLimit(t *testing.T) {
+	w := newWorld(t, false, func(c *gateway.Config) {
+		sc := c.Services["catalog.v1.CatalogService"]
+		sc.MaxBodyBytes = 64 << 10
+		c.Services["catalog.v1.CatalogService"] = sc
+	})
+	w.startCatalog()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	big := &catalogv1.CreateProductRequest{Product: &catalogv1.Product{Sku: "BIG-1", Name: strings.Repeat("x", 1<<20), Currency: "EUR"}}
+	for protocol, opts := range webProtocols {
+		_, err := webClient[catalogv1.CreateProductRequest, catalogv1.CreateProductResponse](w, "/catalog.v1.CatalogService/CreateProduct", opts).
+			CallUnary(ctx, webRequest(big, map[string]string{"X-Api-Key": testAPIKey}))
+		out := connectOutcome(err)
+		if out.code != codes.ResourceExhausted || out.reason != "BAD_REQUEST" || !strings.Contains(out.message, "over the limit of 65536") {
+			t.Errorf("%s: a 1 MiB body over a 64 KiB limit: %+v, want RESOURCE_EXHAUSTED/BAD_REQUEST as over REST", protocol, out)
+		}
+		t.Logf("%s: a 1 MiB body over a 64 KiB limit: %s %q", protocol, out.code, out.message)
+	}
+	// The limit leaves calls under it alone.
+	if _, err := webClient[catalogv1.GetProductRequest, catalogv1.GetProductResponse](w, "/catalog.v1.CatalogService/GetProduct", nil).
+		CallUnary(ctx, webRequest(&catalogv1.GetProductRequest{Id: "prd-000001"}, nil)); err != nil {
+		t.Error(err)
+	}
+}

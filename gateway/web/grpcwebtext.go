@@ -23,14 +23,20 @@ func isGRPCWebText(r *http.Request) bool {
 
 // fromGRPCWebText makes a text-mode request binary: its body decoded (a
 // client may send several padded base64 chunks), its content types the
-// binary ones. The body is read whole, within limit.
+// binary ones. The body is read whole, within limit; over it, the request
+// has no body and the decoded length as its ContentLength, for the caller
+// to refuse.
 func fromGRPCWebText(r *http.Request, limit int64) (*http.Request, error) {
 	text, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, err
 	}
 	if int64(len(text)) > limit {
-		return nil, fmt.Errorf("request body is over the limit of %d bytes", limit)
+		// Over the limit: the length is what tells the caller so.
+		r = r.Clone(r.Context())
+		r.Body, r.ContentLength = http.NoBody, max(r.ContentLength, int64(len(text)))*3/4
+		r.Header.Set("Content-Type", "application/grpc-web"+strings.TrimPrefix(r.Header.Get("Content-Type"), grpcWebText))
+		return r, nil
 	}
 	var body []byte
 	for rest := bytes.TrimSpace(text); len(rest) > 0; {

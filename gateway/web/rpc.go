@@ -1,10 +1,17 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"maps"
+	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +19,7 @@ import (
 	"connectrpc.com/vanguard"
 	"github.com/portico-gw/portico/gateway/edge"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/rest"
 	"github.com/portico-gw/portico/gateway/route"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -29,21 +37,29 @@ import (
 type rpc struct {
 	transcoder *vanguard.Transcoder
 	services   map[string]bool
+	limits     map[string]int64 // request body limit by path, /pkg.Service/Method
 }
+
+// frameSlack is what gRPC-Web's and Connect streaming's framing add to a
+// request body beyond its message: the envelope and an end-of-stream frame.
+const frameSlack = 64
 
 func newRPC(routes []*route.Route, grpcServer http.Handler, e *edge.Edge) (*rpc, error) {
 	target := grpcServer
 	if e != nil {
 		target = tapped(e, grpcServer)
 	}
-	r := &rpc{services: map[string]bool{}}
-	var services []*vanguard.Service
+	r := &rpc{services: map[string]bool{}, limits: map[string]int64{}}
+	buffer := map[string]int64{} // by service: the largest message vanguard holds
 	for _, rt := range routes {
-		if r.services[rt.Service] {
-			continue
-		}
 		r.services[rt.Service] = true
-		services = append(services, vanguard.NewService(rt.Service, target))
+		r.limits[rt.FullMethod] = rt.MaxBodyBytes
+		buffer[rt.Service] = max(buffer[rt.Service], rt.MaxBodyBytes, rest.MaxBodyBytes)
+	}
+	var services []*vanguard.Service
+	for _, svc := range slices.Sorted(maps.Keys(buffer)) {
+		services = append(services, vanguard.NewService(svc, target,
+			vanguard.WithMaxMessageBufferBytes(uint32(min(buffer[svc], math.MaxUint32)))))
 	}
 	var err error
 	r.transcoder, err = vanguard.NewTranscoder(services, vanguard.WithDefaultServiceOptions(
@@ -59,24 +75,59 @@ func (p *rpc) handler(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if !isGRPCWebText(r) {
-			p.transcoder.ServeHTTP(w, r)
-			return
+		// A route's body limit, as the REST door applies it: vanguard
+		// reads a unary call's body before the chain runs.
+		limit, ok := p.limits[r.URL.Path]
+		if !ok {
+			limit = rest.MaxBodyBytes
 		}
-		r, err := fromGRPCWebText(r, maxTextBody)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, policy.Error(codes.InvalidArgument, policy.ReasonBadRequest, err.Error(), nil))
-			return
+		limit += frameSlack
+		if isGRPCWebText(r) {
+			text, err := fromGRPCWebText(r, limit*4/3+4)
+			if err != nil {
+				r = refuse(r, policy.Error(codes.InvalidArgument, policy.ReasonBadRequest, err.Error(), nil))
+			} else {
+				r = text
+			}
+			tw := &textWriter{ResponseWriter: w}
+			defer tw.finish()
+			w = tw
 		}
-		tw := &textWriter{ResponseWriter: w}
-		defer tw.finish()
-		p.transcoder.ServeHTTP(tw, r)
+		switch {
+		case r.ContentLength > limit:
+			r = refuse(r, policy.Error(codes.ResourceExhausted, policy.ReasonBadRequest,
+				fmt.Sprintf("request body of %d bytes is over the limit of %d", r.ContentLength, limit-frameSlack), nil))
+		case r.Body != nil && r.Body != http.NoBody:
+			// A body without a length meets the limit as it is read.
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+		p.transcoder.ServeHTTP(w, r)
 	})
 }
 
-// maxTextBody bounds a gRPC-Web text request, which is read whole: the
-// largest message the gateway's server takes, in base64.
-const maxTextBody = (4<<20 + 5) * 4 / 3
+// A call refused before vanguard reads it (a body over the limit, text
+// that is not base64) still goes through vanguard, with an empty message
+// for a body and the refusal in its context: the gRPC target answers with
+// the error, which vanguard writes in the caller's protocol (Connect's
+// JSON error, gRPC-Web's trailers), details included.
+type refusalKey struct{}
+
+func refuse(r *http.Request, err error) *http.Request {
+	r = r.WithContext(context.WithValue(r.Context(), refusalKey{}, err))
+	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, grpcWebText) {
+		r.Header.Set("Content-Type", "application/grpc-web"+strings.TrimPrefix(ct, grpcWebText))
+	}
+	var body []byte
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	if strings.HasSuffix(ct, "json") {
+		body = []byte("{}")
+	}
+	if strings.HasPrefix(ct, "application/grpc-web") || strings.HasPrefix(ct, "application/connect+") {
+		body = append(binary.BigEndian.AppendUint32([]byte{0}, uint32(len(body))), body...)
+	}
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	return r
+}
 
 // takes reports whether r is a gRPC-Web or Connect call to a routed
 // service: /pkg.Service/Method with gRPC-Web's or Connect's content type,
@@ -107,6 +158,10 @@ func (p *rpc) takes(r *http.Request) bool {
 // would then write no status.
 func tapped(e *edge.Edge, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err, ok := r.Context().Value(refusalKey{}).(error); ok {
+			writeGRPCError(w, err)
+			return
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		if d, ok := grpcTimeout(r.Header.Get("Grpc-Timeout")); ok {

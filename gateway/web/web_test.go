@@ -112,8 +112,8 @@ func TestGRPCWebText(t *testing.T) {
 	if _, err := fromGRPCWebText(httptest.NewRequest("POST", "/", strings.NewReader("!!!!")), 1<<10); err == nil {
 		t.Error("not base64: no error")
 	}
-	if _, err := fromGRPCWebText(httptest.NewRequest("POST", "/", strings.NewReader(strings.Repeat("A", 20))), 8); err == nil {
-		t.Error("over the limit: no error")
+	if r, err := fromGRPCWebText(httptest.NewRequest("POST", "/", strings.NewReader(strings.Repeat("A", 20))), 8); err != nil || r.ContentLength <= 8 {
+		t.Errorf("over the limit: %v, length %d, want a length over it", err, r.ContentLength)
 	}
 
 	rec := httptest.NewRecorder()
