@@ -21,6 +21,7 @@ import (
 	"github.com/portico-gw/portico/gen/registry"
 	storefrontv1 "github.com/portico-gw/portico/gen/storefront/v1"
 	"github.com/portico-gw/portico/internal/testutil"
+	"github.com/portico-gw/portico/services/host"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -408,5 +409,36 @@ func TestCompositeClientCertificate(t *testing.T) {
 	code, body := m.restDo(t, m.restClient(m.shop, false), "GET", "/v1/orders/ord-000001/details", "", nil)
 	if code != 501 || !strings.Contains(string(body), `step \"order\"`) {
 		t.Errorf("REST: %d %s, want the backend's 501 for step order", code, body)
+	}
+}
+
+// TestCompositeStepMaxTimeout: a step meets its own method's max_timeout,
+// as a call of that method at either door does: GetProduct capped at
+// 100ms against a catalog that takes 400ms fails within the composite's
+// 5s, and the optional products step says so.
+func TestCompositeStepMaxTimeout(t *testing.T) {
+	w := composeWorld(t, &testutil.LockedBuffer{}, func(cfg *gateway.Config) {
+		sc := cfg.Services["catalog.v1.CatalogService"]
+		sc.Methods = map[string]gateway.MethodConfig{"GetProduct": {Timeout: 100 * time.Millisecond, MaxTimeout: 100 * time.Millisecond}}
+		cfg.Services["catalog.v1.CatalogService"] = sc
+	})
+	catalogHost := w.startCatalog()
+	w.startOrders()
+	id := w.placeOrder("prd-000001")
+	if err := catalogHost.SetFaults(host.Faults{Delay: 400 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if d := w.rest("GET", "/v1/products/prd-000001", nil); d.Status != 504 {
+		t.Fatalf("GetProduct called directly: %d %s, want 504", d.Status, d.Raw)
+	}
+	const want = "step=products code=DEADLINE_EXCEEDED failed=1/1"
+	r := w.rest("GET", "/v1/orders/"+id+"/details", nil)
+	if got, _ := r.Body["products"].([]any); r.Status != 200 || len(got) != 0 || r.Header.Get(partialHeader) != want {
+		t.Errorf("REST: %d %q %s, want the order without its product and %q", r.Status, r.Header.Get(partialHeader), r.Raw, want)
+	}
+	var trailer metadata.MD
+	resp, err := w.storefront().GetOrderDetails(context.Background(), &storefrontv1.GetOrderDetailsRequest{Id: id}, grpc.Trailer(&trailer))
+	if v := trailer.Get(compose.PartialFailureKey); err != nil || len(resp.GetProducts()) != 0 || len(v) != 1 || v[0] != want {
+		t.Errorf("gRPC: %v %v %v, want the order without its product and %q", resp, err, v, want)
 	}
 }

@@ -35,6 +35,9 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	if !ok || m.Route().Streams() {
 		return c.streams.Invoke(ctx, method, args, reply, opts...)
 	}
+	// A composite's step: the method's max_timeout, as at either door.
+	ctx, cancel := capDeadline(ctx, m)
+	defer cancel()
 	// What a gRPC server would give the handler: the request metadata as
 	// incoming and none as outgoing (so a call the chain makes cannot
 	// forward the client's credentials), the peer, and a stream to set

@@ -122,11 +122,8 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 			d.errorHandler(r.Context(), d.mux, nil, w, r, err)
 			return
 		}
-		if max := b.method.Route().MaxTimeout; max > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, max)
-			defer cancel()
-		}
+		ctx, cancel := capDeadline(ctx, b.method)
+		defer cancel()
 		// What a gRPC server would give the chain: the headers as incoming
 		// metadata and none as outgoing, the REST door's peer, and a stream
 		// that collects response metadata.
@@ -144,6 +141,17 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 		ctx = runtime.NewServerMetadataContext(ctx, runtime.ServerMetadata{HeaderMD: sts.header, TrailerMD: sts.trailer})
 		d.errorHandler(ctx, d.mux, nil, w, r, err)
 	}
+}
+
+// capDeadline cuts ctx's deadline to m's max_timeout: a call that enters
+// the gateway through the REST door, or through conn as a composite's step,
+// meets the cap edge.Tap puts on a gRPC caller's deadline. The shorter of
+// the two deadlines wins.
+func capDeadline(ctx context.Context, m *proxy.Method) (context.Context, context.CancelFunc) {
+	if max := m.Route().MaxTimeout; max > 0 {
+		return context.WithTimeout(ctx, max)
+	}
+	return ctx, func() {}
 }
 
 // resume is the end of the outer half: grpc-gateway's handler now reads
