@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,13 +16,16 @@ import (
 	"github.com/portico-gw/portico/gateway/auth"
 	"github.com/portico-gw/portico/gateway/compose"
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/proxy"
 	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gateway/stats"
+	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	optionsv1 "github.com/portico-gw/portico/gen/portico/options/v1"
 	"github.com/portico-gw/portico/gen/registry"
 	storefrontv1 "github.com/portico-gw/portico/gen/storefront/v1"
 	"github.com/portico-gw/portico/internal/testutil"
+	"github.com/portico-gw/portico/services/catalog"
 	"github.com/portico-gw/portico/services/host"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -440,5 +445,85 @@ func TestCompositeStepMaxTimeout(t *testing.T) {
 	resp, err := w.storefront().GetOrderDetails(context.Background(), &storefrontv1.GetOrderDetailsRequest{Id: id}, grpc.Trailer(&trailer))
 	if v := trailer.Get(compose.PartialFailureKey); err != nil || len(resp.GetProducts()) != 0 || len(v) != 1 || v[0] != want {
 		t.Errorf("gRPC: %v %v %v, want the order without its product and %q", resp, err, v, want)
+	}
+}
+
+// mdCatalog is the real catalog, remembering the metadata of the last
+// GetProduct it served.
+type mdCatalog struct {
+	catalogv1.CatalogServiceServer
+	mu   sync.Mutex
+	last metadata.MD
+}
+
+func (c *mdCatalog) GetProduct(ctx context.Context, req *catalogv1.GetProductRequest) (*catalogv1.GetProductResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	c.mu.Lock()
+	c.last = md
+	c.mu.Unlock()
+	return c.CatalogServiceServer.GetProduct(ctx, req)
+}
+
+func (c *mdCatalog) take() metadata.MD {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	md := c.last
+	c.last = nil
+	return md
+}
+
+// TestCompositeStepForwardedFor: a step's backend sees the caller's hops
+// as a direct call's backend does (the gRPC caller's real address joins
+// x-forwarded-for), and none of the x-portico-* keys the caller forged,
+// which the step's chain would otherwise believe (the route in its log).
+func TestCompositeStepForwardedFor(t *testing.T) {
+	logs := &testutil.LockedBuffer{}
+	w := composeWorld(t, logs)
+	rec := &mdCatalog{CatalogServiceServer: catalog.NewServer()}
+	w.startHost(w.catalog, func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, rec) })
+	w.startOrders()
+	id := w.placeOrder("prd-000001")
+	forged := []string{proxy.MDRoute, "GET /forged", proxy.MDClientCert, "forged", proxy.MDClientIP, "6.6.6.7", "x-forwarded-for", "6.6.6.6"}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), forged...)
+	rec.take()
+
+	if _, err := w.catalogClient().GetProduct(ctx, &catalogv1.GetProductRequest{Id: "prd-000001"}); err != nil {
+		t.Fatal(err)
+	}
+	direct := rec.take()
+	if _, err := w.storefront().GetOrderDetails(ctx, &storefrontv1.GetOrderDetailsRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	step := rec.take()
+	if got, want := step.Get("x-forwarded-for"), direct.Get("x-forwarded-for"); len(want) != 1 || want[0] != "6.6.6.6, 127.0.0.1" || !slices.Equal(got, want) {
+		t.Errorf("gRPC: x-forwarded-for %v at the step's backend, %v at the direct call's, want both [6.6.6.6, 127.0.0.1]", got, want)
+	}
+	for _, k := range []string{proxy.MDRoute, proxy.MDClientCert, proxy.MDClientIP} {
+		if v := step.Get(k); len(v) > 0 {
+			t.Errorf("gRPC: the step's backend got %s: %q", k, v)
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, "the step's access log line", func() bool {
+		for _, l := range accessLines(logs, "/catalog.v1.CatalogService/GetProduct") {
+			if l["step"] == "products" {
+				if l["route"] != nil || l["client_ip"] != "127.0.0.1" {
+					t.Errorf("the step's access log line: route %v, client_ip %v, want none and the caller's", l["route"], l["client_ip"])
+				}
+				return true
+			}
+		}
+		return false
+	})
+
+	// Over REST, grpc-gateway adds the hop, for both.
+	if r := w.restFrom("6.6.6.6", "GET", "/v1/products/prd-000001"); r.Status != 200 {
+		t.Fatalf("REST: %d %s", r.Status, r.Raw)
+	}
+	direct = rec.take()
+	if r := w.restFrom("6.6.6.6", "GET", "/v1/orders/"+id+"/details"); r.Status != 200 {
+		t.Fatalf("REST: %d %s", r.Status, r.Raw)
+	}
+	if got, want := rec.take().Get("x-forwarded-for"), direct.Get("x-forwarded-for"); len(want) != 1 || !slices.Equal(got, want) {
+		t.Errorf("REST: x-forwarded-for %v at the step's backend, want the direct call's %v", got, want)
 	}
 }

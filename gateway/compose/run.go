@@ -65,7 +65,7 @@ func (c *Composer) run(ctx context.Context, p *plan, req any) (any, error) {
 		return nil, err
 	}
 	call, _ := policy.FromContext(ctx)
-	x := &execution{c: c, p: p, in: in, md: stepMetadata(ctx, call), vals: make([]any, len(p.steps))}
+	x := &execution{c: c, p: p, in: in, md: stepMetadata(ctx), vals: make([]any, len(p.steps))}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	x.cancel = cancel
@@ -335,24 +335,11 @@ func toMessage(v ref.Val, mt protoreflect.MessageType) (proto.Message, error) {
 	return out, nil
 }
 
-// stepMetadata is the metadata every step of a call sends: the caller's,
-// credentials included, since each step authenticates the caller anew;
-// none of the gateway's internal keys but the caller's address as the
-// chain found it, which the in-process connection's peer makes believed;
-// and the composite's span as the parent of the steps' spans.
-func stepMetadata(ctx context.Context, call *policy.Call) metadata.MD {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if md == nil {
-		md = metadata.MD{}
-	}
-	for k := range md {
-		if strings.HasPrefix(k, "x-portico-") {
-			delete(md, k)
-		}
-	}
-	if call != nil {
-		md.Set(proxy.MDClientIP, call.ClientIP)
-	}
+// stepMetadata is the metadata every step of a call sends: the header
+// rule's (proxy.StepMetadata), and the composite's span as the parent of
+// the steps' spans.
+func stepMetadata(ctx context.Context) metadata.MD {
+	md := proxy.StepMetadata(ctx)
 	propagation.TraceContext{}.Inject(ctx, mdCarrier(md))
 	return md
 }

@@ -58,18 +58,7 @@ func OutgoingContext(ctx context.Context) context.Context {
 			delete(out, k)
 		}
 	}
-	// A gRPC client's address joins x-forwarded-for, as grpc-gateway adds
-	// a REST client's: the backend sees the same chain of hops either way.
-	if p, ok := peer.FromContext(ctx); ok {
-		if tcp, ok := p.Addr.(*net.TCPAddr); ok {
-			host := tcp.AddrPort().Addr().Unmap().String()
-			if prev := out[MDForwardedFor]; len(prev) > 0 {
-				out[MDForwardedFor] = []string{strings.Join(prev, ", ") + ", " + host}
-			} else {
-				out[MDForwardedFor] = []string{host}
-			}
-		}
-	}
+	addHop(ctx, out)
 	if c, ok := policy.FromContext(ctx); ok && c.Identity != nil {
 		// One backing array for the three values; full slice expressions
 		// keep an append to one from writing into the next.
@@ -78,6 +67,49 @@ func OutgoingContext(ctx context.Context) context.Context {
 		out[mdConsumer], out[mdSubject], out[mdScopes] = v[0:1:1], v[1:2:2], v[2:3:3]
 	}
 	return metadata.NewOutgoingContext(ctx, out)
+}
+
+// addHop adds a gRPC client's address to x-forwarded-for in md, as
+// grpc-gateway adds a REST client's: the backend sees the same chain of
+// hops either way. A call from the REST door (a REST caller's, or a
+// composite's step) has no TCP peer: its hop is in already.
+func addHop(ctx context.Context, md metadata.MD) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return
+	}
+	if tcp, ok := p.Addr.(*net.TCPAddr); ok {
+		host := tcp.AddrPort().Addr().Unmap().String()
+		if prev := md[MDForwardedFor]; len(prev) > 0 {
+			md[MDForwardedFor] = []string{strings.Join(prev, ", ") + ", " + host}
+		} else {
+			md[MDForwardedFor] = []string{host}
+		}
+	}
+}
+
+// StepMetadata is the metadata every step of a composite call sends into
+// its method's chain (through the REST door's in-process connection): the
+// caller's, credentials included, since each step authenticates the caller
+// anew; no x-portico-* key the caller sent, since the chain believes the
+// internal keys on calls from the REST door; the caller's address as the
+// composite's chain found it; and x-forwarded-for with the caller's hop,
+// which the step's own proxy cannot add (its peer is the REST door's).
+func StepMetadata(ctx context.Context) metadata.MD {
+	md, _ := metadata.FromIncomingContext(ctx) // a copy
+	if md == nil {
+		md = metadata.MD{}
+	}
+	for k := range md {
+		if strings.HasPrefix(k, porticoPrefix) {
+			delete(md, k)
+		}
+	}
+	if c, ok := policy.FromContext(ctx); ok {
+		md.Set(MDClientIP, c.ClientIP)
+	}
+	addHop(ctx, md)
+	return md
 }
 
 func hopRequestKey(k string) bool {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"reflect"
 	"testing"
 
 	"github.com/portico-gw/portico/gateway/policy"
@@ -69,6 +70,21 @@ func TestOutgoingContext(t *testing.T) {
 	out, _ = metadata.FromOutgoingContext(OutgoingContext(metadata.NewIncomingContext(context.Background(), in)))
 	if v := out.Get("x-portico-consumer"); len(v) != 0 {
 		t.Errorf("anonymous call forwards consumer %v", v)
+	}
+}
+
+// A composite's step sends the caller's metadata, credentials kept, less
+// every x-portico-* key, plus the address the chain found and the
+// caller's hop.
+func TestStepMetadata(t *testing.T) {
+	in := metadata.Pairs("x-api-key", "k", "x-portico-internal-route", "GET /x", "x-portico-internal-client-ip", "6.6.6.7",
+		"x-portico-internal-client-cert-bin", "forged", "x-forwarded-for", "6.6.6.6")
+	ctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), in),
+		&peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("203.0.113.5"), Port: 4000}})
+	md := StepMetadata(policy.NewContext(ctx, &policy.Call{ClientIP: "203.0.113.5"}))
+	want := metadata.Pairs("x-api-key", "k", MDClientIP, "203.0.113.5", "x-forwarded-for", "6.6.6.6, 203.0.113.5")
+	if !reflect.DeepEqual(md, want) {
+		t.Errorf("StepMetadata = %v, want %v", md, want)
 	}
 }
 
