@@ -245,8 +245,9 @@ func Share(l policy.RateLimit, n int) policy.RateLimit {
 }
 
 // SetReplicas says how many gateway replicas share the limits; each then
-// enforces 1/n of every limit. Cluster mode calls it as replicas come and
-// go; n < 1 counts as 1.
+// enforces 1/n of every limit (in mode redis, only while its failure mode
+// local decides). Cluster mode calls it as replicas come and go; n < 1
+// counts as 1.
 func (l *Limiter) SetReplicas(n int) {
 	n = max(n, 1)
 	l.mu.Lock()
@@ -254,7 +255,14 @@ func (l *Limiter) SetReplicas(n int) {
 	if n == l.replicas {
 		return
 	}
-	l.opts.logger.Info("rate limits split across gateway replicas", "replicas", n, "previous", l.replicas)
+	if l.store != nil {
+		// Mode redis splits nothing while Redis answers: only its local
+		// failure mode enforces a share.
+		l.opts.logger.Info("gateway replicas counted: while redis is down, failure_mode local enforces 1/n of each limit",
+			"replicas", n, "previous", l.replicas)
+	} else {
+		l.opts.logger.Info("rate limits split across gateway replicas", "replicas", n, "previous", l.replicas)
+	}
 	l.replicas = n
 	l.relimit()
 }

@@ -160,6 +160,9 @@ func TestRedisFailureModes(t *testing.T) {
 			l := redisLimiter(t, ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, FailureMode: tc.mode, Timeout: 2 * time.Second},
 				reg, ratelimit.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 			l.SetReplicas(3)
+			if strings.Contains(logs.String(), "split across") || !strings.Contains(logs.String(), "failure_mode local enforces 1/n") {
+				t.Errorf("mode redis splits no limit while redis answers; the replica count's log line says otherwise:\n%s", logs)
+			}
 			ctx := context.Background()
 			testutil.Eventually(t, 10*time.Second, "the store up", func() bool { return storeState(l) == "up" })
 			if d := l.Decide(ctx, consumerCall("Get", lim, "before")); !d.Allowed || d.Remaining != 5 {
