@@ -14,9 +14,19 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// DefaultMaxConcurrency is how many calls of a for_each step are in flight
-// at once unless the step sets max_concurrency.
-const DefaultMaxConcurrency = 10
+// Bounds of a for_each step's fan-out.
+const (
+	// DefaultMaxConcurrency is how many calls of a for_each step are in
+	// flight at once unless the step sets max_concurrency.
+	DefaultMaxConcurrency = 10
+	// MaxConcurrencyLimit is the most max_concurrency may ask for: one
+	// caller's composite call holds that many goroutines and backend calls.
+	MaxConcurrencyLimit = 64
+	// DefaultMaxItems is the longest list a for_each step calls its method
+	// for unless the step sets max_items: the list comes from answers the
+	// plan does not control.
+	DefaultMaxItems = 100
+)
 
 // plan is a composite method, compiled: its steps in an order where every
 // step comes after the steps it needs.
@@ -36,6 +46,7 @@ type step struct {
 	forEach     cel.Program // nil: one call
 	optional    bool
 	concurrency int
+	maxItems    int
 	needs       []int // indices in plan.steps of the steps it reads
 	mark        *policy.Step
 }
@@ -107,9 +118,14 @@ func compile(r *route.Route, routes *route.Table, file string) (*plan, error) {
 	for _, s := range c.GetSteps() {
 		name, sr := s.GetName(), byName[s.GetName()]
 		st := &step{name: name, route: sr, optional: s.GetOptional(), concurrency: DefaultMaxConcurrency,
-			mark: &policy.Step{Composite: r.FullMethod, Name: name}}
-		if n := s.GetMaxConcurrency(); n > 0 {
+			maxItems: DefaultMaxItems, mark: &policy.Step{Composite: r.FullMethod, Name: name}}
+		if n := s.GetMaxConcurrency(); n > MaxConcurrencyLimit {
+			return nil, fail(name, "max_concurrency %d is over the limit of %d", n, MaxConcurrencyLimit)
+		} else if n > 0 {
 			st.concurrency = int(n)
+		}
+		if n := s.GetMaxItems(); n > 0 {
+			st.maxItems = int(n)
 		}
 		reqEnv := env
 		if fe := s.GetForEach(); fe != "" {

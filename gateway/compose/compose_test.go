@@ -125,6 +125,14 @@ func TestStartTimeChecks(t *testing.T) {
 		{"reserved_name", &optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
 			step("request", getOrder, "orders.v1.GetOrderRequest{id: request.id}"),
 		}, Response: okResponse}, []string{`step "request": "request" is reserved`}},
+		{"max_concurrency_over_limit", &optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
+			step("order", getOrder, "orders.v1.GetOrderRequest{id: request.id}"),
+			func() *optionsv1.ComposeStep {
+				s := forEach(step("products", getProduct, "catalog.v1.GetProductRequest{id: item.product_id}"), "order.order.items")
+				s.MaxConcurrency = compose.MaxConcurrencyLimit + 1
+				return s
+			}(),
+		}, Response: okResponse}, []string{`step "products": max_concurrency 65 is over the limit of 64`}},
 		{"no_response", &optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
 			step("order", getOrder, "orders.v1.GetOrderRequest{id: request.id}"),
 		}}, []string{"response is empty"}},
@@ -187,7 +195,9 @@ func handler(t *testing.T, method string, conn grpc.ClientConnInterface) func(ct
 	r, _ := routes.Lookup("/storefront.v1.StorefrontService/" + method)
 	h := c.Handler(r)
 	return func(ctx context.Context, req any) (any, error) {
-		ctx = policy.NewContext(ctx, &policy.Call{FullMethod: r.FullMethod, Transport: policy.GRPC, ClientIP: "192.0.2.7"})
+		if _, ok := policy.FromContext(ctx); !ok {
+			ctx = policy.NewContext(ctx, &policy.Call{FullMethod: r.FullMethod, Transport: policy.GRPC, ClientIP: "192.0.2.7"})
+		}
 		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("x-api-key", "k", "x-portico-internal-client-ip", "6.6.6.6"))
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -312,6 +322,63 @@ func TestForEachIsBounded(t *testing.T) {
 			t.Errorf("product %d is %s, want %s: answers keep the items' order", i, p.GetId(), want)
 		}
 	}
+}
+
+// TestForEachMaxItems: a for_each step calls its method for at most
+// max_items items; a longer list fails the step without a call.
+func TestForEachMaxItems(t *testing.T) {
+	// conn answers GetOrder with an order of items items, GetProduct with
+	// the product, counting its calls.
+	conn := func(items int, calls *atomic.Int32) *fakeConn {
+		return &fakeConn{invoke: func(ctx context.Context, method string, args, reply any) error {
+			if method == "/"+getOrder {
+				proto.Merge(reply.(proto.Message), order(items))
+				return nil
+			}
+			calls.Add(1)
+			reply.(*catalogv1.GetProductResponse).Product = &catalogv1.Product{Id: args.(*catalogv1.GetProductRequest).GetId()}
+			return nil
+		}}
+	}
+	req := &storefrontv1.GetOrderDetailsRequest{Id: "ord-1"}
+	t.Run("optional", func(t *testing.T) {
+		var calls atomic.Int32
+		resp, err := handler(t, "GetOrderDetails", conn(compose.DefaultMaxItems, &calls))(context.Background(), req)
+		if n := len(resp.(*storefrontv1.GetOrderDetailsResponse).GetProducts()); err != nil || n != compose.DefaultMaxItems {
+			t.Fatalf("%d items: %d products, %v; want all", compose.DefaultMaxItems, n, err)
+		}
+		calls.Store(0)
+		call := &policy.Call{Transport: policy.GRPC, ClientIP: "192.0.2.7"}
+		resp, err = handler(t, "GetOrderDetails", conn(compose.DefaultMaxItems+1, &calls))(policy.NewContext(context.Background(), call), req)
+		if err != nil || len(resp.(*storefrontv1.GetOrderDetailsResponse).GetProducts()) != 0 || calls.Load() != 0 {
+			t.Fatalf("%d items: %v %v after %d GetProduct calls, want the order alone and no call", compose.DefaultMaxItems+1, resp, err, calls.Load())
+		}
+		if want := "step=products code=FAILED_PRECONDITION failed=101/101"; call.PartialFailure != want {
+			t.Errorf("partial failure %q, want %q", call.PartialFailure, want)
+		}
+	})
+	t.Run("required", func(t *testing.T) {
+		products := step("products", getProduct, "catalog.v1.GetProductRequest{id: item.product_id}")
+		products.ForEach, products.MaxItems = "order.order.items", 2
+		c, routes, err := newComposer(t, broken(t, "max_items", &optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
+			step("order", getOrder, "orders.v1.GetOrderRequest{id: request.id}"), products,
+		}, Response: "GetOrderDetailsResponse{order: order.order, products: products.map(p, p.product)}"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var calls atomic.Int32
+		c.Bind(conn(3, &calls))
+		r, _ := routes.Lookup("/broken.v1.BrokenService/GetOrderDetails")
+		_, err = c.Handler(r)(context.Background(), req)
+		st := status.Convert(err)
+		if st.Code() != codes.FailedPrecondition || calls.Load() != 0 ||
+			st.Message() != `step "products" (catalog.v1.CatalogService/GetProduct): for_each has 3 items, over the step's max_items of 2` {
+			t.Fatalf("%v after %d GetProduct calls, want FAILED_PRECONDITION naming the step and no call", err, calls.Load())
+		}
+		if info := errorInfo(t, st); info.GetReason() != compose.ReasonTooManyItems || info.GetMetadata()["step"] != "products" {
+			t.Errorf("ErrorInfo %v", info)
+		}
+	})
 }
 
 func TestFailures(t *testing.T) {

@@ -38,6 +38,9 @@ const (
 	// ReasonExpression: an expression failed when evaluated (an index out of
 	// range, a missing map key): the plan's mistake, INTERNAL.
 	ReasonExpression = "COMPOSE_EXPRESSION"
+	// ReasonTooManyItems: a for_each step's list is longer than its
+	// max_items; the step called nothing. FAILED_PRECONDITION.
+	ReasonTooManyItems = "COMPOSE_TOO_MANY_ITEMS"
 )
 
 // execution is one call of a composite method.
@@ -130,6 +133,11 @@ func (x *execution) runStep(ctx context.Context, s *step) any {
 	}
 	list := lv.(traits.Lister)
 	n := int(list.Size().(types.Int))
+	if n > s.maxItems {
+		x.stepFailed(s, policy.Error(codes.FailedPrecondition, ReasonTooManyItems,
+			fmt.Sprintf("for_each has %d items, over the step's max_items of %d", n, s.maxItems), nil), n, n)
+		return types.NewRefValList(x.p.adapter, nil)
+	}
 	replies := make([]proto.Message, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, s.concurrency)

@@ -434,10 +434,14 @@ type ComposeStep struct {
 	// empty (for for_each, the failed calls' answers are left out) and the
 	// response says which step failed (x-portico-partial-failure).
 	Optional bool `protobuf:"varint,5,opt,name=optional,proto3" json:"optional,omitempty"`
-	// Calls of a for_each step in flight at once. Default 10.
+	// Calls of a for_each step in flight at once. Default 10, at most 64.
 	MaxConcurrency uint32 `protobuf:"varint,6,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The longest list a for_each step calls its method for. Default 100. A
+	// longer list fails the step (FAILED_PRECONDITION, reason
+	// COMPOSE_TOO_MANY_ITEMS) without calling the method.
+	MaxItems      uint32 `protobuf:"varint,7,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ComposeStep) Reset() {
@@ -508,6 +512,13 @@ func (x *ComposeStep) GetOptional() bool {
 func (x *ComposeStep) GetMaxConcurrency() uint32 {
 	if x != nil {
 		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *ComposeStep) GetMaxItems() uint32 {
+	if x != nil {
+		return x.MaxItems
 	}
 	return 0
 }
@@ -592,14 +603,15 @@ const file_portico_options_v1_options_proto_rawDesc = "" +
 	"\x05burst\x18\x03 \x01(\rR\x05burst\"\\\n" +
 	"\aCompose\x125\n" +
 	"\x05steps\x18\x01 \x03(\v2\x1f.portico.options.v1.ComposeStepR\x05steps\x12\x1a\n" +
-	"\bresponse\x18\x02 \x01(\tR\bresponse\"\xb3\x01\n" +
+	"\bresponse\x18\x02 \x01(\tR\bresponse\"\xd0\x01\n" +
 	"\vComposeStep\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x18\n" +
 	"\arequest\x18\x03 \x01(\tR\arequest\x12\x19\n" +
 	"\bfor_each\x18\x04 \x01(\tR\aforEach\x12\x1a\n" +
 	"\boptional\x18\x05 \x01(\bR\boptional\x12'\n" +
-	"\x0fmax_concurrency\x18\x06 \x01(\rR\x0emaxConcurrency*M\n" +
+	"\x0fmax_concurrency\x18\x06 \x01(\rR\x0emaxConcurrency\x12\x1b\n" +
+	"\tmax_items\x18\a \x01(\rR\bmaxItems*M\n" +
 	"\x06Access\x12\x16\n" +
 	"\x12ACCESS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACCESS_PUBLIC\x10\x01\x12\x18\n" +
