@@ -47,6 +47,9 @@ type Conn struct {
 	inFlight atomic.Int64
 	gauge    prometheus.Gauge
 	refused  prometheus.Counter
+	// releaseFn is release as a func value, made once: a method value
+	// made per call would be an allocation per call.
+	releaseFn func()
 }
 
 // Dial makes the connection to target, the backend named backend, resolved
@@ -63,7 +66,7 @@ func Dial(target, backend string, cfg Config, methods []Method, rb resolver.Buil
 	if err != nil {
 		return nil, err
 	}
-	c.ClientConn = cc
+	c.ClientConn, c.releaseFn = cc, c.release
 	return c, nil
 }
 
@@ -94,7 +97,7 @@ func (c *Conn) Acquire(ctx context.Context) (release func(), err error) {
 			&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)})
 	}
 	c.gauge.Inc()
-	return c.release, nil
+	return c.releaseFn, nil
 }
 
 // take counts one more call in flight unless that would go over the

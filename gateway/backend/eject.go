@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/gateway/policy"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -365,8 +366,8 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	// Counted at the pick. In the rare race where grpc-go finds the picked
 	// subchannel no longer ready, gives the pick back and picks again, an
 	// attempt counts twice; its result is not recorded (host.done).
-	if n := attemptsFrom(info.Ctx); n != nil {
-		n.Add(1)
+	if c, ok := policy.FromContext(info.Ctx); ok {
+		c.AddAttempt()
 	}
 	h := p.hosts[res.SubConn]
 	if h == nil || p.cfg == nil || p.cfg.ConsecutiveFailures <= 0 {

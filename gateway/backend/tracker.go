@@ -1,13 +1,11 @@
 package backend
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -158,29 +156,4 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.ejections, m.ejected, m.overloaded, m.inFlight)
 	return m
-}
-
-// Attempts counts a call's attempts: the filter's picker adds one for each
-// instance picked, the first attempt, retries and transparent retries alike.
-type Attempts struct{ n atomic.Int32 }
-
-type attemptsKey struct{}
-
-// In returns ctx carrying a, for the backend call.
-func (a *Attempts) In(ctx context.Context) context.Context {
-	return context.WithValue(ctx, attemptsKey{}, a)
-}
-
-// N is the attempts made so far.
-func (a *Attempts) N() int { return int(a.n.Load()) }
-
-// Add counts n more attempts.
-func (a *Attempts) Add(n int) { a.n.Add(int32(n)) }
-
-func attemptsFrom(ctx context.Context) *Attempts {
-	if ctx == nil {
-		return nil
-	}
-	a, _ := ctx.Value(attemptsKey{}).(*Attempts)
-	return a
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Access says who may call a method.
@@ -130,7 +132,17 @@ type Call struct {
 	// PartialFailure, set by a composite method's handler, says which of
 	// its optional steps failed; empty when none did.
 	PartialFailure string
+
+	// attempts counts the backend call's attempts: the backend
+	// connection's balancer adds one for each instance it picks.
+	attempts atomic.Int32
 }
+
+// AddAttempt counts one more attempt of the call's backend call.
+func (c *Call) AddAttempt() { c.attempts.Add(1) }
+
+// Attempts is how many attempts the backend call has made.
+func (c *Call) Attempts() int { return int(c.attempts.Load()) }
 
 type callKey struct{}
 

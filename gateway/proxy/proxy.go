@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/portico-gw/portico/gateway/backend"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gateway/stats"
@@ -229,12 +228,11 @@ func (m *Method) Invoke(ctx context.Context, req any) (any, error) {
 	out := m.newResponse()
 	var header, trailer metadata.MD
 	var pr peer.Peer
-	var attempts backend.Attempts
-	octx, measure := m.startBackendCall(attempts.In(ctx))
+	octx, measure := m.startBackendCall(ctx)
 	err := m.conn.Invoke(octx, m.route.FullMethod, req, out,
 		grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&pr))
 	measure.Reached(pr.Addr)
-	measure.Attempts(attempts.N())
+	measure.Attempts(attempts(ctx))
 	measure.End(err)
 	if err != nil {
 		// Read before the filtering below, which drops content-type.
@@ -340,13 +338,12 @@ func (m *Method) stream(_ any, ss grpc.ServerStream) error {
 		defer release()
 	}
 	var pr peer.Peer
-	var attempts backend.Attempts
-	octx, measure := m.startBackendCall(attempts.In(ctx))
+	octx, measure := m.startBackendCall(ctx)
 	// The backend's side is measured by how the backend stream ended, not
 	// by what the client is told.
 	backendErr := errBackendStreamCanceled
 	defer func() {
-		measure.Attempts(attempts.N())
+		measure.Attempts(attempts(ctx))
 		measure.End(backendErr)
 	}()
 	cs, err := m.conn.NewStream(octx, m.desc, m.route.FullMethod, grpc.Peer(&pr))
@@ -443,4 +440,13 @@ func (m *Method) stream(_ any, ss grpc.ServerStream) error {
 			return err
 		}
 	}
+}
+
+// attempts is how many attempts the call in ctx made to its backend: the
+// backend connection's balancer counts them in the call's facts.
+func attempts(ctx context.Context) int {
+	if c, ok := policy.FromContext(ctx); ok {
+		return c.Attempts()
+	}
+	return 0
 }
