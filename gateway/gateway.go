@@ -93,7 +93,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	plans, err := compose.New(routes, descs) // composite methods, checked before anything starts
+	plans, err := compose.New(routes, descs, compose.WithLogger(o.logger)) // composite methods, checked before anything starts
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -18,16 +19,27 @@ type Composer struct {
 	plans map[string]*plan // by full method
 	// conn is the in-process connection the steps call through: the REST
 	// door's (rest.Door.Conn), which runs each method's bound chain.
-	conn grpc.ClientConnInterface
+	conn   grpc.ClientConnInterface
+	logger *slog.Logger
 }
+
+// Option configures a Composer.
+type Option func(*Composer)
+
+// WithLogger is where an expression's failure is told in full (a caller
+// gets a fixed message); default slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(c *Composer) { c.logger = l } }
 
 // New compiles the plan of every composite route in routes, which were
 // built from services. Any mistake in
 // a plan (an unknown method, a type error, a reference to a missing step, a
 // cycle) is an error naming the file, the method and the step: the gateway
 // does not start with a plan it cannot run. New does no I/O.
-func New(routes *route.Table, services []protoreflect.ServiceDescriptor) (*Composer, error) {
-	c := &Composer{plans: map[string]*plan{}}
+func New(routes *route.Table, services []protoreflect.ServiceDescriptor, opts ...Option) (*Composer, error) {
+	c := &Composer{plans: map[string]*plan{}, logger: slog.Default()}
+	for _, o := range opts {
+		o(c)
+	}
 	files := map[string]string{} // service -> the file that declares it
 	for _, sd := range services {
 		files[string(sd.FullName())] = sd.ParentFile().Path()

@@ -3,6 +3,7 @@ package compose_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -417,6 +418,66 @@ func TestFailures(t *testing.T) {
 			t.Fatalf("response %v: want the order and the two products that answered", d)
 		}
 	})
+}
+
+// TestExpressionFailure: an expression that fails when evaluated answers
+// INTERNAL, COMPOSE_EXPRESSION, with a fixed message naming the step and
+// the expression; CEL's words go to the gateway's log only.
+func TestExpressionFailure(t *testing.T) {
+	const outOfRange = "order.order.items[5].product_id" // the order has one item
+	products := step("products", getProduct, "catalog.v1.GetProductRequest{id: item.product_id}")
+	products.ForEach = "[order.order.items[5]]"
+	for _, tc := range []struct {
+		name, step, want string
+		plan             *optionsv1.Compose
+	}{
+		{"request", "products", `step "products" (catalog.v1.CatalogService/GetProduct): the request expression failed; the gateway's log has why`,
+			&optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
+				step("order", getOrder, "orders.v1.GetOrderRequest{id: request.id}"),
+				step("products", getProduct, "catalog.v1.GetProductRequest{id: "+outOfRange+"}"),
+			}, Response: okResponse}},
+		{"for_each", "products", `step "products" (catalog.v1.CatalogService/GetProduct): the for_each expression failed; the gateway's log has why`,
+			&optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
+				step("order", getOrder, "orders.v1.GetOrderRequest{id: request.id}"), products,
+			}, Response: okResponse}},
+		{"response", "", "the response expression failed; the gateway's log has why",
+			&optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
+				step("order", getOrder, "orders.v1.GetOrderRequest{id: request.id}"),
+			}, Response: "GetOrderDetailsResponse{order: orders.v1.Order{id: " + outOfRange + "}}"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			descs := services(broken(t, "expression_"+tc.name, tc.plan))
+			routes, err := route.Build(descs, route.Config{DefaultTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs := &testutil.LockedBuffer{}
+			c, err := compose.New(routes, descs, compose.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Bind(&fakeConn{invoke: func(ctx context.Context, method string, args, reply any) error {
+				if method == "/"+getOrder {
+					proto.Merge(reply.(proto.Message), order(1))
+				}
+				return nil
+			}})
+			r, _ := routes.Lookup("/broken.v1.BrokenService/GetOrderDetails")
+			_, err = c.Handler(r)(context.Background(), &storefrontv1.GetOrderDetailsRequest{Id: "ord-1"})
+			st := status.Convert(err)
+			if st.Code() != codes.Internal || st.Message() != tc.want {
+				t.Fatalf("error %v, want INTERNAL %q", err, tc.want)
+			}
+			if info := errorInfo(t, st); info.GetReason() != compose.ReasonExpression || info.GetMetadata()["step"] != tc.step {
+				t.Errorf("ErrorInfo %v, want reason %s, step %q", info, compose.ReasonExpression, tc.step)
+			}
+			log := logs.String()
+			if !strings.Contains(log, "expression="+tc.name) || !strings.Contains(log, "index") || (tc.step != "" && !strings.Contains(log, "step="+tc.step)) {
+				t.Errorf("gateway log %q does not say which expression failed and why", log)
+			}
+			t.Logf("%s", log)
+		})
+	}
 }
 
 func errorInfo(t *testing.T, st *status.Status) *errdetails.ErrorInfo {

@@ -3,6 +3,7 @@ package compose
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -102,11 +103,11 @@ func (c *Composer) run(ctx context.Context, p *plan, req any) (any, error) {
 	}
 	v, _, err := p.response.Eval(x.activation(allSteps(len(p.steps)), nil))
 	if err != nil {
-		return nil, policy.Error(codes.Internal, ReasonExpression, fmt.Sprintf("response expression: %v", err), nil)
+		return nil, x.exprError(ctx, nil, "response", err)
 	}
 	out, err := toMessage(v, p.route.Output)
 	if err != nil {
-		return nil, policy.Error(codes.Internal, ReasonExpression, fmt.Sprintf("response expression: %v", err), nil)
+		return nil, x.exprError(ctx, nil, "response", err)
 	}
 	if len(x.partial) > 0 {
 		x.reportPartial(ctx, call)
@@ -128,7 +129,7 @@ func (x *execution) runStep(ctx context.Context, s *step) any {
 	}
 	lv, _, err := s.forEach.Eval(x.activation(s.needs, nil))
 	if err != nil {
-		x.stepFailed(s, policy.Error(codes.Internal, ReasonExpression, fmt.Sprintf("step %q: for_each expression: %v", s.name, err), nil), 1, 1)
+		x.stepFailed(s, x.exprError(ctx, s, "for_each", err), 1, 1)
 		return types.NewRefValList(x.p.adapter, nil)
 	}
 	list := lv.(traits.Lister)
@@ -189,11 +190,11 @@ func cmpFirst(first, err error) error {
 func (x *execution) call(ctx context.Context, s *step, item ref.Val) (proto.Message, error) {
 	rv, _, err := s.request.Eval(x.activation(s.needs, item))
 	if err != nil {
-		return nil, policy.Error(codes.Internal, ReasonExpression, fmt.Sprintf("step %q: request expression: %v", s.name, err), nil)
+		return nil, x.exprError(ctx, s, "request", err)
 	}
 	req, err := toMessage(rv, s.route.Input)
 	if err != nil {
-		return nil, policy.Error(codes.Internal, ReasonExpression, fmt.Sprintf("step %q: request expression: %v", s.name, err), nil)
+		return nil, x.exprError(ctx, s, "request", err)
 	}
 	reply := s.route.Output.New().Interface()
 	var trailer metadata.MD
@@ -205,6 +206,19 @@ func (x *execution) call(ctx context.Context, s *step, item ref.Val) (proto.Mess
 		return nil, err
 	}
 	return reply, nil
+}
+
+// exprError is an expression's failure as the caller sees it: INTERNAL,
+// COMPOSE_EXPRESSION, and a fixed message that names the expression (the
+// step's, as stepError prefixes it). CEL's own words, which can quote the
+// plan and the data the steps answered, go to the gateway's log only.
+func (x *execution) exprError(ctx context.Context, s *step, expr string, err error) error {
+	attrs := []slog.Attr{slog.String("method", x.p.route.FullMethod[1:]), slog.String("expression", expr), slog.String("error", err.Error())}
+	if s != nil {
+		attrs = append(attrs, slog.String("step", s.name))
+	}
+	x.c.logger.LogAttrs(ctx, slog.LevelError, "compose: an expression failed", attrs...)
+	return policy.Error(codes.Internal, ReasonExpression, "the "+expr+" expression failed; the gateway's log has why", nil)
 }
 
 // stepFailed records a step's failure: failed of n calls. A required
