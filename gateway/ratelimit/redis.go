@@ -247,10 +247,13 @@ func (s *store) allow(ctx context.Context, key string, r *rate, cost int) (Decis
 	if err != nil {
 		return Decision{}, err
 	}
-	d := Decision{Allowed: res.Allowed > 0 || cost == 0, Limit: r.limit, Remaining: uint32(max(res.Remaining, 0)),
-		Reset: max(res.ResetAfter, 0), rate: r}
+	// redis_rate computes in float seconds and rounds Remaining down, so
+	// 0.99/0.01 tokens came back as 98 of 100. Redis's times are exact to
+	// its clock's microsecond: the numbers are local mode's, from them.
+	reset := max(res.ResetAfter.Round(time.Microsecond), 0)
+	d := r.decision(res.Allowed > 0 || cost == 0, int64(reset), 0)
 	if !d.Allowed {
-		d.RetryAfter = max(res.RetryAfter, time.Millisecond)
+		d.RetryAfter = max(res.RetryAfter.Round(time.Microsecond), time.Microsecond)
 	}
 	return d, nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -98,6 +99,36 @@ func TestRedisReplicasShareOneBucket(t *testing.T) {
 	}
 	if st, ok := a.StoreStatus(); !ok || st.State != "up" || st.Kind != "redis" || st.FailureMode != "local" {
 		t.Errorf("StoreStatus = %+v %v", st, ok)
+	}
+}
+
+// The answers of mode redis are local mode's: the same RateLimit-* and
+// Retry-After for the same limit and calls.
+func TestRedisMetadataAsLocal(t *testing.T) {
+	srv := testredis.New(t)
+	rl := redisLimiter(t, ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: 2 * time.Second}, nil)
+	local := ratelimit.New()
+	ctx := context.Background()
+	for i, tc := range []struct {
+		lim   policy.RateLimit
+		calls int // the last one is compared
+	}{
+		{policy.RateLimit{Requests: 10, Period: time.Second, Burst: 10}, 1},
+		{policy.RateLimit{Requests: 100, Period: time.Second, Burst: 100}, 1},
+		{policy.RateLimit{Requests: 7, Period: time.Second, Burst: 2}, 1},
+		{policy.RateLimit{Requests: 3, Period: time.Hour, Burst: 3}, 2},
+		{policy.RateLimit{Requests: 1, Period: time.Hour, Burst: 1}, 2}, // a refusal
+	} {
+		c := consumerCall("Meta"+strconv.Itoa(i), tc.lim, "alice")
+		var dl, dr ratelimit.Decision
+		for range tc.calls {
+			dl, dr = local.Decide(ctx, c), rl.Decide(ctx, c)
+		}
+		ml, mr := dl.Metadata(), dr.Metadata()
+		t.Logf("%d per %v, burst %d, call %d: local %v, redis %v", tc.lim.Requests, tc.lim.Period, tc.lim.Burst, tc.calls, map[string][]string(ml), map[string][]string(mr))
+		if dr.Limit != tc.lim || !reflect.DeepEqual(ml, mr) {
+			t.Errorf("%d per %v, burst %d, call %d: redis answers %v, local mode %v", tc.lim.Requests, tc.lim.Period, tc.lim.Burst, tc.calls, map[string][]string(mr), map[string][]string(ml))
+		}
 	}
 }
 
