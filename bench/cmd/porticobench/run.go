@@ -125,7 +125,9 @@ func (t *target) call(mode string, w load.Workload) load.Call { return t.clients
 // serves reports whether t takes w in mode.
 func (t *target) serves(mode string, w load.Workload) bool {
 	// Vanguard streams over REST only google.api.HttpBody.
-	return t.clients[mode] != nil && !(t.name == report.Vanguard && report.IsREST(mode) && w.Name == "stream")
+	// The browser protocols are measured on unary calls.
+	return t.clients[mode] != nil && !(t.name == report.Vanguard && report.IsREST(mode) && w.Name == "stream") &&
+		!(report.IsWeb(mode) && w.Name == "stream")
 }
 
 // label names t's process, which a TLS path does not share with the
@@ -392,6 +394,12 @@ func (b *bench) addTarget(name string, p *procs.Process, r procs.Ready, clientCo
 		switch {
 		case report.IsTLS(mode) != t.tls:
 			// A mode of the other kind of listener.
+		case report.IsWeb(mode):
+			// Portico's REST port, and vanguard alone: grpc-gateway speaks
+			// neither protocol.
+			if r.HTTP != "" && (name == report.Portico || name == report.PorticoOff || name == report.Vanguard) {
+				t.clients[mode] = load.NewWeb(scheme+r.HTTP, mode, max(b.s.concurrency, b.s.openWorkers))
+			}
 		case report.IsREST(mode) && r.HTTP != "":
 			o := opts
 			if mode == report.RESTH2TLS {

@@ -27,6 +27,10 @@ const (
 // over many; and three over TLS, each measured against its plaintext
 // counterpart (Plain): gRPC over one connection, REST over HTTP/1.1
 // keep-alive, and REST over h2 (chosen by ALPN) on one connection.
+//
+// Connect and GRPCWeb are the browser protocols' unary calls on the REST
+// port (Connect's binary protobuf, gRPC-Web's binary mode) over HTTP/1.1
+// keep-alive, through Portico and through vanguard alone, their reference.
 const (
 	REST      = "rest"
 	GRPC      = "grpc-1conn"
@@ -34,12 +38,19 @@ const (
 	GRPCTLS   = "grpc-tls"
 	RESTTLS   = "rest-tls"
 	RESTH2TLS = "rest-h2-tls"
+	Connect   = "connect"
+	GRPCWeb   = "grpc-web"
 )
 
 // Modes lists every mode in the order a run measures them: each TLS mode
 // right after its plaintext counterpart, so that drift on the machine
 // falls on both alike.
-func Modes() []string { return []string{GRPC, GRPCTLS, GRPCConns, REST, RESTTLS, RESTH2TLS} }
+func Modes() []string {
+	return []string{GRPC, GRPCTLS, GRPCConns, REST, RESTTLS, RESTH2TLS, Connect, GRPCWeb}
+}
+
+// IsWeb reports whether mode is one of the browser protocols.
+func IsWeb(mode string) bool { return mode == Connect || mode == GRPCWeb }
 
 // Plain is the plaintext mode a TLS mode is compared with; a plaintext
 // mode is its own.
@@ -148,8 +159,11 @@ func (r *Run) Find(mode, workload, path string) *Phase {
 
 // Reference is the path a plaintext mode's throughput is compared with.
 func Reference(mode string) string {
-	if mode == REST {
+	switch {
+	case mode == REST:
 		return GRPCGateway
+	case IsWeb(mode):
+		return Vanguard
 	}
 	return Direct
 }
@@ -195,7 +209,7 @@ func (r *Run) CheckTargets() {
 	for _, g := range r.groups() {
 		mode, wl := g[0], g[1]
 		on, off := r.Find(mode, wl, Portico), r.Find(mode, wl, PorticoOff)
-		if on == nil || IsTLS(mode) { // issue 6 set its targets in plaintext
+		if on == nil || IsTLS(mode) || IsWeb(mode) { // issue 6 set its targets in plaintext, for REST and gRPC
 			continue
 		}
 		tag := mode + " " + wl
@@ -243,7 +257,7 @@ func (r *Run) Markdown(w io.Writer) {
 		r.faultyOnly(w)
 		return
 	}
-	fmt.Fprintf(w, "Run %s on %s (%s, nginx %s). Throughput: closed loop, %s; \"x ref\" is the ratio to the direct path (gRPC) or to bare grpc-gateway (REST) in this run, and for a TLS mode (%s) to the same path in plaintext (%s) in this run: the TLS cost. CPU and allocations are the proxy process's own, per call.\n\n",
+	fmt.Fprintf(w, "Run %s on %s (%s, nginx %s). Throughput: closed loop, %s; \"x ref\" is the ratio to the direct path (gRPC), to bare grpc-gateway (REST) or to vanguard alone (Connect, gRPC-Web) in this run, and for a TLS mode (%s) to the same path in plaintext (%s) in this run: the TLS cost. CPU and allocations are the proxy process's own, per call.\n\n",
 		r.Date, r.Host["machine"], r.Host["go"], r.Host["nginx"], r.Settings["closed_loop"],
 		strings.Join([]string{GRPCTLS, RESTTLS, RESTH2TLS}, ", "), strings.Join([]string{GRPC, REST, REST}, ", "))
 	r.Summary(w)

@@ -21,8 +21,14 @@ func (r *Run) Summary(w io.Writer) {
 		// The peer of the ratio column, and the one whose costs are shown:
 		// nginx for gRPC; for REST, vanguard's ratio and grpc-gateway's costs.
 		peer, costly, direct := r.Find(mode, wl, Nginx), r.Find(mode, wl, Nginx), ref
-		if mode == REST {
+		switch {
+		case mode == REST:
 			peer, costly, direct = r.Find(mode, wl, Vanguard), ref, r.RESTReference[wl]
+		case IsWeb(mode):
+			// Connect and gRPC-Web: against direct gRPC's throughput and
+			// vanguard alone (the transcoding without the chain).
+			ref = r.Find(GRPC, wl, Direct)
+			peer, costly, direct = r.Find(mode, wl, Vanguard), r.Find(mode, wl, Vanguard), nil
 		}
 		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %.0f%% | %s, %s, %s | %s, %s, %s | %s, %s, %s |\n",
 			mode, wl, on.PerSecond, ratio(on, ref), ratio(on, peer), 100*(1-on.PerSecond/off.PerSecond),
