@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"regexp"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -526,4 +527,140 @@ func TestCompositeStepForwardedFor(t *testing.T) {
 	if got, want := rec.take().Get("x-forwarded-for"), direct.Get("x-forwarded-for"); len(want) != 1 || !slices.Equal(got, want) {
 		t.Errorf("REST: x-forwarded-for %v at the step's backend, want the direct call's %v", got, want)
 	}
+}
+
+// TestCompositeStepValidation: a step's request meets its method's
+// validation: a plan that asks ListProducts for more than its page_size
+// allows (100) fails with the step's INVALID_ARGUMENT, naming the step.
+func TestCompositeStepValidation(t *testing.T) {
+	mo := &descriptorpb.MethodOptions{}
+	proto.SetExtension(mo, optionsv1.E_Compose, &optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
+		{Name: "products", Method: "catalog.v1.CatalogService/ListProducts", Request: "catalog.v1.ListProductsRequest{page_size: request.page_size * 3}"},
+	}, Response: "GetHomeResponse{products: products.products}"})
+	fd, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
+		Name: proto.String("stepcheck/v1/stepcheck.proto"), Package: proto.String("stepcheck.v1"), Syntax: proto.String("proto3"),
+		Dependency: []string{"storefront/v1/storefront.proto"},
+		Service: []*descriptorpb.ServiceDescriptorProto{{Name: proto.String("StepCheckService"), Method: []*descriptorpb.MethodDescriptorProto{{
+			Name: proto.String("GetHome"), Options: mo,
+			InputType: proto.String(".storefront.v1.GetHomeRequest"), OutputType: proto.String(".storefront.v1.GetHomeResponse"),
+		}}}},
+	}, protoregistry.GlobalFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// gRPC-Web finds a service's schema in the global registry.
+	if _, err := protoregistry.GlobalFiles.FindFileByPath(fd.Path()); err != nil {
+		if err := protoregistry.GlobalFiles.RegisterFile(fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stepcheck := gateway.Service{Descriptor: fd.Services().Get(0),
+		RegisterHTTP: func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error { return nil }}
+	w := newWorldOf(t, false, append(registry.Services(), stepcheck), nil)
+	w.startCatalog()
+	const method = "/stepcheck.v1.StepCheckService/GetHome"
+	ctx := context.Background()
+
+	// 3 x 30 = 90 passes; 3 x 40 = 120 does not (the composite's own rule
+	// allows up to 50).
+	if err := w.conn.Invoke(ctx, method, &storefrontv1.GetHomeRequest{PageSize: 30}, &storefrontv1.GetHomeResponse{}); err != nil {
+		t.Fatalf("page_size 30: %v", err)
+	}
+	err = w.conn.Invoke(ctx, method, &storefrontv1.GetHomeRequest{PageSize: 40}, &storefrontv1.GetHomeResponse{})
+	info := grpcStepInfo(err)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || info.GetMetadata()["step"] != "products" ||
+		!strings.Contains(st.Message(), `step "products" (catalog.v1.CatalogService/ListProducts)`) {
+		t.Fatalf("page_size 40: %v %v, want INVALID_ARGUMENT naming step products", err, info)
+	}
+	found := false
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 && br.GetFieldViolations()[0].GetField() == "page_size" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no BadRequest naming page_size in %v", status.Convert(err).Proto())
+	}
+	t.Logf("%v", err)
+}
+
+// TestCompositePublicStepAuthenticated: a composite open to anyone cannot
+// read what its caller could not: an anonymous caller's order step meets
+// GetOrder's authentication and fails the call UNAUTHENTICATED, naming it.
+func TestCompositePublicStepAuthenticated(t *testing.T) {
+	w := composeWorld(t, &testutil.LockedBuffer{}, func(cfg *gateway.Config) {
+		cfg.Services["storefront.v1.StorefrontService"] = gateway.ServiceConfig{PolicyConfig: gateway.PolicyConfig{Access: "public"}}
+	})
+	w.startCatalog()
+	w.startOrders()
+	id := w.placeOrder("prd-000001")
+	a := w.anon()
+	r := a.rest("GET", "/v1/orders/"+id+"/details", nil)
+	if _, md := restStepInfo(r.Body); r.Status != 401 || md["step"] != "order" || !strings.Contains(field(r.Body, "message").(string), `step "order"`) {
+		t.Errorf("REST: %d %s, want 401 naming step order", r.Status, r.Raw)
+	}
+	_, err := a.storefront().GetOrderDetails(context.Background(), &storefrontv1.GetOrderDetailsRequest{Id: id})
+	if info := grpcStepInfo(err); status.Code(err) != codes.Unauthenticated || info.GetMetadata()["step"] != "order" {
+		t.Errorf("gRPC: %v %v, want UNAUTHENTICATED naming step order", err, info)
+	}
+	t.Logf("REST: %d %s", r.Status, r.Raw)
+}
+
+// composeGoroutines counts the goroutines running compose's code: the
+// composite's handler and its steps.
+func composeGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := goruntime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "portico/gateway/compose.") {
+			count++
+		}
+	}
+	return count
+}
+
+// TestCompositeCallerCancels: a caller that goes away mid-call ends the
+// composite's step calls and goroutines, long before any deadline would.
+func TestCompositeCallerCancels(t *testing.T) {
+	w := composeWorld(t, &testutil.LockedBuffer{}, func(cfg *gateway.Config) {
+		for _, s := range []string{"storefront.v1.StorefrontService", "catalog.v1.CatalogService"} {
+			sc := cfg.Services[s]
+			sc.Timeout, sc.MaxTimeout = time.Minute, time.Minute
+			cfg.Services[s] = sc
+		}
+	})
+	catalogHost := w.startCatalog()
+	w.startOrders()
+	products := []string{"prd-000001", "prd-000002", "prd-000003", "prd-000004"}
+	id := w.placeOrder(products...)
+	if err := catalogHost.SetFaults(host.Faults{HangRate: 1}); err != nil {
+		t.Fatal(err)
+	}
+	const getProduct = "/catalog.v1.CatalogService/GetProduct"
+	before := catalogHost.Received(getProduct)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.storefront().GetOrderDetails(ctx, &storefrontv1.GetOrderDetailsRequest{Id: id})
+		done <- err
+	}()
+	testutil.Eventually(t, 10*time.Second, "every product step at the catalog", func() bool {
+		return catalogHost.Received(getProduct)-before == int64(len(products))
+	})
+	if n := composeGoroutines(); n < len(products) {
+		t.Fatalf("%d goroutines in compose with %d steps in flight: the count does not see them", n, len(products))
+	}
+	cancel()
+	if err := <-done; status.Code(err) != codes.Canceled {
+		t.Fatalf("the caller's call: %v, want CANCELED", err)
+	}
+	testutil.Eventually(t, 10*time.Second, "no goroutine left in compose", func() bool { return composeGoroutines() == 0 })
 }

@@ -62,6 +62,12 @@ func newWorld(t testing.TB, private bool, opts ...worldOpt) *world {
 // same test share the Consul service names, and so the backends.
 func newWorldWith(t testing.TB, private bool, gwOpts []gateway.Option, opts ...worldOpt) *world {
 	t.Helper()
+	return newWorldOf(t, private, registry.Services(), gwOpts, opts...)
+}
+
+// newWorldOf is newWorldWith serving services.
+func newWorldOf(t testing.TB, private bool, services []gateway.Service, gwOpts []gateway.Option, opts ...worldOpt) *world {
+	t.Helper()
 	var agent *testconsul.Agent
 	if private {
 		agent = testconsul.New(t)
@@ -91,7 +97,7 @@ func newWorldWith(t testing.TB, private bool, gwOpts []gateway.Option, opts ...w
 			t.Logf("gateway log:\n%s", logs.String())
 		}
 	})
-	gw, err := gateway.New(cfg, registry.Services(), append([]gateway.Option{
+	gw, err := gateway.New(cfg, services, append([]gateway.Option{
 		gateway.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
 		// Access log lines join the gateway's log, shown when a test fails.
 		gateway.WithStatsOptions(stats.WithAccessLog(slog.New(slog.NewJSONHandler(logs, nil)))),
