@@ -29,7 +29,11 @@ func (l *Limiter) Quota(ctx context.Context, consumer, fullMethod string) (admin
 		if g == nil {
 			return admin.Quota{}, false, nil
 		}
-		d, err := s.allow(ctx, s.key(fullMethod, true, consumer), g, 0)
+		rctx, cancel := context.WithTimeout(ctx, s.timeout)
+		start := time.Now()
+		d, err := s.read(rctx, s.key(fullMethod, true, consumer), g, 0)
+		s.metrics.observe(time.Since(start), err)
+		cancel()
 		if err != nil {
 			return admin.Quota{}, false, err
 		}

@@ -106,13 +106,15 @@ func (l *Limiter) Decide(ctx context.Context, c *policy.Call) Decision {
 	}
 	if !s.isDown() {
 		consumer, id := caller(c)
-		d, err := s.allow(ctx, s.key(c.FullMethod, consumer, id), g, 1)
+		key := s.key(c.FullMethod, consumer, id)
+		gen := s.gen.Load()
+		d, err := s.allow(ctx, key, g)
 		if err == nil {
-			s.answered(l)
+			s.answered(l, gen)
 			return d
 		}
 		if ctx.Err() == nil { // a caller that went away says nothing about Redis
-			s.failed(l, err)
+			s.failed(l, err, key)
 		}
 	}
 	l.fallbacks.Add(1)

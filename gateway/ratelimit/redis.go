@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/portico-gw/portico/gateway/admin"
+	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -109,12 +110,18 @@ type store struct {
 
 	// state is read on every decision without a lock; mu guards its
 	// changes and the rest.
-	state      atomic.Int32 // stateUnknown until the first answer, then stateUp or stateDown
-	mu         sync.Mutex
+	state atomic.Int32 // stateUnknown until the first answer, then stateUp or stateDown
+	mu    sync.Mutex
+	// gen counts failures (written under mu). A round trip that began
+	// before the latest one (a probe, or a decision in flight when Redis
+	// failed) proves nothing about Redis now, so it cannot turn the store
+	// up.
+	gen        atomic.Uint64
 	since      time.Time
 	errors     uint64
 	outages    uint64
 	lastErr    string
+	failedKey  string // a key Redis refused (WRONGTYPE, MOVED): probed until it passes
 	downAt     time.Time
 	fallbacks0 uint64 // l.fallbacks when the outage began, for the log
 }
@@ -150,8 +157,8 @@ func newStore(cfg RedisConfig, logger *slog.Logger) (*store, error) {
 		// Two addresses or more are the seed nodes of a Redis Cluster.
 		Addrs:    cfg.Address,
 		Username: cfg.Username,
-		// The decision's own deadline (timeout) bounds every round trip;
-		// these bound what runs outside one (dials, probes).
+		// The decision's own deadline (timeout) bounds every round trip
+		// and probe; these bound what runs outside one (the pool's dials).
 		DialTimeout: max(s.timeout, 250*time.Millisecond), ReadTimeout: s.timeout, WriteTimeout: s.timeout,
 		ContextTimeoutEnabled: true,
 		// A dead Redis is not retried inside a decision: the failure mode
@@ -236,14 +243,21 @@ func (s *store) key(fullMethod string, consumer bool, id string) string {
 	return s.prefix + fullMethod + kind + id
 }
 
-// allow spends one call of lim from key's bucket in Redis (cost 0 only
-// reads it).
-func (s *store) allow(ctx context.Context, key string, r *rate, cost int) (Decision, error) {
+// allow spends one call of lim from key's bucket in Redis within the
+// decision timeout, and times it.
+func (s *store) allow(ctx context.Context, key string, r *rate) (Decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	start := time.Now()
-	res, err := s.rate.AllowN(ctx, key, redis_rate.Limit{Rate: int(r.limit.Requests), Burst: int(r.limit.Burst), Period: r.limit.Period}, cost)
+	d, err := s.read(ctx, key, r, 1)
 	s.metrics.observe(time.Since(start), err)
+	return d, err
+}
+
+// read runs redis_rate's script on key at cost (0 only reads the bucket)
+// under ctx's deadline.
+func (s *store) read(ctx context.Context, key string, r *rate, cost int) (Decision, error) {
+	res, err := s.rate.AllowN(ctx, key, redis_rate.Limit{Rate: int(r.limit.Requests), Burst: int(r.limit.Burst), Period: r.limit.Period}, cost)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -281,44 +295,60 @@ func (s *store) status() admin.StoreStatus {
 // until the prober hears from it again.
 func (s *store) isDown() bool { return s.state.Load() == stateDown }
 
-// failed records a failed round trip; the first of an outage logs, turns
-// the store down and wakes the prober.
-func (s *store) failed(l *Limiter, err error) {
+// failed records a failed round trip on key ("" for a probe); the first of
+// an outage logs, turns the store down and wakes the prober. An outage
+// lasts until a probe passes: as long as Redis refuses (NOPERM, READONLY,
+// OOM, WRONGTYPE) the probe fails as the decisions did, so the store stays
+// down with one log line.
+func (s *store) failed(l *Limiter, err error, key string) {
 	reason := errorReason(err)
 	s.metrics.failed(reason)
 	s.mu.Lock()
 	s.errors++
+	s.gen.Add(1)
+	s.lastErr = err.Error()
+	if key != "" && reason == "error" {
+		// A refusal of this key (WRONGTYPE, MOVED) may not meet the probe's
+		// own key: the probe reads this one too until it passes.
+		s.failedKey = key
+	}
 	if s.state.Load() == stateDown {
 		s.mu.Unlock()
 		return
 	}
 	now := time.Now()
 	s.state.Store(stateDown)
-	s.since, s.downAt, s.lastErr = now, now, err.Error()
+	s.since, s.downAt = now, now
 	s.outages++
 	s.fallbacks0 = l.fallbacks.Load()
 	s.mu.Unlock()
 	s.metrics.setUp(false)
-	l.opts.logger.Error("rate limit store unreachable: limits follow rate_limit.redis.failure_mode until it answers",
-		"store", "redis", "addresses", strings.Join(s.addresses, ","), "failure_mode", s.failure, "reason", reason, "error", err)
+	msg := "rate limit store unreachable: limits follow rate_limit.redis.failure_mode until it answers"
+	if reason == "error" {
+		msg = "rate limit store refuses decisions: limits follow rate_limit.redis.failure_mode until it accepts them"
+	}
+	l.opts.logger.Error(msg, "store", "redis", "addresses", strings.Join(s.addresses, ","), "failure_mode", s.failure,
+		"reason", reason, "error", err)
 	select {
 	case s.probe <- struct{}{}:
 	default:
 	}
 }
 
-// answered records that Redis answered; the first answer after an outage
-// logs.
-func (s *store) answered(l *Limiter) {
+// answered records that a round trip begun at generation gen succeeded;
+// the first answer after an outage logs. A round trip that began before
+// the latest failure changes nothing.
+func (s *store) answered(l *Limiter, gen uint64) {
 	if s.state.Load() == stateUp {
 		return
 	}
 	s.mu.Lock()
 	prev := s.state.Load()
-	if prev == stateUp {
+	if prev == stateUp || s.gen.Load() != gen {
 		s.mu.Unlock()
 		return
 	}
+	s.failedKey = ""
 	now := time.Now()
 	s.state.Store(stateUp)
 	s.since = now
@@ -344,8 +374,35 @@ func errorReason(err error) string {
 	}
 }
 
-// run probes Redis with PING: once at start, then, after each failure,
-// with capped and jittered backoff until it answers.
+// probeLimit is the probe's own limit: one nobody shares, that the probe
+// never exhausts.
+var probeLimit = newRate(policy.RateLimit{Requests: 1000, Period: time.Second, Burst: 1000})
+
+// probe is a decision as the callers' are, within the decision timeout: a
+// PING passes where decisions fail (an ACL without the script or the keys,
+// a read-only replica, OOM, a key of the wrong type). It spends one call of
+// probeLimit on <key_prefix>probe rather than reading at cost 0, because at
+// cost 0 the script writes nothing, and Redis 7 refuses a script without
+// flags for READONLY or OOM only when it writes. The key expires within a
+// second. A key Redis refused is read too, at cost 0.
+func (s *store) probeOnce(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, err := s.read(ctx, s.prefix+"probe", probeLimit, 1); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	key := s.failedKey
+	s.mu.Unlock()
+	if key == "" {
+		return nil
+	}
+	_, err := s.read(ctx, key, probeLimit, 0)
+	return err
+}
+
+// run probes Redis: once at start, then, after each failure, with capped
+// and jittered backoff until a probe passes.
 func (s *store) run(ctx context.Context, l *Limiter) {
 	if s.tls != nil {
 		_ = s.tls.Start(ctx)
@@ -361,18 +418,17 @@ func (s *store) run(ctx context.Context, l *Limiter) {
 			case <-time.After(wait/2 + rand.N(wait/2+1)):
 			}
 		}
-		pctx, cancel := context.WithTimeout(ctx, max(s.timeout, 250*time.Millisecond))
-		err := s.client.Ping(pctx).Err()
-		cancel()
+		gen := s.gen.Load()
+		err := s.probeOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			s.failed(l, err)
+			s.failed(l, err, "")
 			wait = min(max(2*wait, first), most)
 			continue
 		}
-		s.answered(l)
+		s.answered(l, gen)
 		wait = 0
 		select {
 		case <-ctx.Done():

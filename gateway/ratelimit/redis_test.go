@@ -286,6 +286,88 @@ func TestRedisTimeoutFollowsFailureMode(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "the store up after the sleep", func() bool { return storeState(l) == "up" })
 }
 
+// A Redis that answers PING but refuses decisions is down until it takes
+// them again: one outage and one log line however many calls come, the
+// probe (a decision, not a PING) failing as the calls would. Fixed, it is
+// up again without a restart.
+func TestRedisRefusalsStayDown(t *testing.T) {
+	lim := policy.RateLimit{Requests: 5, Period: time.Hour, Burst: 5}
+	c := consumerCall("Get", lim, "alice")
+	key := "portico:rl:" + c.FullMethod + ":c:alice"
+	passwordFile := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(passwordFile, []byte("pw"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	do := func(t *testing.T, admin *redis.Client, args ...any) {
+		t.Helper()
+		if err := admin.Do(context.Background(), args...).Err(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string                                // redis-server's
+		cfg     func(*ratelimit.RedisConfig)            // the limiter's
+		breakIt func(t *testing.T, admin *redis.Client) // once the store is up; nil: broken from the start
+		fix     func(t *testing.T, admin *redis.Client)
+	}{
+		{name: "NOPERM", args: []string{"--user", "portico", "on", ">pw", "~portico:rl:*", "+@all"},
+			cfg: func(c *ratelimit.RedisConfig) {
+				c.Username, c.PasswordFile, c.KeyPrefix = "portico", passwordFile, "other:"
+			},
+			fix: func(t *testing.T, a *redis.Client) { do(t, a, "ACL", "SETUSER", "portico", "~other:*") }},
+		{name: "READONLY", args: []string{"--replicaof", "127.0.0.1", "1"},
+			fix: func(t *testing.T, a *redis.Client) { do(t, a, "REPLICAOF", "NO", "ONE") }},
+		{name: "OOM",
+			breakIt: func(t *testing.T, a *redis.Client) { do(t, a, "CONFIG", "SET", "maxmemory", "1") },
+			fix:     func(t *testing.T, a *redis.Client) { do(t, a, "CONFIG", "SET", "maxmemory", "0") }},
+		{name: "WRONGTYPE",
+			breakIt: func(t *testing.T, a *redis.Client) { do(t, a, "HSET", key, "f", "v") },
+			fix:     func(t *testing.T, a *redis.Client) { do(t, a, "DEL", key) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := testredis.NewWith(t, testredis.Options{Args: tc.args})
+			admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+			defer admin.Close()
+			cfg := ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: 2 * time.Second, FailureMode: "allow"}
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			logs := &testutil.LockedBuffer{}
+			l := redisLimiter(t, cfg, nil, ratelimit.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+			ctx := context.Background()
+			if tc.breakIt != nil {
+				testutil.Eventually(t, 10*time.Second, "the store up", func() bool { return storeState(l) == "up" })
+				tc.breakIt(t, admin)
+			}
+			calls := 0
+			testutil.Eventually(t, 15*time.Second, "six failed round trips", func() bool {
+				for range 20 {
+					l.Decide(ctx, c)
+					calls++
+				}
+				st, _ := l.StoreStatus()
+				return st.Errors >= 6
+			})
+			st, _ := l.StoreStatus()
+			outages := strings.Count(logs.String(), "level=ERROR")
+			t.Logf("%s: %d calls, %d failed round trips, %d outages, %d error lines; last error %q", tc.name, calls, st.Errors, st.Outages, outages, st.LastError)
+			if st.State != "down" || st.Outages != 1 || outages != 1 || !strings.Contains(st.LastError, tc.name) {
+				t.Errorf("store %+v with %d error lines, want down once with %s, and one line:\n%s", st, outages, tc.name, logs)
+			}
+
+			tc.fix(t, admin)
+			testutil.Eventually(t, 10*time.Second, "the store up once fixed", func() bool { return storeState(l) == "up" })
+			if d := l.Decide(ctx, c); !d.Allowed || d.Limit != lim {
+				t.Errorf("fixed: %+v, want decided by redis", d)
+			}
+			if n := strings.Count(logs.String(), "rate limit store reachable again"); n != 1 {
+				t.Errorf("%d lines saying the store is back, want 1:\n%s", n, logs)
+			}
+		})
+	}
+}
+
 // Keys begin with key_prefix exactly, so a Redis ACL user can be limited
 // to them; the password is read from password_file; TLS with a client
 // certificate works.
