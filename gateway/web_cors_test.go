@@ -22,7 +22,9 @@ type corsReply struct {
 func corsDo(t *testing.T, w *world, method, path, origin string, header map[string]string) corsReply {
 	t.Helper()
 	req, _ := http.NewRequest(method, w.base+path, nil)
-	req.Header.Set("Origin", origin)
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
@@ -100,6 +102,9 @@ func TestCORS(t *testing.T) {
 	if got := corsDo(t, w, "GET", "/v1/products/prd-000001", evil, nil); got.status != 200 || got.allowOrigin != "" || got.expose != "" {
 		t.Errorf("GET from elsewhere: %+v, want 200 without CORS headers", got)
 	}
+	if got := corsDo(t, w, "GET", "/v1/products/prd-000001", "", nil); got.status != 200 || got.allowOrigin != "" || !strings.Contains(got.vary, "Origin") {
+		t.Errorf("GET without an Origin: %+v, want Vary: Origin for caches", got)
+	}
 
 	after, _ := scrape(t, w)
 	if a, r := after[`portico_cors_preflight_total{result="allowed"}`], after[`portico_cors_preflight_total{result="refused"}`]; a != 5 || r != 4 {
@@ -113,8 +118,8 @@ func TestCORS(t *testing.T) {
 		}
 		return n
 	}
-	if d := calls(after) - calls(before); d != 2 {
-		t.Errorf("the chain saw %v calls, want the 2 GETs: preflights never reach it", d)
+	if d := calls(after) - calls(before); d != 3 {
+		t.Errorf("the chain saw %v calls, want the 3 GETs: preflights never reach it", d)
 	}
 	t.Logf("preflights: allowed %v, refused %v; calls the chain saw: %v",
 		after[`portico_cors_preflight_total{result="allowed"}`], after[`portico_cors_preflight_total{result="refused"}`], calls(after)-calls(before))

@@ -97,11 +97,14 @@ func isPreflight(r *http.Request) bool {
 func (p *corsPolicy) handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := p.forRequest(r)
-		if c == nil || r.Header.Get("Origin") == "" {
+		if c == nil || isPreflight(r) && r.Header.Get("Origin") == "" {
+			// CORS off, or an OPTIONS request no browser sent.
 			next.ServeHTTP(w, r)
 			return
 		}
 		if !isPreflight(r) {
+			// rs/cors adds Vary: Origin to every answer, so that a cache
+			// does not give one origin's answer to another.
 			c.ServeHTTP(w, r, next.ServeHTTP)
 			return
 		}
