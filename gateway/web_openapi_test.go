@@ -157,7 +157,8 @@ func TestOpenAPIDocument(t *testing.T) {
 		}
 	}
 	for _, r := range w.gw.Routes() {
-		if !called[r.FullMethod] {
+		example := r.Service == "catalog.v1.CatalogService" || r.Service == "orders.v1.OrderService"
+		if example && !called[r.FullMethod] {
 			t.Errorf("%s was not called", r.FullMethod)
 		}
 	}
