@@ -31,7 +31,8 @@ type StoreStatus struct {
 }
 
 // RateLimitQuotas is a rate limiter that tells what a consumer has left of
-// a method's limit; ok is false for a method without a limit.
+// a method's limit; ok is false for a method without a limit. Quota ends
+// by ctx's deadline and logs the detail of its errors.
 // *ratelimit.Limiter has it; WithRateLimits finds it.
 type RateLimitQuotas interface {
 	Quota(ctx context.Context, consumer, fullMethod string) (q Quota, ok bool, err error)
@@ -54,6 +55,10 @@ func storeStatus(st StoreStatus) *adminv1.RateLimitStore {
 	return out
 }
 
+// quotaTimeout bounds a GetQuota request: one deadline for the reads of
+// every route it covers, not one each.
+const quotaTimeout = time.Second
+
 // GetQuota implements AdminService.
 func (s *Server) GetQuota(ctx context.Context, req *adminv1.GetQuotaRequest) (*adminv1.GetQuotaResponse, error) {
 	if req.GetConsumer() == "" {
@@ -62,6 +67,8 @@ func (s *Server) GetQuota(ctx context.Context, req *adminv1.GetQuotaRequest) (*a
 	if s.quotas == nil {
 		return nil, status.Error(codes.FailedPrecondition, "rate limiting is off")
 	}
+	ctx, cancel := context.WithTimeout(ctx, quotaTimeout)
+	defer cancel()
 	out := &adminv1.GetQuotaResponse{Consumer: req.GetConsumer()}
 	found := false
 	for _, r := range s.routes {
@@ -71,7 +78,8 @@ func (s *Server) GetQuota(ctx context.Context, req *adminv1.GetQuotaRequest) (*a
 		found = true
 		q, ok, err := s.quotas.Quota(ctx, req.GetConsumer(), r.GetMethod())
 		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "the rate-limit store did not answer: %v", err)
+			// The store's error may name hosts and keys: the limiter logged it.
+			return nil, status.Error(codes.Unavailable, "the rate-limit store could not be read; the gateway's log has the error")
 		}
 		if ok {
 			out.Quotas = append(out.Quotas, &adminv1.Quota{Method: r.GetMethod(), RateLimit: RateLimit(q.Limit),

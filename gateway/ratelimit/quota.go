@@ -11,7 +11,10 @@ import (
 // Quota reads, without spending any, what a consumer has left of a
 // method's limit right now: from Redis in mode redis (while it answers),
 // else from this replica's bucket. ok is false for a method the gateway
-// does not serve or that has no limit.
+// does not serve or that has no limit. A read from Redis ends by ctx's
+// deadline (without one, each network read waits the decision timeout);
+// it is not a decision, so the decision metrics do not count it. An error
+// is logged with its detail.
 func (l *Limiter) Quota(ctx context.Context, consumer, fullMethod string) (admin.Quota, bool, error) {
 	m, ok := (*l.methods.Load())[fullMethod]
 	if !ok {
@@ -29,12 +32,10 @@ func (l *Limiter) Quota(ctx context.Context, consumer, fullMethod string) (admin
 		if g == nil {
 			return admin.Quota{}, false, nil
 		}
-		rctx, cancel := context.WithTimeout(ctx, s.timeout)
-		start := time.Now()
-		d, err := s.read(rctx, s.key(fullMethod, true, consumer), g, 0)
-		s.metrics.observe(time.Since(start), err)
-		cancel()
+		d, err := s.read(ctx, s.key(fullMethod, true, consumer), g, 0)
 		if err != nil {
+			l.opts.logger.Warn("quota read from the rate limit store failed", "store", "redis", "consumer", consumer,
+				"method", fullMethod, "error", err)
 			return admin.Quota{}, false, err
 		}
 		return admin.Quota{Limit: g.limit, Remaining: d.Remaining, Reset: d.Reset, Source: "redis"}, true, nil

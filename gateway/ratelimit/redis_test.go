@@ -132,6 +132,49 @@ func TestRedisMetadataAsLocal(t *testing.T) {
 	}
 }
 
+// A quota read is not a decision: the decision histogram does not count
+// it. A failed read logs the store's error.
+func TestRedisQuotaReads(t *testing.T) {
+	srv := testredis.New(t)
+	reg := prometheus.NewRegistry()
+	logs := &testutil.LockedBuffer{}
+	lim := policy.RateLimit{Requests: 5, Period: time.Hour, Burst: 5}
+	l := redisLimiter(t, ratelimit.RedisConfig{Address: ratelimit.Addresses{srv.Addr}, Timeout: 2 * time.Second}, reg,
+		ratelimit.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	ctx := context.Background()
+	testutil.Eventually(t, 10*time.Second, "the store up", func() bool { return storeState(l) == "up" })
+	if d := l.Decide(ctx, consumerCall("Get", lim, "alice")); !d.Allowed {
+		t.Fatalf("first call: %+v", d)
+	}
+	for range 3 {
+		if q, ok, err := l.Quota(ctx, "alice", "/test.v1.Svc/Get"); err != nil || !ok || q.Remaining != 4 {
+			t.Fatalf("Quota = %+v %v %v, want 4 remaining", q, ok, err)
+		}
+	}
+	if n := decisionsObserved(t, reg); n != 1 {
+		t.Errorf("decision histogram counted %d round trips, want the 1 decision, not the 3 quota reads", n)
+	}
+	// Stopped, Redis is not yet known to be down: the read fails.
+	srv.Stop()
+	if _, _, err := l.Quota(ctx, "alice", "/test.v1.Svc/Get"); err == nil || !strings.Contains(logs.String(), "quota read from the rate limit store failed") ||
+		!strings.Contains(logs.String(), srv.Addr) {
+		t.Errorf("a read from a stopped redis: %v, want an error logged with its detail:\n%s", err, logs)
+	}
+}
+
+func decisionsObserved(t *testing.T, reg *prometheus.Registry) uint64 {
+	t.Helper()
+	var n uint64
+	for _, mf := range gather(t, reg) {
+		if mf.GetName() == "portico_ratelimit_store_decision_seconds" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return n
+}
+
 // A limit over a long window: 1000 a day. Spent through one limiter, it
 // is still spent through a new one (a replica restarted), and exactly 1000
 // calls pass, plus one per 86.4s (the refill) that the test took: the
