@@ -461,6 +461,16 @@ func TestForgedIdentityHeadersAreDropped(t *testing.T) {
 	if got.Order.Consumer != testConsumer {
 		t.Errorf("rest: backend saw consumer %q, want %q", got.Order.Consumer, testConsumer)
 	}
+	// gRPC-Web and Connect, whose headers become gRPC metadata.
+	for protocol, opts := range webProtocols {
+		resp, err := webClient[ordersv1.CreateOrderRequest, ordersv1.CreateOrderResponse](w, "/orders.v1.OrderService/CreateOrder", opts).
+			CallUnary(context.Background(), webRequest(body, forged))
+		if err != nil {
+			t.Errorf("%s: %v", protocol, err)
+		} else if c := resp.Msg.GetOrder().GetConsumer(); c != testConsumer {
+			t.Errorf("%s: backend saw consumer %q, want %q", protocol, c, testConsumer)
+		}
+	}
 
 	// Anonymous with a forged consumer: still anonymous, so refused.
 	anonForged := request{method: "ListOrders", headers: map[string]string{"X-Portico-Consumer": testConsumer}}
