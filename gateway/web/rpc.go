@@ -45,10 +45,7 @@ type rpc struct {
 const frameSlack = 64
 
 func newRPC(routes []*route.Route, grpcServer http.Handler, e *edge.Edge) (*rpc, error) {
-	target := grpcServer
-	if e != nil {
-		target = tapped(e, grpcServer)
-	}
+	target := tapped(e, grpcServer)
 	r := &rpc{services: map[string]bool{}, limits: map[string]int64{}}
 	buffer := map[string]int64{} // by service: the largest message vanguard holds
 	for _, rt := range routes {
@@ -149,7 +146,8 @@ func (p *rpc) takes(r *http.Request) bool {
 		(base == "application/json" || base == "application/proto")
 }
 
-// tapped applies the edge's tap to a transcoded call, as grpc-go applies it
+// tapped answers a call refused before vanguard read it (refuse), and
+// applies the edge's tap to the others, as grpc-go applies it
 // to a native one on the gRPC listener: the deadline the caller asked for
 // (grpc-timeout, which vanguard sets from Connect-Timeout-Ms) is cut to the
 // route's maximum, and a caller who asked for none gets the route's
@@ -160,6 +158,10 @@ func tapped(e *edge.Edge, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err, ok := r.Context().Value(refusalKey{}).(error); ok {
 			writeGRPCError(w, err)
+			return
+		}
+		if e == nil {
+			next.ServeHTTP(w, r)
 			return
 		}
 		ctx, cancel := context.WithCancel(context.Background())
