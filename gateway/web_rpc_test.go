@@ -165,6 +165,21 @@ func TestGRPCWebAndConnect(t *testing.T) {
 		})
 	}
 
+	t.Run("connect-get", func(t *testing.T) {
+		// Connect's unary GET, for methods without side effects.
+		var method string
+		client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			method = r.Method
+			return http.DefaultTransport.RoundTrip(r)
+		})}
+		got, err := connect.NewClient[catalogv1.GetProductRequest, catalogv1.GetProductResponse](client,
+			w.base+"/catalog.v1.CatalogService/GetProduct", connect.WithHTTPGet(), connect.WithIdempotency(connect.IdempotencyNoSideEffects)).
+			CallUnary(ctx, connect.NewRequest(&catalogv1.GetProductRequest{Id: "prd-000004"}))
+		if err != nil || got.Msg.GetProduct().GetId() != "prd-000004" || method != http.MethodGet {
+			t.Errorf("GetProduct by GET: %v %v, sent as %s", got, err, method)
+		}
+	})
+
 	t.Run("grpc-web-text", func(t *testing.T) {
 		msg, _ := proto.Marshal(&catalogv1.GetProductRequest{Id: "prd-000003"})
 		frame := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
@@ -288,3 +303,7 @@ func TestWebBodyLimit(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
