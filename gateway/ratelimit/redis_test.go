@@ -313,7 +313,13 @@ func TestRedisTimeoutFollowsFailureMode(t *testing.T) {
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer admin.Close()
 	// DEBUG SLEEP holds Redis's one thread for 2s.
-	go admin.Do(context.Background(), "DEBUG", "SLEEP", "2")
+	slept := make(chan error, 1)
+	go func() { slept <- admin.Do(context.Background(), "DEBUG", "SLEEP", "2").Err() }()
+	defer func() {
+		if err := <-slept; err != nil {
+			t.Errorf("DEBUG SLEEP: %v", err)
+		}
+	}()
 	lim := policy.RateLimit{Requests: 1, Period: time.Hour, Burst: 1}
 	testutil.Eventually(t, 5*time.Second, "a decision to time out", func() bool {
 		start := time.Now()
@@ -407,6 +413,62 @@ func TestRedisRefusalsStayDown(t *testing.T) {
 			if n := strings.Count(logs.String(), "rate limit store reachable again"); n != 1 {
 				t.Errorf("%d lines saying the store is back, want 1:\n%s", n, logs)
 			}
+		})
+	}
+}
+
+// A Redis whose replies take 100ms, with a decision timeout of 20ms: the
+// decision answers within the timeout and a little slack, never waiting
+// for Redis, and the failure mode decides it.
+func TestRedisSlowDecisionFollowsFailureMode(t *testing.T) {
+	const (
+		timeout = 20 * time.Millisecond
+		slow    = 100 * time.Millisecond
+		slack   = 60 * time.Millisecond // timers and scheduling under -race; below what Redis takes
+	)
+	srv := testredis.New(t)
+	proxy := testredis.NewProxy(t, srv.Addr)
+	lim := policy.RateLimit{Requests: 5, Period: time.Hour, Burst: 5}
+	for _, mode := range []string{"local", "allow", "deny"} {
+		t.Run(mode, func(t *testing.T) {
+			l := redisLimiter(t, ratelimit.RedisConfig{Address: ratelimit.Addresses{proxy.Addr}, Timeout: timeout, FailureMode: mode}, nil,
+				ratelimit.WithLogger(slog.New(slog.DiscardHandler)))
+			ctx := context.Background()
+			// A loaded machine may pause the test for longer than the
+			// slack: the best of three attempts meets the bound, every
+			// attempt the failure mode.
+			best := time.Hour
+			for attempt := range 3 {
+				proxy.SetDelay(0)
+				testutil.Eventually(t, 10*time.Second, "the store up", func() bool { return storeState(l) == "up" })
+				proxy.SetDelay(slow)
+				c := consumerCall("Slow", lim, "caller-"+strconv.Itoa(attempt))
+				start := time.Now()
+				d := l.Decide(ctx, c)
+				best = min(best, time.Since(start))
+				if storeState(l) != "down" {
+					t.Fatalf("attempt %d: the store is %s after a decision slower than the timeout, want down", attempt, storeState(l))
+				}
+				switch ok := d.Allowed; mode {
+				case "local": // this replica's bucket: the whole limit, one replica
+					if !ok || d.Limit != lim || d.Remaining != 4 {
+						t.Errorf("attempt %d: %+v, want admitted by the local bucket", attempt, d)
+					}
+				case "allow":
+					if !ok || d.Limit != (policy.RateLimit{}) {
+						t.Errorf("attempt %d: %+v, want admitted without numbers", attempt, d)
+					}
+				case "deny":
+					if ok || status.Code(d.Err(c)) != codes.Unavailable {
+						t.Errorf("attempt %d: %+v, want UNAVAILABLE", attempt, d)
+					}
+				}
+			}
+			t.Logf("failure_mode %s: a decision against a redis replying in %v, timeout %v: %v (best of 3)", mode, slow, timeout, best)
+			if best > timeout+slack {
+				t.Errorf("a decision took %v, want at most the timeout %v and %v of slack: it waited for redis", best, timeout, slack)
+			}
+			proxy.SetDelay(0)
 		})
 	}
 }
