@@ -664,3 +664,43 @@ func TestCompositeCallerCancels(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "no goroutine left in compose", func() bool { return composeGoroutines() == 0 })
 }
+
+// TestCompositeStepRateLimitHeaders: a required step refused by its rate
+// limit answers the composite's caller as a direct call would: 429 with
+// Retry-After and the RateLimit-* numbers (trailers over gRPC), each once
+// over REST though the composite's own limit set its numbers as headers.
+func TestCompositeStepRateLimitHeaders(t *testing.T) {
+	w := composeWorld(t, &testutil.LockedBuffer{}, func(cfg *gateway.Config) {
+		sc := cfg.Services["orders.v1.OrderService"]
+		m := sc.Methods["GetOrder"]
+		m.RateLimit = &policy.RateLimit{Requests: 1, Period: time.Hour, Burst: 1}
+		sc.Methods["GetOrder"] = m
+		cfg.Services["orders.v1.OrderService"] = sc
+		cfg.Services["storefront.v1.StorefrontService"] = gateway.ServiceConfig{PolicyConfig: gateway.PolicyConfig{
+			RateLimit: &policy.RateLimit{Requests: 100, Period: time.Hour, Burst: 100}}}
+	})
+	w.startCatalog()
+	w.startOrders()
+	id := w.placeOrder("prd-000001")
+	path := "/v1/orders/" + id + "/details"
+	if r := w.rest("GET", path, nil); r.Status != 200 {
+		t.Fatalf("first call: %d %s", r.Status, r.Raw)
+	}
+	direct := w.rest("GET", "/v1/orders/"+id, nil)
+	r := w.rest("GET", path, nil)
+	if _, md := restStepInfo(r.Body); r.Status != 429 || md["step"] != "order" {
+		t.Fatalf("REST: %d %s, want 429 naming step order", r.Status, r.Raw)
+	}
+	for _, h := range []string{"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"} {
+		got, want := r.Header.Values(h), direct.Header.Values(h)
+		if len(got) != 1 || len(want) != 1 || (h != "Retry-After" && h != "RateLimit-Reset" && got[0] != want[0]) {
+			t.Errorf("REST: %s: %q, want the step's refusal's, as the direct call's %q", h, got, want)
+		}
+	}
+	var trailer metadata.MD
+	_, err := w.storefront().GetOrderDetails(context.Background(), &storefrontv1.GetOrderDetailsRequest{Id: id}, grpc.Trailer(&trailer))
+	if status.Code(err) != codes.ResourceExhausted || len(trailer.Get("retry-after")) != 1 || len(trailer.Get("ratelimit-limit")) != 1 {
+		t.Errorf("gRPC: %v, trailers %v: want RESOURCE_EXHAUSTED with retry-after and ratelimit-limit", err, trailer)
+	}
+	t.Logf("REST: %d Retry-After %q RateLimit-Remaining %q", r.Status, r.Header.Get("Retry-After"), r.Header.Get("RateLimit-Remaining"))
+}

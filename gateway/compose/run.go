@@ -53,7 +53,8 @@ type execution struct {
 	vals []any       // each step's answer, once done
 
 	mu      sync.Mutex
-	err     error // the first required step's failure
+	err     error       // the first required step's failure
+	errMD   metadata.MD // what its refusal tells the client to act on
 	partial []string
 	cancel  context.CancelFunc
 }
@@ -96,6 +97,11 @@ func (c *Composer) run(ctx context.Context, p *plan, req any) (any, error) {
 	}
 	wg.Wait()
 	if err := x.failure(); err != nil {
+		if len(x.errMD) > 0 {
+			// Trailers, as a refused call sends them; the REST door makes
+			// them headers.
+			_ = grpc.SetTrailer(ctx, x.errMD)
+		}
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -120,23 +126,23 @@ func (c *Composer) run(ctx context.Context, p *plan, req any) (any, error) {
 // step's failure is in x.err, and ends the composite call.
 func (x *execution) runStep(ctx context.Context, s *step) any {
 	if s.forEach == nil {
-		reply, err := x.call(ctx, s, nil)
+		reply, md, err := x.call(ctx, s, nil)
 		if err != nil {
-			x.stepFailed(s, err, 1, 1)
+			x.stepFailed(s, err, md, 1, 1)
 			return s.route.Output.New().Interface()
 		}
 		return reply
 	}
 	lv, _, err := s.forEach.Eval(x.activation(s.needs, nil))
 	if err != nil {
-		x.stepFailed(s, x.exprError(ctx, s, "for_each", err), 1, 1)
+		x.stepFailed(s, x.exprError(ctx, s, "for_each", err), nil, 1, 1)
 		return types.NewRefValList(x.p.adapter, nil)
 	}
 	list := lv.(traits.Lister)
 	n := int(list.Size().(types.Int))
 	if n > s.maxItems {
 		x.stepFailed(s, policy.Error(codes.FailedPrecondition, ReasonTooManyItems,
-			fmt.Sprintf("for_each has %d items, over the step's max_items of %d", n, s.maxItems), nil), n, n)
+			fmt.Sprintf("for_each has %d items, over the step's max_items of %d", n, s.maxItems), nil), nil, n, n)
 		return types.NewRefValList(x.p.adapter, nil)
 	}
 	replies := make([]proto.Message, n)
@@ -152,9 +158,10 @@ func (x *execution) runStep(ctx context.Context, s *step) any {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			replies[i], errs[i] = x.call(ctx, s, list.Get(types.Int(i)))
+			var md metadata.MD
+			replies[i], md, errs[i] = x.call(ctx, s, list.Get(types.Int(i)))
 			if errs[i] != nil && !s.optional {
-				x.stepFailed(s, errs[i], 1, n)
+				x.stepFailed(s, errs[i], md, 1, n)
 			}
 		})
 	}
@@ -171,7 +178,7 @@ func (x *execution) runStep(ctx context.Context, s *step) any {
 		ok = append(ok, x.p.adapter.NativeToValue(r))
 	}
 	if failed > 0 && s.optional {
-		x.stepFailed(s, first, failed, n)
+		x.stepFailed(s, first, nil, failed, n)
 	}
 	return types.NewRefValList(x.p.adapter, ok)
 }
@@ -186,26 +193,29 @@ func cmpFirst(first, err error) error {
 // call makes one call of a step's method: its request built, then sent
 // through the in-process connection into the method's bound chain, where
 // the caller's credentials meet auth, its address the rate limits, and
-// the request validation, as if the caller had made the call.
-func (x *execution) call(ctx context.Context, s *step, item ref.Val) (proto.Message, error) {
+// the request validation, as if the caller had made the call. A failed
+// call's md is what its refusal tells the client to act on (Retry-After,
+// RateLimit-*, WWW-Authenticate).
+func (x *execution) call(ctx context.Context, s *step, item ref.Val) (_ proto.Message, md metadata.MD, _ error) {
 	rv, _, err := s.request.Eval(x.activation(s.needs, item))
 	if err != nil {
-		return nil, x.exprError(ctx, s, "request", err)
+		return nil, nil, x.exprError(ctx, s, "request", err)
 	}
 	req, err := toMessage(rv, s.route.Input)
 	if err != nil {
-		return nil, x.exprError(ctx, s, "request", err)
+		return nil, nil, x.exprError(ctx, s, "request", err)
 	}
 	reply := s.route.Output.New().Interface()
-	var trailer metadata.MD
+	var header, trailer metadata.MD
 	sctx := metadata.NewOutgoingContext(policy.WithStep(ctx, s.mark), x.md)
-	if err := x.c.conn.Invoke(sctx, s.route.FullMethod, req, reply, grpc.Trailer(&trailer)); err != nil {
+	if err := x.c.conn.Invoke(sctx, s.route.FullMethod, req, reply, grpc.Header(&header), grpc.Trailer(&trailer)); err != nil {
+		md = proxy.RefusalMetadata(header, trailer)
 		if len(trailer.Get(policy.ErrorSourceKey)) > 0 && trailer.Get(policy.ErrorSourceKey)[0] == policy.SourceBackend {
-			return nil, &policy.BackendError{Status: status.Convert(err)}
+			return nil, md, &policy.BackendError{Status: status.Convert(err)}
 		}
-		return nil, err
+		return nil, md, err
 	}
-	return reply, nil
+	return reply, nil, nil
 }
 
 // exprError is an expression's failure as the caller sees it: INTERNAL,
@@ -222,8 +232,9 @@ func (x *execution) exprError(ctx context.Context, s *step, expr string, err err
 }
 
 // stepFailed records a step's failure: failed of n calls. A required
-// step's first failure ends the composite call with that step's error.
-func (x *execution) stepFailed(s *step, err error, failed, n int) {
+// step's first failure ends the composite call with that step's error and
+// its refusal's metadata (md).
+func (x *execution) stepFailed(s *step, err error, md metadata.MD, failed, n int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if s.optional {
@@ -231,7 +242,7 @@ func (x *execution) stepFailed(s *step, err error, failed, n int) {
 		return
 	}
 	if x.err == nil {
-		x.err = stepError(s, err)
+		x.err, x.errMD = stepError(s, err), md
 		x.cancel()
 	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -205,11 +206,48 @@ func OutgoingHTTPHeader(key string) (string, bool) {
 	switch {
 	case key == policy.ErrorSourceKey, key == "content-type", strings.HasPrefix(key, "grpc-"):
 		return "", false
-	case strings.HasPrefix(key, "x-"), key == "www-authenticate", key == "retry-after", strings.HasPrefix(key, "ratelimit"):
+	case strings.HasPrefix(key, "x-"), clientActsOn(key):
 		return http.CanonicalHeaderKey(key), true
 	default:
 		return runtime.MetadataHeaderPrefix + key, true
 	}
+}
+
+// clientActsOn reports the response metadata a refusing policy sets for
+// the client to act on: when to retry, the limit's numbers, how to
+// authenticate.
+func clientActsOn(key string) bool {
+	return key == "www-authenticate" || key == "retry-after" || strings.HasPrefix(key, "ratelimit")
+}
+
+// RefusalMetadata is what a composite call passes on to its caller from a
+// required step that failed: of the step's response metadata, only what a
+// client acts on (clientActsOn), so a step refused by its rate limit
+// answers with its Retry-After and RateLimit-* as a direct call would.
+func RefusalMetadata(header, trailer metadata.MD) metadata.MD {
+	var out metadata.MD
+	for _, md := range []metadata.MD{header, trailer} {
+		for k, vs := range md {
+			if clientActsOn(k) {
+				if out == nil {
+					out = metadata.MD{}
+				}
+				out[k] = append(out[k], vs...)
+			}
+		}
+	}
+	return out
+}
+
+// ForwardTrailers copies a failed call's trailers to HTTP headers by
+// OutgoingHTTPHeader, each replacing a header of its name: the trailers are
+// the refusal's word, and the headers may say the same (ratelimit sets its
+// numbers both ways on a stream) or come from a policy that admitted the
+// call before (a composite's own rate limit, when a step's refused it).
+func ForwardTrailers(h http.Header, md metadata.MD) {
+	fromTrailer := http.Header{}
+	ForwardHeaders(fromTrailer, md)
+	maps.Copy(h, fromTrailer)
 }
 
 // ForwardHeaders copies response metadata to HTTP headers by

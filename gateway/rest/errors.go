@@ -25,7 +25,7 @@ func (d *Door) errorHandler(ctx context.Context, _ *runtime.ServeMux, _ runtime.
 			source = v[0]
 		}
 		proxy.ForwardHeaders(w.Header(), md.HeaderMD)
-		proxy.ForwardHeaders(w.Header(), md.TrailerMD)
+		proxy.ForwardTrailers(w.Header(), md.TrailerMD)
 	}
 	var httpErr *runtime.HTTPStatusError
 	if errors.As(err, &httpErr) {

@@ -62,16 +62,9 @@ func (d *Door) streamError(ctx context.Context, err error) *status.Status {
 		if v := sc.trailer.Get(policy.ErrorSourceKey); len(v) > 0 {
 			source = v[0]
 		}
-		// The trailers as headers, where the headers do not say the same:
-		// a policy may have set a value both ways (ratelimit does).
-		h, fromTrailer := sc.w.Header(), http.Header{}
-		proxy.ForwardHeaders(fromTrailer, sc.trailer)
-		for k, vs := range fromTrailer {
-			if len(h.Values(k)) == 0 {
-				h[k] = vs
-			}
-		}
-		h.Set("X-Portico-Error-Source", source)
+		// The trailers as headers: a policy may have set a value both ways.
+		proxy.ForwardTrailers(sc.w.Header(), sc.trailer)
+		sc.w.Header().Set("X-Portico-Error-Source", source)
 	}
 	if source == policy.SourceGateway {
 		err = policy.WithErrorInfo(err)
