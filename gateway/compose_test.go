@@ -704,3 +704,37 @@ func TestCompositeStepRateLimitHeaders(t *testing.T) {
 	}
 	t.Logf("REST: %d Retry-After %q RateLimit-Remaining %q", r.Status, r.Header.Get("Retry-After"), r.Header.Get("RateLimit-Remaining"))
 }
+
+// TestCompositePartialFailureAlwaysLogged: access log sampling drops OK
+// lines, but never a composite's that carries a partial failure.
+func TestCompositePartialFailureAlwaysLogged(t *testing.T) {
+	logs := &testutil.LockedBuffer{}
+	w := newWorldWith(t, false, []gateway.Option{gateway.WithStatsOptions(
+		stats.WithAccessLog(slog.New(slog.NewJSONHandler(logs, nil))), stats.WithAccessLogSample(0))})
+	catalogHost := w.startCatalog()
+	w.startOrders()
+	id := w.placeOrder("prd-000001")
+	if r := w.rest("GET", "/v1/orders/"+id+"/details", nil); r.Status != 200 || r.Header.Get(partialHeader) != "" {
+		t.Fatalf("healthy: %d %q %s", r.Status, r.Header.Get(partialHeader), r.Raw)
+	}
+	if err := catalogHost.SetFaults(host.Faults{FailRate: 1}); err != nil {
+		t.Fatal(err)
+	}
+	r := w.rest("GET", "/v1/orders/"+id+"/details", nil)
+	if r.Status != 200 || !strings.HasPrefix(r.Header.Get(partialHeader), "step=products code=UNAVAILABLE") {
+		t.Fatalf("catalog failing: %d %q %s, want a partial failure", r.Status, r.Header.Get(partialHeader), r.Raw)
+	}
+	testutil.Eventually(t, 5*time.Second, "the partial failure's line in the access log", func() bool {
+		for _, l := range accessLines(logs, getOrderDetails) {
+			if l["code"] == "OK" && l["partial_failure"] == r.Header.Get(partialHeader) {
+				return true
+			}
+		}
+		return false
+	})
+	for _, l := range accessLines(logs, getOrderDetails) {
+		if l["partial_failure"] == nil {
+			t.Errorf("an OK line without a partial failure was logged at sample 0: %v", l)
+		}
+	}
+}

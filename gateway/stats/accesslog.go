@@ -16,7 +16,9 @@ import (
 // copied from the request: no header, metadata, token or message body can
 // reach the log.
 func (s *Stats) logCall(ctx context.Context, cl *call, code codes.Code, d time.Duration, rejectedBy, reason string) {
-	if code == codes.OK && s.opts.sample < 1 && rand.Float64() >= s.opts.sample {
+	// Sampling drops only what says nothing new: an OK call, but never a
+	// composite's that lost an optional step (its partial_failure).
+	if code == codes.OK && cl.c.PartialFailure == "" && s.opts.sample < 1 && rand.Float64() >= s.opts.sample {
 		return
 	}
 	c := cl.c

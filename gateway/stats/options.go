@@ -81,7 +81,8 @@ func WithBufferedAccessLog(out io.Writer, newHandler func(io.Writer) slog.Handle
 }
 
 // WithAccessLogSample logs only this share (0 to 1) of the calls that end
-// with OK; failed calls are always logged. The default is 1.
+// with OK; failed calls, and composite calls with a partial failure, are
+// always logged. The default is 1.
 func WithAccessLogSample(share float64) Option {
 	return func(o *options) { o.sample = min(max(share, 0), 1) }
 }
