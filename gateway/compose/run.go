@@ -134,12 +134,21 @@ func (x *execution) runStep(ctx context.Context, s *step) any {
 		return reply
 	}
 	lv, _, err := s.forEach.Eval(x.activation(s.needs, nil))
+	list, isList := lv.(traits.Lister)
+	var size types.Int
+	if isList {
+		size, isList = list.Size().(types.Int)
+	}
+	if err == nil && !isList {
+		// Checked to be a list at start; a value that is not one anyway is
+		// the plan's failure, not a panic in a step's goroutine.
+		err = fmt.Errorf("the value is a %T, not a list", lv)
+	}
 	if err != nil {
 		x.stepFailed(s, x.exprError(ctx, s, "for_each", err), nil, 1, 1)
 		return types.NewRefValList(x.p.adapter, nil)
 	}
-	list := lv.(traits.Lister)
-	n := int(list.Size().(types.Int))
+	n := int(size)
 	if n > s.maxItems {
 		x.stepFailed(s, policy.Error(codes.FailedPrecondition, ReasonTooManyItems,
 			fmt.Sprintf("for_each has %d items, over the step's max_items of %d", n, s.maxItems), nil), nil, n, n)
