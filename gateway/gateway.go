@@ -146,7 +146,7 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 	methods := map[string]*proxy.Method{}
 	var list []*proxy.Method
 	for _, r := range routes.All() {
-		m := proxy.New(r, g.backends[r.Target()], ch.Mode(r.Streams()), append(proxyOpts, proxy.WithHandler(plans.Handler(r)))...)
+		m := proxy.New(r, g.backends[r.Target()], ch.Mode(r.Streams()), slices.Concat(proxyOpts, []proxy.Option{proxy.WithHandler(plans.Handler(r))})...)
 		if !r.Streams() {
 			m.Bind(ch.Bind(r.FullMethod, m.DecodeStep()))
 		}
