@@ -17,8 +17,9 @@
 // checks, rate limits and validation apply to each step as if the caller
 // had made it, and stats counts, logs and traces it under its method. A
 // step runs as soon as the steps it reads have answered; for_each steps
-// fan out with bounded concurrency; every step has the composite's
-// remaining deadline. A required step's failure fails the call with that
+// fan out with bounded concurrency over a bounded list (max_concurrency,
+// max_items); every step has the composite's remaining deadline, cut to
+// its own method's max_timeout. A required step's failure fails the call with that
 // step's status and an ErrorInfo naming it; an optional step's failure
 // leaves its answer empty and is reported in x-portico-partial-failure.
 // docs/aggregation.md is the guide.
