@@ -620,7 +620,7 @@ func composeGoroutines() int {
 	}
 	count := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "portico/gateway/compose.") {
+		if strings.Contains(g, "github.com/portico-gw/portico/gateway/compose.") {
 			count++
 		}
 	}
