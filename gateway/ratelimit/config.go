@@ -31,6 +31,32 @@ type Config struct {
 	// KVPrefix is the Consul KV prefix watched for live limit changes.
 	// Default portico/settings/ratelimit; "off" stops the watch.
 	KVPrefix string `yaml:"kv_prefix"`
+	// Headers says which transports' admitted calls carry the RateLimit-*
+	// headers; a refused call always carries them and Retry-After.
+	Headers HeadersConfig `yaml:"headers"`
+}
+
+// HeadersConfig turns the RateLimit-* headers of admitted calls on or off
+// per transport.
+type HeadersConfig struct {
+	// REST: on every admitted REST call. Default true.
+	REST *bool `yaml:"rest"`
+	// GRPC: on every admitted gRPC call (gRPC-Web and Connect, which reach
+	// the chain as gRPC, included). Default true; false saves every call
+	// the headers' cost, as Envoy does by default.
+	GRPC *bool `yaml:"grpc"`
+}
+
+// transports lists the transports whose admitted calls carry the headers.
+func (h HeadersConfig) transports() []policy.Transport {
+	var out []policy.Transport
+	if h.REST == nil || *h.REST {
+		out = append(out, policy.REST)
+	}
+	if h.GRPC == nil || *h.GRPC {
+		out = append(out, policy.GRPC)
+	}
+	return out
 }
 
 // FromConfig builds the policy the config describes: on by default, so
@@ -48,6 +74,7 @@ func FromConfig(cfg Config, routes *route.Table, env policy.Env) (*Limiter, erro
 		WithLogger(env.Logger),
 		WithMaxKeys(cfg.MaxKeys),
 		WithIdleTimeout(cfg.IdleTimeout),
+		WithAdmittedHeaders(cfg.Headers.transports()...),
 		WithKnownMethods(routes.Known),
 		WithDeclaredLimits(func(fullMethod string) (string, string, policy.RateLimit, bool) {
 			r, ok := routes.Lookup(fullMethod)

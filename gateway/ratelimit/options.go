@@ -20,6 +20,8 @@ type options struct {
 	known      func(service, method string) bool
 	declared   func(fullMethod string) (service, method string, lim policy.RateLimit, ok bool)
 	watchers   []func(context.Context, *Limiter)
+	// headers says which transports' admitted calls carry the numbers.
+	headers map[policy.Transport]bool
 }
 
 // Defaults: a hundred thousand callers take about 12 MB (see docs/rate-limiting.md's
@@ -30,7 +32,22 @@ const (
 )
 
 func defaultOptions() options {
-	return options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default()}
+	return options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default(),
+		headers: map[policy.Transport]bool{policy.REST: true, policy.GRPC: true}}
+}
+
+// WithAdmittedHeaders says on which transports an admitted call carries
+// the RateLimit-* headers; a refused call always does. The default is both.
+// Over gRPC the four headers cost every call metadata copies and header
+// encoding on both ends, and native gRPC clients seldom read them (Envoy
+// sends none over gRPC by default): leaving gRPC out saves that.
+func WithAdmittedHeaders(transports ...policy.Transport) Option {
+	return func(o *options) {
+		o.headers = map[policy.Transport]bool{}
+		for _, t := range transports {
+			o.headers[t] = true
+		}
+	}
 }
 
 // WithClock sets the clock, for tests. It must be monotonic.

@@ -57,7 +57,9 @@ func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 			_ = grpc.SetTrailer(ctx, d.Metadata())
 			return nil, d.Err(c)
 		}
-		_ = grpc.SetHeader(ctx, d.Metadata())
+		if l.opts.headers[c.Transport] {
+			_ = grpc.SetHeader(ctx, d.Metadata())
+		}
 		return handler(ctx, req)
 	}
 }
@@ -74,16 +76,17 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 		if !d.Limit.Enabled() {
 			return handler(srv, ss)
 		}
-		md := d.Metadata()
 		if !d.Allowed {
 			// A stream refused before any message ends trailers-only: gRPC
 			// clients read the numbers in the trailers, and the REST door
 			// answers with the trailers as headers.
-			ss.SetTrailer(md)
+			ss.SetTrailer(d.Metadata())
 			return d.Err(c)
 		}
-		if err := ss.SetHeader(md); err != nil {
-			return err
+		if l.opts.headers[c.Transport] {
+			if err := ss.SetHeader(d.Metadata()); err != nil {
+				return err
+			}
 		}
 		return handler(srv, ss)
 	}

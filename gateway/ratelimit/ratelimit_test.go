@@ -114,8 +114,30 @@ func as(t *testing.T, kv ...string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
+// grpcHeaders is a limiter whose admitted gRPC calls carry the headers
+// (rate_limit.headers.grpc: true, the default).
+func grpcHeaders() *ratelimit.Limiter {
+	return ratelimit.New(ratelimit.WithAdmittedHeaders(policy.REST, policy.GRPC))
+}
+
+func TestAdmittedGRPCCallsCarryNoHeadersWhenTurnedOff(t *testing.T) {
+	hc := serve(t, ratelimit.New(ratelimit.WithAdmittedHeaders(policy.REST)), map[string]policy.RateLimit{checkMethod: {Requests: 1, Period: time.Hour, Burst: 1}})
+	var header, trailer metadata.MD
+	if _, err := hc.Check(as(t), &healthpb.HealthCheckRequest{}, grpc.Header(&header)); err != nil {
+		t.Fatal(err)
+	}
+	if got := header.Get("ratelimit-remaining"); len(got) != 0 {
+		t.Errorf("admitted gRPC call: ratelimit-remaining = %v, want none with headers.grpc false", got)
+	}
+	// A refusal still says everything.
+	_, err := hc.Check(as(t), &healthpb.HealthCheckRequest{}, grpc.Trailer(&trailer))
+	if status.Code(err) != codes.ResourceExhausted || len(trailer.Get("ratelimit-remaining")) != 1 || len(trailer.Get("retry-after")) != 1 {
+		t.Errorf("refused call: %v, trailer %v; want RESOURCE_EXHAUSTED with the numbers", err, trailer)
+	}
+}
+
 func TestUnaryHeadersAndRejection(t *testing.T) {
-	hc := serve(t, ratelimit.New(), map[string]policy.RateLimit{checkMethod: {Requests: 2, Period: time.Hour, Burst: 2}})
+	hc := serve(t, grpcHeaders(), map[string]policy.RateLimit{checkMethod: {Requests: 2, Period: time.Hour, Burst: 2}})
 	for i, remaining := range []string{"1", "0"} {
 		var header metadata.MD
 		if _, err := hc.Check(as(t), &healthpb.HealthCheckRequest{}, grpc.Header(&header)); err != nil {
@@ -198,7 +220,7 @@ func TestConsumersAndAddressesAreIsolated(t *testing.T) {
 }
 
 func TestStreamsAreCountedWhenOpened(t *testing.T) {
-	hc := serve(t, ratelimit.New(), map[string]policy.RateLimit{watchMethod: {Requests: 1, Period: time.Hour, Burst: 1}})
+	hc := serve(t, grpcHeaders(), map[string]policy.RateLimit{watchMethod: {Requests: 1, Period: time.Hour, Burst: 1}})
 	ctx, cancel := context.WithCancel(as(t))
 	defer cancel()
 	first, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
