@@ -177,8 +177,8 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		g.closeConns()
 		return nil, fmt.Errorf("gateway: internal connection: %w", err)
 	}
-	wb, err := web.New(web.Options{CORS: cfg.CORS, Services: cfg.Services, SSE: cfg.SSE, OpenAPI: cfg.OpenAPI,
-		Document: o.openapi, Routes: routes.All(), GRPC: g.grpcServer, Edge: g.edge, Registry: reg})
+	wb, err := web.New(web.Options{CORS: cfg.CORS, Services: cfg.Services, SSE: cfg.SSE, OpenAPI: cfg.OpenAPI, Document: o.openapi, Routes: routes.All(),
+		GRPC: g.grpcServer, Edge: g.edge, Refusals: ch.Refusals(), Trusted: trusted, Logger: o.logger, Registry: reg})
 	if err != nil {
 		g.closeConns()
 		return nil, fmt.Errorf("gateway: %s: %w", cfg.where(), err)

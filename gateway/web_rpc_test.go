@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,7 +279,10 @@ func TestConnectDeadlineCap(t *testing.T) {
 }
 
 // TestWebBodyLimit: a gRPC-Web or Connect body over the route's limit is
-// refused without being buffered, as a REST body is.
+// refused as a REST body is: RESOURCE_EXHAUSTED, made by the gateway,
+// counted as a call. A body that says its length is refused at once; one
+// that hides it (chunked) as soon as the limit is passed, not answered
+// UNAVAILABLE with the reader's error.
 func TestWebBodyLimit(t *testing.T) {
 	w := newWorld(t, false, func(c *gateway.Config) {
 		sc := c.Services["catalog.v1.CatalogService"]
@@ -287,20 +292,81 @@ func TestWebBodyLimit(t *testing.T) {
 	w.startCatalog()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	big := &catalogv1.CreateProductRequest{Product: &catalogv1.Product{Sku: "BIG-1", Name: strings.Repeat("x", 1<<20), Currency: "EUR"}}
-	for protocol, opts := range webProtocols {
-		_, err := webClient[catalogv1.CreateProductRequest, catalogv1.CreateProductResponse](w, "/catalog.v1.CatalogService/CreateProduct", opts).
-			CallUnary(ctx, webRequest(big, map[string]string{"X-Api-Key": testAPIKey}))
-		out := connectOutcome(err)
-		if out.code != codes.ResourceExhausted || out.reason != "BAD_REQUEST" || !strings.Contains(out.message, "over the limit of 65536") {
-			t.Errorf("%s: a 1 MiB body over a 64 KiB limit: %+v, want RESOURCE_EXHAUSTED/BAD_REQUEST as over REST", protocol, out)
+	// hidden sends every body chunked, without a Content-Length.
+	var chunked atomic.Int32
+	hidden := &http.Client{Timeout: 15 * time.Second, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body, r.ContentLength, r.GetBody = io.NopCloser(struct{ io.Reader }{r.Body}), -1, nil
+			chunked.Add(1)
 		}
-		t.Logf("%s: a 1 MiB body over a 64 KiB limit: %s %q", protocol, out.code, out.message)
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	big := &catalogv1.CreateProductRequest{Product: &catalogv1.Product{Sku: "BIG-1", Name: strings.Repeat("x", 1<<20), Currency: "EUR"}}
+	refused := 0
+	for length, client := range map[string]*http.Client{"with its length": httpClient, "chunked": hidden} {
+		for protocol, opts := range webProtocols {
+			_, err := connect.NewClient[catalogv1.CreateProductRequest, catalogv1.CreateProductResponse](client,
+				w.base+"/catalog.v1.CatalogService/CreateProduct", opts...).
+				CallUnary(ctx, webRequest(big, map[string]string{"X-Api-Key": testAPIKey}))
+			refused++
+			out := connectOutcome(err)
+			var ce *connect.Error
+			errors.As(err, &ce)
+			if out.code != codes.ResourceExhausted || out.reason != "BAD_REQUEST" || !strings.Contains(out.message, "over the limit of 65536") ||
+				ce == nil || ce.Meta().Get("X-Portico-Error-Source") != "gateway" {
+				t.Errorf("%s, %s: a 1 MiB body over a 64 KiB limit: %+v, want RESOURCE_EXHAUSTED/BAD_REQUEST from the gateway as over REST", protocol, length, out)
+			}
+			t.Logf("%s, %s: a 1 MiB body over a 64 KiB limit: %s %q", protocol, length, out.code, out.message)
+		}
+		// The limit leaves calls under it alone.
+		for protocol, opts := range webProtocols {
+			if _, err := connect.NewClient[catalogv1.GetProductRequest, catalogv1.GetProductResponse](client,
+				w.base+"/catalog.v1.CatalogService/GetProduct", opts...).
+				CallUnary(ctx, webRequest(&catalogv1.GetProductRequest{Id: "prd-000001"}, nil)); err != nil {
+				t.Errorf("%s, %s: GetProduct: %v", protocol, length, err)
+			}
+		}
 	}
-	// The limit leaves calls under it alone.
-	if _, err := webClient[catalogv1.GetProductRequest, catalogv1.GetProductResponse](w, "/catalog.v1.CatalogService/GetProduct", nil).
-		CallUnary(ctx, webRequest(&catalogv1.GetProductRequest{Id: "prd-000001"}, nil)); err != nil {
-		t.Error(err)
+	if chunked.Load() == 0 {
+		t.Fatal("no body was sent without its length")
+	}
+	// Refused before the chain, and counted as the REST door counts its
+	// refusals.
+	m, _ := scrape(t, w)
+	const series = `portico_requests_total{code="ResourceExhausted",method="CreateProduct",service="catalog.v1.CatalogService",transport="grpc"}`
+	if got := m[series]; got != float64(refused) {
+		t.Errorf("%s = %v, want %d", series, got, refused)
+	}
+}
+
+// TestGRPCWebTextNotBase64: a gRPC-Web text body that is not base64 is
+// INVALID_ARGUMENT with a fixed message (the decoder's words stay in the
+// log), and counted.
+func TestGRPCWebTextNotBase64(t *testing.T) {
+	w := newWorld(t, false)
+	w.startCatalog()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", w.base+"/catalog.v1.CatalogService/GetProduct", strings.NewReader("AAAA!!not base64"))
+	req.Header.Set("Content-Type", "application/grpc-web-text")
+	req.Header.Set("X-Grpc-Web", "1")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// A trailers-only answer: the status in the headers.
+	h := resp.Header
+	if h.Get("Grpc-Status") != "3" || h.Get("Grpc-Message") != "the gRPC-Web text body is not base64" ||
+		h.Get("X-Portico-Error-Source") != "gateway" || strings.Contains(string(text)+fmt.Sprint(h), "illegal") {
+		t.Errorf("%d %v %q, want INVALID_ARGUMENT with a fixed message, from the gateway", resp.StatusCode, h, text)
+	}
+	m, _ := scrape(t, w)
+	const series = `portico_requests_total{code="InvalidArgument",method="GetProduct",service="catalog.v1.CatalogService",transport="grpc"}`
+	if got := m[series]; got != 1 {
+		t.Errorf("%s = %v, want 1", series, got)
 	}
 }
 

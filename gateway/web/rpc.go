@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"math"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"connectrpc.com/vanguard"
+	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/clientip"
 	"github.com/portico-gw/portico/gateway/edge"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/rest"
@@ -37,20 +40,23 @@ import (
 type rpc struct {
 	transcoder *vanguard.Transcoder
 	services   map[string]bool
-	limits     map[string]int64 // request body limit by path, /pkg.Service/Method
+	routes     map[string]*route.Route // by path, /pkg.Service/Method
+	refusals   []chain.Refusals
+	trusted    clientip.Trusted
+	logger     *slog.Logger
 }
 
 // frameSlack is what gRPC-Web's and Connect streaming's framing add to a
 // request body beyond its message: the envelope and an end-of-stream frame.
 const frameSlack = 64
 
-func newRPC(routes []*route.Route, grpcServer http.Handler, e *edge.Edge) (*rpc, error) {
-	target := tapped(e, grpcServer)
-	r := &rpc{services: map[string]bool{}, limits: map[string]int64{}}
+func newRPC(o Options) (*rpc, error) {
+	target := tapped(o.Edge, o.GRPC)
+	r := &rpc{services: map[string]bool{}, routes: map[string]*route.Route{}, refusals: o.Refusals, trusted: o.Trusted, logger: o.Logger}
 	buffer := map[string]int64{} // by service: the largest message vanguard holds
-	for _, rt := range routes {
+	for _, rt := range o.Routes {
 		r.services[rt.Service] = true
-		r.limits[rt.FullMethod] = rt.MaxBodyBytes
+		r.routes[rt.FullMethod] = rt
 		buffer[rt.Service] = max(buffer[rt.Service], rt.MaxBodyBytes, rest.MaxBodyBytes)
 	}
 	var services []*vanguard.Service
@@ -74,15 +80,17 @@ func (p *rpc) handler(next http.Handler) http.Handler {
 		}
 		// A route's body limit, as the REST door applies it: vanguard
 		// reads a unary call's body before the chain runs.
-		limit, ok := p.limits[r.URL.Path]
-		if !ok {
-			limit = rest.MaxBodyBytes
+		rt := p.routes[r.URL.Path]
+		limit := int64(rest.MaxBodyBytes)
+		if rt != nil {
+			limit = rt.MaxBodyBytes
 		}
 		limit += frameSlack
 		if isGRPCWebText(r) {
 			text, err := fromGRPCWebText(r, limit*4/3+4)
 			if err != nil {
-				r = refuse(r, policy.Error(codes.InvalidArgument, policy.ReasonBadRequest, err.Error(), nil))
+				p.logger.Info("gRPC-Web text body refused", "method", r.URL.Path, "err", err)
+				r = p.refuse(r, rt, policy.Error(codes.InvalidArgument, policy.ReasonBadRequest, "the gRPC-Web text body is not base64", nil))
 			} else {
 				r = text
 			}
@@ -90,17 +98,50 @@ func (p *rpc) handler(next http.Handler) http.Handler {
 			defer tw.finish()
 			w = tw
 		}
+		if r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody && (rt == nil || !rt.ClientStreams) {
+			// A body without a length, of a call that sends one message:
+			// read it here, within the limit, so that a body over it
+			// meets the refusal below rather than a read error that
+			// vanguard would answer UNAVAILABLE. vanguard would buffer
+			// it whole anyway.
+			var over bool
+			if r, over = readWithin(r, limit); over {
+				r = p.refuse(r, rt, policy.Error(codes.ResourceExhausted, policy.ReasonBadRequest,
+					fmt.Sprintf("request body is over the limit of %d", limit-frameSlack), nil))
+			}
+		}
 		switch {
 		case r.ContentLength > limit:
-			r = refuse(r, policy.Error(codes.ResourceExhausted, policy.ReasonBadRequest,
+			r = p.refuse(r, rt, policy.Error(codes.ResourceExhausted, policy.ReasonBadRequest,
 				fmt.Sprintf("request body of %d bytes is over the limit of %d", r.ContentLength, limit-frameSlack), nil))
 		case r.Body != nil && r.Body != http.NoBody:
-			// A body without a length meets the limit as it is read.
+			// A client stream's body meets the limit as it is read.
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
 		p.transcoder.ServeHTTP(w, r)
 	})
 }
+
+// readWithin reads r's body, up to limit+1 bytes; over the limit it says
+// so, for the caller to refuse.
+func readWithin(r *http.Request, limit int64) (*http.Request, bool) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err == nil && int64(len(body)) > limit {
+		return r, true
+	}
+	r = r.Clone(r.Context())
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	if err != nil {
+		// The client went away or broke the framing: vanguard meets the
+		// same error reading the rest.
+		r.Body, r.ContentLength = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err})), -1
+	}
+	return r, false
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // A call refused before vanguard reads it (a body over the limit, text
 // that is not base64) still goes through vanguard, with an empty message
@@ -109,7 +150,15 @@ func (p *rpc) handler(next http.Handler) http.Handler {
 // JSON error, gRPC-Web's trailers), details included.
 type refusalKey struct{}
 
-func refuse(r *http.Request, err error) *http.Request {
+// The refusal is counted (stats) as the REST door counts its own.
+func (p *rpc) refuse(r *http.Request, rt *route.Route, err error) *http.Request {
+	c := &policy.Call{Transport: policy.GRPC, ClientIP: p.trusted.FromRemote(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))}
+	if rt != nil {
+		c.FullMethod, c.Service, c.Method, c.Backend, c.Policy = rt.FullMethod, rt.Service, rt.Method, rt.Backend, rt.Policy
+	}
+	for _, ref := range p.refusals {
+		ref.Refused(r.Context(), c, err, 0)
+	}
 	r = r.WithContext(context.WithValue(r.Context(), refusalKey{}, err))
 	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, grpcWebText) {
 		r.Header.Set("Content-Type", "application/grpc-web"+strings.TrimPrefix(ct, grpcWebText))
@@ -222,10 +271,12 @@ func grpcTimeout(v string) (time.Duration, bool) {
 
 // writeGRPCError answers a gRPC request with a trailers-only error, which
 // vanguard turns into the caller's protocol.
+// The gateway made the error, as the chain's trailers would say.
 func writeGRPCError(w http.ResponseWriter, err error) {
-	st := status.Convert(err)
+	st := status.Convert(policy.WithErrorInfo(err))
 	h := w.Header()
 	h.Set("Content-Type", "application/grpc")
+	h.Set(policy.ErrorSourceKey, policy.SourceGateway)
 	h.Set("Grpc-Status", strconv.Itoa(int(st.Code())))
 	h.Set("Grpc-Message", url.PathEscape(st.Message()))
 	if b, err := proto.Marshal(st.Proto()); err == nil {

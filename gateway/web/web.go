@@ -2,10 +2,13 @@ package web
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/clientip"
 	"github.com/portico-gw/portico/gateway/edge"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/rest"
@@ -38,7 +41,15 @@ type Options struct {
 	GRPC http.Handler
 	// Edge caps the deadlines of gRPC-Web and Connect calls as its tap
 	// does native gRPC calls'.
-	Edge     *edge.Edge
+	Edge *edge.Edge
+	// Refusals account for gRPC-Web and Connect calls refused before the
+	// chain (a body over the limit, text that is not base64), as the REST
+	// door's Refusals do; Trusted finds their client's address.
+	Refusals []chain.Refusals
+	Trusted  clientip.Trusted
+	// Logger logs what a refusal does not tell the client; nil: slog's
+	// default.
+	Logger   *slog.Logger
 	Registry prometheus.Registerer
 }
 
@@ -55,13 +66,16 @@ func New(o Options) (*Web, error) {
 	if o.SSE.Heartbeat == 0 {
 		o.SSE.Heartbeat = DefaultHeartbeat
 	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	w := &Web{opts: o}
 	var err error
 	if w.cors, err = newCORS(o.CORS, o.Services, o.Routes, o.Registry); err != nil {
 		return nil, err
 	}
 	if o.GRPC != nil {
-		if w.rpc, err = newRPC(o.Routes, o.GRPC, o.Edge); err != nil {
+		if w.rpc, err = newRPC(o); err != nil {
 			return nil, fmt.Errorf("gRPC-Web and Connect: %w", err)
 		}
 	}
