@@ -10,6 +10,7 @@ import (
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/web"
+	"github.com/portico-gw/portico/gen/registry"
 )
 
 type corsReply struct {
@@ -131,5 +132,74 @@ func TestCORS(t *testing.T) {
 	}
 	if got := corsDo(t, plain, "GET", "/v1/products/prd-000001", shop, nil); got.allowOrigin != "" {
 		t.Errorf("GET without cors: %+v, want no CORS headers", got)
+	}
+}
+
+// TestCORSCredentials: allow_credentials sends
+// Access-Control-Allow-Credentials to an allowed origin, on the preflight
+// and on the call.
+func TestCORSCredentials(t *testing.T) {
+	const shop = "https://shop.example.com"
+	w := newWorld(t, false, func(c *gateway.Config) {
+		c.CORS = &policy.CORS{AllowedOrigins: []string{shop}, AllowedHeaders: []string{"x-api-key", "content-type"}, AllowCredentials: true}
+	})
+	w.startCatalog()
+	for name, do := range map[string]func() *http.Response{
+		"preflight": func() *http.Response {
+			return corsResponse(t, w, "OPTIONS", shop, map[string]string{"Access-Control-Request-Method": "GET"})
+		},
+		"GET": func() *http.Response { return corsResponse(t, w, "GET", shop, nil) },
+	} {
+		resp := do()
+		if resp.Header.Get("Access-Control-Allow-Origin") != shop || resp.Header.Get("Access-Control-Allow-Credentials") != "true" {
+			t.Errorf("%s: %d %v, want the shop's origin with credentials", name, resp.StatusCode, resp.Header)
+		}
+	}
+	// Another origin gets neither.
+	if resp := corsResponse(t, w, "GET", "https://evil.example.com", nil); resp.Header.Get("Access-Control-Allow-Credentials") != "" {
+		t.Errorf("GET from elsewhere: %v, want no credentials header", resp.Header)
+	}
+}
+
+func corsResponse(t *testing.T, w *world, method, origin string, header map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, w.base+"/v1/products/prd-000001", nil)
+	req.Header.Set("Origin", origin)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// TestCORSOriginsRefused: an allowed origin that is not exactly an origin
+// (a wildcard pattern, a path), or "*" with credentials, stops New with
+// the key named.
+func TestCORSOriginsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		global, service *policy.CORS
+		err             string
+	}{
+		{global: &policy.CORS{AllowedOrigins: []string{"https://*.example.com"}, AllowCredentials: true},
+			err: `cors: allowed_origins "https://*.example.com" is not an origin`},
+		{global: &policy.CORS{AllowedOrigins: []string{"https://shop.example.com/app"}},
+			err: `cors: allowed_origins "https://shop.example.com/app" is not an origin`},
+		{global: &policy.CORS{AllowedOrigins: []string{"*"}, AllowCredentials: true},
+			err: `cors: allowed_origins "*" cannot be combined with allow_credentials`},
+		{service: &policy.CORS{AllowedOrigins: []string{"https://*.example.com"}},
+			err: `services.orders.v1.OrderService.cors: allowed_origins "https://*.example.com" is not an origin`},
+	} {
+		cfg := gateway.Config{CORS: tc.global, Services: map[string]gateway.ServiceConfig{}}
+		if tc.service != nil {
+			cfg.Services["orders.v1.OrderService"] = gateway.ServiceConfig{CORS: tc.service}
+		}
+		cfg.Consul.Address = "127.0.0.1:1"
+		if _, err := gateway.New(cfg, registry.Services()); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%v: %v, want an error with %q", tc.err, err, tc.err)
+		}
 	}
 }

@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -31,6 +33,12 @@ func (c *CORS) Validate() error {
 	if len(c.AllowedOrigins) == 0 {
 		return fmt.Errorf("cors: allowed_origins is empty (leave cors out to turn CORS off)")
 	}
+	for _, o := range c.AllowedOrigins {
+		if o != "*" && !isOrigin(o) {
+			// rs/cors would take "https://*.example.com" as a pattern.
+			return fmt.Errorf(`cors: allowed_origins %q is not an origin: want "*" or scheme://host[:port], exactly, without a path or a wildcard`, o)
+		}
+	}
 	if c.AllowCredentials && slices.Contains(c.AllowedOrigins, "*") {
 		return fmt.Errorf(`cors: allowed_origins "*" cannot be combined with allow_credentials: list the origins`)
 	}
@@ -38,4 +46,13 @@ func (c *CORS) Validate() error {
 		return fmt.Errorf("cors: max_age %v is negative", c.MaxAge)
 	}
 	return nil
+}
+
+// isOrigin reports whether o is a browser's Origin: scheme://host[:port],
+// nothing more.
+func isOrigin(o string) bool {
+	u, err := url.Parse(o)
+	return err == nil && u.Scheme != "" && u.Host != "" && u.Hostname() != "" && u.User == nil &&
+		u.Path == "" && u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" &&
+		!strings.Contains(o, "*") && o == u.Scheme+"://"+u.Host
 }
