@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 	"strings"
 
+	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/route"
 )
 
@@ -25,6 +27,18 @@ type OpenAPIConfig struct {
 // MethodExtension names the gRPC method of an operation in the document
 // (gen/openapi), so the gateway can serve only the routed ones.
 const MethodExtension = "x-portico-method"
+
+// ScopesExtension lists the scopes an operation needs, and SchemeJWT and
+// SchemeAPIKey name the document's security schemes.
+const (
+	ScopesExtension = "x-portico-scopes"
+	SchemeJWT       = "bearerAuth"
+	SchemeAPIKey    = "apiKey"
+)
+
+// scopesNote is how the generator words an operation's scopes in its
+// description; the gateway rewrites it from the route's policy.
+const scopesNote = "Needs the scopes: "
 
 // redoc is Redoc's standalone bundle, from the npm package pinned in
 // redoc/package-lock.json (make redoc).
@@ -53,8 +67,9 @@ type document struct {
 	page []byte
 }
 
-// newDocument keeps the operations of the routed methods; nil when the
-// document is off or there is none.
+// newDocument keeps the operations of the routed methods, with the
+// security their routes' policies give them; nil when the document is off
+// or there is none.
 func newDocument(cfg OpenAPIConfig, doc []byte, routes []*route.Route) (*document, error) {
 	if (cfg.Enabled != nil && !*cfg.Enabled) || len(doc) == 0 {
 		return nil, nil
@@ -74,16 +89,22 @@ func newDocument(cfg OpenAPIConfig, doc []byte, routes []*route.Route) (*documen
 	if err := json.Unmarshal(doc, &d); err != nil {
 		return nil, fmt.Errorf("openapi: the document does not parse: %w", err)
 	}
-	routed := map[string]bool{}
+	routed := map[string]*route.Route{}
 	for _, r := range routes {
-		routed[r.FullMethod] = true
+		routed[r.FullMethod] = r
 	}
 	paths, _ := d["paths"].(map[string]any)
 	for p, item := range paths {
 		ops, _ := item.(map[string]any)
 		for verb, op := range ops {
-			if m, _ := op.(map[string]any)[MethodExtension].(string); m != "" && !routed[m] {
+			op, _ := op.(map[string]any)
+			m, _ := op[MethodExtension].(string)
+			switch r := routed[m]; {
+			case m == "":
+			case r == nil:
 				delete(ops, verb)
+			default:
+				secure(op, r.Policy)
 			}
 		}
 		if len(ops) == 0 {
@@ -99,6 +120,34 @@ func newDocument(cfg OpenAPIConfig, doc []byte, routes []*route.Route) (*documen
 		return nil, err
 	}
 	return &document{cfg: cfg, body: body, page: []byte(page.String())}, nil
+}
+
+// secure sets an operation's security from the route's policy as served:
+// the generator knew only the protos' declarations, and the config file
+// may change access and scopes.
+func secure(op map[string]any, p *policy.Policy) {
+	if p == nil {
+		p = &policy.Policy{}
+	}
+	desc, _ := op["description"].(string)
+	if i := strings.Index(desc, scopesNote); i >= 0 {
+		desc = strings.TrimSpace(desc[:i])
+	}
+	delete(op, ScopesExtension)
+	if p.Access == policy.Public {
+		op["security"] = []any{}
+	} else {
+		op["security"] = []any{map[string]any{SchemeJWT: []any{}}, map[string]any{SchemeAPIKey: []any{}}}
+		if len(p.Scopes) > 0 {
+			op[ScopesExtension] = slices.Clone(p.Scopes)
+			desc = strings.TrimSpace(desc + "\n\n" + scopesNote + strings.Join(p.Scopes, ", ") + ".")
+		}
+	}
+	if desc == "" {
+		delete(op, "description")
+	} else {
+		op["description"] = desc
+	}
 }
 
 func (d *document) handler(next http.Handler) http.Handler {

@@ -6,7 +6,8 @@
 // only Portico knows: each operation's gRPC method (x-portico-method), its
 // security requirements from the method's declared policy (public: none;
 // authenticated: a bearer JWT or the API key header, with the scopes it
-// needs), google.rpc.Status for every 4xx and 5xx, the RateLimit-* and
+// needs; the gateway rewrites these from each route's policy as the config
+// file leaves it), google.rpc.Status for every 4xx and 5xx, the RateLimit-* and
 // Retry-After headers, FieldMask query parameters, and what a server
 // stream's lines are. It validates the result with kin-openapi.
 package main
@@ -69,10 +70,10 @@ import _ "embed"
 var Document []byte
 `
 
-// Security scheme names.
+// Security scheme names, as the gateway rewrites them (package web).
 const (
-	schemeJWT    = "bearerAuth"
-	schemeAPIKey = "apiKey"
+	schemeJWT    = web.SchemeJWT
+	schemeAPIKey = web.SchemeAPIKey
 )
 
 func build(dir string) (*openapi3.T, error) {
@@ -252,7 +253,7 @@ func decorate(op *openapi3.Operation, r *route.Route) {
 			With(openapi3.SecurityRequirement{schemeAPIKey: []string{}})
 		scopes := slices.Clone(r.Policy.Scopes)
 		if len(scopes) > 0 {
-			op.Extensions["x-portico-scopes"] = scopes
+			op.Extensions[web.ScopesExtension] = scopes
 			op.Description = strings.TrimSpace(op.Description + "\n\nNeeds the scopes: " + strings.Join(scopes, ", ") + ".")
 		}
 	}
