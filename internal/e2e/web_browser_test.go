@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,11 +110,42 @@ services:
 		t.Errorf("from the allowed origin %s: %+v, want the product, a new order and a stream event", allowed.URL, got)
 	}
 	t.Logf("from %s (allowed): %+v", allowed.URL, got)
+	before := metrics(t, adminAddr)
 	got = visit(other.URL)
 	if !strings.HasPrefix(got.Product, "blocked") || !strings.HasPrefix(got.Order, "blocked") || got.Event != "blocked" {
 		t.Errorf("from another origin %s: %+v, want every call blocked", other.URL, got)
 	}
 	t.Logf("from %s (not allowed): %+v", other.URL, got)
+	// Blocked for the right reason, not for any failure: the gateway
+	// refused the POST's preflight (and the POST never reached it), and the
+	// GET and the stream reached it and were answered, without
+	// Access-Control-Allow-Origin for that origin.
+	calls := func(m map[string]float64, method string) float64 {
+		return sum(m, "portico_requests_total{", `method="`+method+`"`, `transport="rest"`)
+	}
+	var after map[string]float64
+	testutil.Eventually(t, 10*time.Second, "the blocked page's calls counted", func() bool {
+		after = metrics(t, adminAddr)
+		return calls(after, "WatchOrder") > calls(before, "WatchOrder")
+	})
+	const refused, allowedPreflights = `portico_cors_preflight_total{result="refused"}`, `portico_cors_preflight_total{result="allowed"}`
+	if d := after[refused] - before[refused]; d != 1 || after[allowedPreflights] != before[allowedPreflights] {
+		t.Errorf("preflights from %s: %v refused, %v allowed, want the POST's refused", other.URL, d, after[allowedPreflights]-before[allowedPreflights])
+	}
+	for method, want := range map[string]float64{"GetProduct": 1, "WatchOrder": 1, "CreateOrder": 0} {
+		if d := calls(after, method) - calls(before, method); d != want {
+			t.Errorf("%s from %s: the gateway saw %v calls, want %v", method, other.URL, d, want)
+		}
+	}
+	for _, path := range []string{"/v1/products/prd-000001", "/v1/orders/" + created.Order.ID + ":watch"} {
+		for origin, want := range map[string]string{other.URL: "", allowed.URL: allowed.URL} {
+			if got := allowOrigin(t, gwURL+path, origin); got != want {
+				t.Errorf("GET %s from %s: Access-Control-Allow-Origin %q, want %q", path, origin, got, want)
+			}
+		}
+	}
+	t.Logf("from %s: preflights refused %v; the gateway answered GetProduct %v and WatchOrder %v times without Access-Control-Allow-Origin",
+		other.URL, after[refused]-before[refused], calls(after, "GetProduct")-calls(before, "GetProduct"), calls(after, "WatchOrder")-calls(before, "WatchOrder"))
 
 	// The docs page renders the document with Redoc, embedded in the binary.
 	if err := chromedp.Do(ctx, chromedp.Navigate(gwURL+"/docs")); err != nil {
@@ -128,4 +161,62 @@ services:
 	if shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(80)); err == nil {
 		_ = os.WriteFile(filepath.Join(t.ArtifactDir(), "docs.png"), shot, 0o644)
 	}
+}
+
+// metrics scrapes the gateway's /metrics: each series' value by its name
+// and labels.
+func metrics(t *testing.T, adminAddr string) map[string]float64 {
+	t.Helper()
+	code, body, err := get("http://" + adminAddr + "/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("/metrics: %d %v", code, err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		i := strings.LastIndexByte(line, ' ')
+		if line == "" || strings.HasPrefix(line, "#") || i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+// sum adds the series that start with prefix and contain every label.
+func sum(m map[string]float64, prefix string, labels ...string) (n float64) {
+next:
+	for k, v := range m {
+		if !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(k, l) {
+				continue next
+			}
+		}
+		n += v
+	}
+	return n
+}
+
+// allowOrigin is the Access-Control-Allow-Origin the gateway answers a GET
+// from origin with; a stream is closed once its headers are in.
+func allowOrigin(t *testing.T, url, origin string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	req.Header.Set("Origin", origin)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET %s from %s: %d", url, origin, resp.StatusCode)
+	}
+	return resp.Header.Get("Access-Control-Allow-Origin")
 }
