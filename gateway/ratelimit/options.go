@@ -20,8 +20,8 @@ type options struct {
 	known      func(service, method string) bool
 	declared   func(fullMethod string) (service, method string, lim policy.RateLimit, ok bool)
 	watchers   []func(context.Context, *Limiter)
-	// headers says which transports' admitted calls carry the numbers.
-	headers map[policy.Transport]bool
+	// quiet lists the transports whose admitted calls carry no numbers.
+	quiet map[policy.Transport]bool
 }
 
 // Defaults: a hundred thousand callers take about 12 MB (see docs/rate-limiting.md's
@@ -32,8 +32,7 @@ const (
 )
 
 func defaultOptions() options {
-	return options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default(),
-		headers: map[policy.Transport]bool{policy.REST: true, policy.GRPC: true}}
+	return options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default()}
 }
 
 // WithAdmittedHeaders says on which transports an admitted call carries
@@ -43,9 +42,9 @@ func defaultOptions() options {
 // sends none over gRPC by default): leaving gRPC out saves that.
 func WithAdmittedHeaders(transports ...policy.Transport) Option {
 	return func(o *options) {
-		o.headers = map[policy.Transport]bool{}
+		o.quiet = map[policy.Transport]bool{policy.REST: true, policy.GRPC: true}
 		for _, t := range transports {
-			o.headers[t] = true
+			delete(o.quiet, t)
 		}
 	}
 }

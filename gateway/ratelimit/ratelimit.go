@@ -57,7 +57,7 @@ func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 			_ = grpc.SetTrailer(ctx, d.Metadata())
 			return nil, d.Err(c)
 		}
-		if l.opts.headers[c.Transport] {
+		if !l.opts.quiet[c.Transport] {
 			_ = grpc.SetHeader(ctx, d.Metadata())
 		}
 		return handler(ctx, req)
@@ -83,7 +83,7 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 			ss.SetTrailer(d.Metadata())
 			return d.Err(c)
 		}
-		if l.opts.headers[c.Transport] {
+		if !l.opts.quiet[c.Transport] {
 			if err := ss.SetHeader(d.Metadata()); err != nil {
 				return err
 			}
