@@ -159,9 +159,10 @@ func New(cfg Config, services []Service, opts ...Option) (*Gateway, error) {
 		[]grpc.ServerOption{grpc.ForceServerCodecV2(proxy.Codec()),
 			grpc.InitialWindowSize(windowSize), grpc.InitialConnWindowSize(windowSize),
 			// Streams run on long-lived workers whose stacks have grown,
-			// not on a fresh goroutine each (stack growth was a tenth of a
-			// call's CPU); past them grpc-go starts goroutines as before.
-			grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))})...)
+			// not on a fresh goroutine each: stack copying was 13% of a
+			// gRPC call's CPU samples at 32 in flight, 2% with 64 workers.
+			// Past them grpc-go starts goroutines as before.
+			grpc.NumStreamWorkers(uint32(max(64, 16*runtime.GOMAXPROCS(0))))})...)
 	g.health = health.NewServer()
 	healthpb.RegisterHealthServer(g.grpcServer, g.health)
 	for _, svc := range routes.Services() {

@@ -645,8 +645,8 @@ func (b *bench) profile(ctx context.Context) error {
 	secs := int(b.s.profile.Seconds())
 	for _, c := range []struct{ mode, workload string }{{report.GRPC, "get"}, {report.REST, "create"}, {report.REST, "get"}} {
 		i := slices.IndexFunc(b.s.workloads, func(w load.Workload) bool { return w.Name == c.workload })
-		if i < 0 {
-			continue
+		if i < 0 || !slices.Contains(b.s.modes, c.mode) {
+			continue // a phase of a workload or mode this run does not have
 		}
 		lctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
