@@ -122,6 +122,11 @@ func restPeer(ctx context.Context) *peer.Peer {
 // for each request, and to a stream the client's verified certificate: a
 // stream's peer is the in-memory connection, a unary call's is restPeer.
 func (d *Door) annotate(ctx context.Context, r *http.Request) metadata.MD {
+	if ctx.Value(pendingKey{}) != nil {
+		// grpc-gateway's handler of a call the outer half admitted: that
+		// half annotated it already (handlerHeader).
+		return nil
+	}
 	route, _ := runtime.HTTPPathPattern(ctx)
 	md := metadata.Pairs(
 		proxy.MDRoute, r.Method+" "+route,

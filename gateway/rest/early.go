@@ -168,7 +168,9 @@ func (d *Door) resume(ctx context.Context, _ any) (any, error) {
 			panic(v)
 		}
 	}()
-	p.next(p.w, p.r.WithContext(ctx), p.params)
+	r := p.r.WithContext(ctx)
+	r.Header = handlerHeader(p.r.Header)
+	p.next(p.w, r, p.params)
 	if p.err != nil {
 		return nil, p.err
 	}
@@ -206,4 +208,21 @@ func (d *Door) limitRouteBody(w http.ResponseWriter, r *http.Request, b *binding
 		r.Body = http.MaxBytesReader(w, r.Body, max)
 	}
 	return true
+}
+
+// handlerHeader is what grpc-gateway's handler of an admitted unary call
+// sees of the request's headers: only those it reads itself, the content
+// type and Accept (to pick its marshalers) and TE (to send trailers). It
+// annotates the request again, building metadata from every header it is
+// given, and that metadata goes nowhere: the chain reads what the outer
+// half annotated. With all the headers that cost about 35 allocations a
+// call.
+func handlerHeader(h http.Header) http.Header {
+	out := make(http.Header, 3)
+	for _, k := range [...]string{"Content-Type", "Accept", "Te"} {
+		if v, ok := h[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
 }
