@@ -204,7 +204,9 @@ func (d *Door) limitRouteBody(w http.ResponseWriter, r *http.Request, b *binding
 		d.tooLarge(w, r, b.method.Route().FullMethod, r.Method+" "+b.template, max)
 		return false
 	}
-	if r.Body != nil && r.Body != http.NoBody {
+	// limitBody has wrapped the body in the largest route limit; a route
+	// with that limit needs no second reader.
+	if r.Body != nil && r.Body != http.NoBody && max < d.maxBody {
 		r.Body = http.MaxBytesReader(w, r.Body, max)
 	}
 	return true
