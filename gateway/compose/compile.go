@@ -166,12 +166,16 @@ func compile(r *route.Route, routes *route.Table, file string) (*plan, error) {
 		return nil, fail("", "response: %v", err)
 	}
 
-	order, err := sortSteps(c.GetSteps(), needs)
-	if err != nil {
-		return nil, fail("", "%v", err)
+	names := make([]string, len(c.GetSteps()))
+	for i, s := range c.GetSteps() {
+		names[i] = s.GetName()
+	}
+	sorted, cycle := order(names, func(name string) []string { return needs[name] })
+	if cycle != nil {
+		return nil, fail("", "steps form a cycle: %s", strings.Join(cycle, " -> "))
 	}
 	index := map[string]int{}
-	for i, name := range order {
+	for i, name := range sorted {
 		index[name] = i
 		p.steps = append(p.steps, steps[name])
 	}
@@ -234,41 +238,43 @@ func check(env *cel.Env, expr string, want protoreflect.MessageDescriptor, steps
 	return ast, refs, nil
 }
 
-// sortSteps orders the steps so that each comes after those it needs, in
-// declaration order where free, and refuses a cycle, naming it.
-func sortSteps(decl []*optionsv1.ComposeStep, needs map[string][]string) ([]string, error) {
+// order sorts the nodes reachable from roots so that each comes after the
+// nodes next gives for it, in the order of roots and of next where free. A
+// cycle is returned instead, as the path that closes it (its first node
+// repeated at the end).
+func order[K comparable](roots []K, next func(K) []K) (sorted, cycle []K) {
 	const (
 		unseen = iota
 		visiting
 		done
 	)
-	state := map[string]int{}
-	var order, path []string
-	var visit func(name string) error
-	visit = func(name string) error {
-		switch state[name] {
+	state := map[K]int{}
+	var path []K
+	var visit func(n K) bool
+	visit = func(n K) bool {
+		switch state[n] {
 		case done:
-			return nil
+			return true
 		case visiting:
-			cycle := append(path[slices.Index(path, name):], name)
-			return fmt.Errorf("steps form a cycle: %s", strings.Join(cycle, " -> "))
+			cycle = append(slices.Clone(path[slices.Index(path, n):]), n)
+			return false
 		}
-		state[name] = visiting
-		path = append(path, name)
-		for _, n := range needs[name] {
-			if err := visit(n); err != nil {
-				return err
+		state[n] = visiting
+		path = append(path, n)
+		for _, m := range next(n) {
+			if !visit(m) {
+				return false
 			}
 		}
 		path = path[:len(path)-1]
-		state[name] = done
-		order = append(order, name)
-		return nil
+		state[n] = done
+		sorted = append(sorted, n)
+		return true
 	}
-	for _, s := range decl {
-		if err := visit(s.GetName()); err != nil {
-			return nil, err
+	for _, n := range roots {
+		if !visit(n) {
+			return nil, cycle
 		}
 	}
-	return order, nil
+	return sorted, nil
 }

@@ -68,38 +68,23 @@ func New(routes *route.Table, services []protoreflect.ServiceDescriptor, opts ..
 // checkRecursion refuses composite methods that call each other in a
 // circle, which would run until the deadline.
 func (c *Composer) checkRecursion() error {
-	state := map[string]int{} // 1 visiting, 2 done
-	var path []string
-	var visit func(full string) error
-	visit = func(full string) error {
-		p := c.plans[full]
-		if p == nil || state[full] == 2 {
-			return nil
-		}
-		if state[full] == 1 {
-			cycle := append(slices.Clone(path[slices.Index(path, full):]), full)
-			for i := range cycle {
-				cycle[i] = cycle[i][1:]
-			}
-			return fmt.Errorf("%s: composite methods call each other in a cycle: %s", p.where, strings.Join(cycle, " -> "))
-		}
-		state[full] = 1
-		path = append(path, full)
-		for _, s := range p.steps {
-			if err := visit(s.route.FullMethod); err != nil {
-				return err
+	_, cycle := order(slices.Sorted(maps.Keys(c.plans)), func(full string) []string {
+		var next []string
+		for _, s := range c.plans[full].steps {
+			if c.plans[s.route.FullMethod] != nil {
+				next = append(next, s.route.FullMethod)
 			}
 		}
-		path = path[:len(path)-1]
-		state[full] = 2
+		return next
+	})
+	if cycle == nil {
 		return nil
 	}
-	for _, full := range slices.Sorted(maps.Keys(c.plans)) {
-		if err := visit(full); err != nil {
-			return err
-		}
+	where := c.plans[cycle[0]].where
+	for i := range cycle {
+		cycle[i] = cycle[i][1:]
 	}
-	return nil
+	return fmt.Errorf("%s: composite methods call each other in a cycle: %s", where, strings.Join(cycle, " -> "))
 }
 
 // Handler is the handler of r, for proxy.WithHandler: nil unless r is
