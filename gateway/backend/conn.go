@@ -43,7 +43,6 @@ type Conn struct {
 	backend  string
 	cfg      Config
 	tracker  *Tracker
-	m        *Metrics
 	inFlight atomic.Int64
 	gauge    prometheus.Gauge
 	refused  prometheus.Counter
@@ -56,7 +55,7 @@ type Conn struct {
 // by rb, with the connection part of cfg (effective: WithDefaults) and
 // methods' retries. It does no I/O.
 func Dial(target, backend string, cfg Config, methods []Method, rb resolver.Builder, m *Metrics, logger *slog.Logger, opts ...grpc.DialOption) (*Conn, error) {
-	c := &Conn{backend: backend, cfg: cfg, m: m, tracker: newTracker(backend, m, logger),
+	c := &Conn{backend: backend, cfg: cfg, tracker: newTracker(backend, m, logger),
 		gauge: m.inFlight.WithLabelValues(backend), refused: m.overloaded.WithLabelValues(backend)}
 	sc, err := serviceConfig(cfg, methods)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,7 +103,7 @@ func (builder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalancingConf
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	return &ejector{cc: cc, opts: opts, hosts: map[string]*host{}, subConns: map[balancer.SubConn]*subConn{}}
+	return &ejector{cc: cc, opts: opts, hosts: map[string]*host{}, subConns: map[balancer.SubConn]*host{}}
 }
 
 // ejector is one backend connection's filter.
@@ -123,7 +124,7 @@ type ejector struct {
 	tracker       *Tracker
 	state         resolver.State   // the resolver's last state, unfiltered
 	hosts         map[string]*host // by address
-	subConns      map[balancer.SubConn]*subConn
+	subConns      map[balancer.SubConn]*host
 	timer         *time.Timer
 	reviewPending bool
 	closed        bool
@@ -141,10 +142,6 @@ type host struct {
 	times            int // ejections so far: each is longer
 	reason           string
 	kept             bool // refused ejection (max_ejection_percent), logged once
-}
-
-type subConn struct {
-	host *host
 }
 
 func (e *ejector) newHost(addr, id string) *host {
@@ -327,7 +324,7 @@ func (c *childCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 		if h == nil { // not from the resolver's list (it changed since): counted apart
 			h = e.newHost(addrs[0].Addr, "")
 		}
-		e.subConns[sc] = &subConn{host: h}
+		e.subConns[sc] = h
 	}
 	e.mu.Unlock()
 	return sc, nil
@@ -338,10 +335,7 @@ func (c *childCC) UpdateState(s balancer.State) {
 	e.mu.Lock()
 	// A snapshot: the picker reads it without a lock. A subchannel made
 	// after it is in the next picker, which its first state change brings.
-	byConn := make(map[balancer.SubConn]*host, len(e.subConns))
-	for sc, s := range e.subConns {
-		byConn[sc] = s.host
-	}
+	byConn := maps.Clone(e.subConns)
 	cfg := e.cfg
 	e.mu.Unlock()
 	if s.Picker != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,8 +83,7 @@ func (r *received) get(method string) int64 {
 // inject applies f to one call of method; a non-nil error is the call's
 // answer.
 func (f Faults) inject(ctx context.Context, method string) error {
-	if method == healthpb.Health_Check_FullMethodName || method == healthpb.Health_Watch_FullMethodName ||
-		method == healthpb.Health_List_FullMethodName {
+	if strings.HasPrefix(method, healthMethods) {
 		return nil
 	}
 	if f.Delay > 0 {
@@ -104,6 +104,10 @@ func (f Faults) inject(ctx context.Context, method string) error {
 	}
 	return nil
 }
+
+// healthMethods prefixes every method of grpc.health.v1, which faults, like
+// the client-certificate check (requireClientCert), leave alone.
+var healthMethods = "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
 
 // faultInterceptors count every call and apply the faults f holds before
 // the handler.

@@ -218,10 +218,12 @@ func TestTLSClientCA(t *testing.T) {
 // A rotated server certificate is what new connections get, without a
 // restart.
 func TestTLSReloadsTheCertificate(t *testing.T) {
-	ctx := testCtx(t)
 	f := newTLSFiles(t)
 	h := startTLSHost(t, TLS{CertFile: f.certFile, KeyFile: f.keyFile})
 	served := func() string {
+		// Each look has its own deadline: the wait below may outlast one.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		conn, err := grpc.NewClient("passthrough:///"+h.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(
 			&tls.Config{RootCAs: f.ca.Pool(), ServerName: "catalog", MinVersion: tls.VersionTLS12})))
 		if err != nil {
@@ -253,7 +255,8 @@ func TestTLSReloadsTheCertificate(t *testing.T) {
 	if err := os.Rename(c, f.certFile); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, "a new connection to get the rotated certificate", func() bool {
+	// The files are looked at every 2s; a loaded machine may need several.
+	testutil.Eventually(t, 30*time.Second, "a new connection to get the rotated certificate", func() bool {
 		return served() == "catalog-rotated"
 	})
 }
