@@ -98,6 +98,13 @@ func (d *Door) refuse(r *http.Request, method, route string, err error, httpStat
 
 var statusJSON = protojson.MarshalOptions{}
 
+// WriteError answers with err as a google.rpc.Status in JSON, the
+// gateway's own answer, as the door writes its refusals; for what wraps
+// the door and refuses before it (package web).
+func WriteError(w http.ResponseWriter, httpStatus int, err error) {
+	writeStatus(w, status.Convert(err), httpStatus, policy.SourceGateway)
+}
+
 func writeStatus(w http.ResponseWriter, st *status.Status, httpStatus int, source string) {
 	body, err := statusJSON.Marshal(st.Proto())
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/rest"
 	"github.com/portico-gw/portico/gateway/route"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/cors"
@@ -115,7 +116,7 @@ func (p *corsPolicy) handler(next http.Handler) http.Handler {
 				return
 			}
 			p.preflight.WithLabelValues("refused").Inc()
-			writeError(w, http.StatusForbidden, policy.Error(codes.PermissionDenied, ReasonCORSRefused,
+			rest.WriteError(w, http.StatusForbidden, policy.Error(codes.PermissionDenied, ReasonCORSRefused,
 				fmt.Sprintf("CORS preflight refused: origin %q may not call %s %s with these headers",
 					r.Header.Get("Origin"), r.Header.Get("Access-Control-Request-Method"), r.URL.Path), nil))
 		})
