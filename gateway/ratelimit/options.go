@@ -20,8 +20,9 @@ type options struct {
 	known      func(service, method string) bool
 	declared   func(fullMethod string) (service, method string, lim policy.RateLimit, ok bool)
 	watchers   []func(context.Context, *Limiter)
-	// quiet lists the transports whose admitted calls carry no numbers.
-	quiet map[policy.Transport]bool
+	// quietREST and quietGRPC: admitted calls of that transport carry no
+	// numbers.
+	quietREST, quietGRPC bool
 }
 
 // Defaults: a hundred thousand callers take about 12 MB (see docs/rate-limiting.md's
@@ -42,9 +43,14 @@ func defaultOptions() options {
 // sends none over gRPC by default): leaving gRPC out saves that.
 func WithAdmittedHeaders(transports ...policy.Transport) Option {
 	return func(o *options) {
-		o.quiet = map[policy.Transport]bool{policy.REST: true, policy.GRPC: true}
+		o.quietREST, o.quietGRPC = true, true
 		for _, t := range transports {
-			delete(o.quiet, t)
+			switch t {
+			case policy.REST:
+				o.quietREST = false
+			case policy.GRPC:
+				o.quietGRPC = false
+			}
 		}
 	}
 }

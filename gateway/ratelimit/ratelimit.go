@@ -57,7 +57,7 @@ func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 			_ = grpc.SetTrailer(ctx, d.Metadata())
 			return nil, d.Err(c)
 		}
-		if !l.opts.quiet[c.Transport] {
+		if !l.quiet(c.Transport) {
 			_ = grpc.SetHeader(ctx, d.Metadata())
 		}
 		return handler(ctx, req)
@@ -83,13 +83,18 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 			ss.SetTrailer(d.Metadata())
 			return d.Err(c)
 		}
-		if !l.opts.quiet[c.Transport] {
+		if !l.quiet(c.Transport) {
 			if err := ss.SetHeader(d.Metadata()); err != nil {
 				return err
 			}
 		}
 		return handler(srv, ss)
 	}
+}
+
+// quiet reports whether an admitted call of transport t carries no numbers.
+func (l *Limiter) quiet(t policy.Transport) bool {
+	return t == policy.REST && l.opts.quietREST || t == policy.GRPC && l.opts.quietGRPC
 }
 
 // Decide is Allow for the interceptors. In mode redis it spends the call
