@@ -120,7 +120,7 @@ func NewRedis(cfg RedisConfig, reg prometheus.Registerer, opts ...Option) (*Limi
 		return nil, err
 	}
 	if reg != nil {
-		if s.metrics, err = newStoreMetrics(reg); err != nil {
+		if s.metrics, err = newStoreMetrics(reg, s.failure); err != nil {
 			return nil, err
 		}
 	}

@@ -126,7 +126,7 @@ func (l *Limiter) Decide(ctx context.Context, c *policy.Call) Decision {
 		}
 	}
 	l.fallbacks.Add(1)
-	s.metrics.fellBack(s.failure)
+	s.metrics.fallback()
 	switch s.failure {
 	case FailAllow:
 		return Decision{Allowed: true}

@@ -447,9 +447,15 @@ type storeMetrics struct {
 	latency   *prometheus.HistogramVec
 	up        prometheus.Gauge
 	fallbacks *prometheus.CounterVec
+
+	// The children every decision touches, bound once.
+	latencyOK, latencyErr prometheus.Observer
+	fellBack              prometheus.Counter // of the store's failure mode
 }
 
-func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
+// newStoreMetrics registers the metrics of a store whose failure mode is
+// failureMode.
+func newStoreMetrics(reg prometheus.Registerer, failureMode string) (*storeMetrics, error) {
 	m := &storeMetrics{
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portico_ratelimit_store_errors_total",
@@ -474,6 +480,8 @@ func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
 			return nil, err
 		}
 	}
+	m.latencyOK, m.latencyErr = m.latency.WithLabelValues("ok"), m.latency.WithLabelValues("error")
+	m.fellBack = m.fallbacks.WithLabelValues(failureMode)
 	return m, nil
 }
 
@@ -481,11 +489,11 @@ func (m *storeMetrics) observe(d time.Duration, err error) {
 	if m == nil {
 		return
 	}
-	result := "ok"
 	if err != nil {
-		result = "error"
+		m.latencyErr.Observe(d.Seconds())
+		return
 	}
-	m.latency.WithLabelValues(result).Observe(d.Seconds())
+	m.latencyOK.Observe(d.Seconds())
 }
 
 func (m *storeMetrics) failed(reason string) {
@@ -505,8 +513,9 @@ func (m *storeMetrics) setUp(up bool) {
 	}
 }
 
-func (m *storeMetrics) fellBack(mode string) {
+// fallback counts a call decided by the failure mode.
+func (m *storeMetrics) fallback() {
 	if m != nil {
-		m.fallbacks.WithLabelValues(mode).Inc()
+		m.fellBack.Inc()
 	}
 }
