@@ -107,20 +107,12 @@ func (r *Route) Target() string {
 // says otherwise: grpc-go's default limit on a gRPC message.
 const DefaultMaxBodyBytes = 4 << 20
 
-// firstDuration is the first of ds that is set, strongest first.
-func firstDuration(ds ...time.Duration) time.Duration {
-	for _, d := range ds {
-		if d > 0 {
-			return d
-		}
-	}
-	return 0
-}
-
-func firstPositive(ns ...int64) int64 {
-	for _, n := range ns {
-		if n > 0 {
-			return n
+// firstSet is the first of vs that is set (positive), strongest first;
+// 0 if none is.
+func firstSet[T int64 | time.Duration](vs ...T) T {
+	for _, v := range vs {
+		if v > 0 {
+			return v
 		}
 	}
 	return 0
@@ -233,14 +225,14 @@ func serviceRoutes(sd protoreflect.ServiceDescriptor, cfg Config) ([]*Route, err
 		if mc.Timeout != 0 {
 			r.Timeout = mc.Timeout
 		}
-		r.MaxTimeout = firstDuration(mc.MaxTimeout, mo.GetMaxTimeout().AsDuration(), sc.MaxTimeout, so.GetMaxTimeout().AsDuration(), r.Timeout)
+		r.MaxTimeout = firstSet(mc.MaxTimeout, mo.GetMaxTimeout().AsDuration(), sc.MaxTimeout, so.GetMaxTimeout().AsDuration(), r.Timeout)
 		if r.Streams() {
 			r.Timeout, r.MaxTimeout = sc.StreamTimeout, sc.StreamMaxTimeout
 		}
 		if r.MaxTimeout > 0 && r.Timeout > r.MaxTimeout {
 			return nil, fmt.Errorf("method %s: timeout %v is over its max_timeout %v", r.FullMethod[1:], r.Timeout, r.MaxTimeout)
 		}
-		r.MaxBodyBytes = firstPositive(mc.MaxBodyBytes, int64(mo.GetMaxBodyBytes()), sc.MaxBodyBytes, int64(so.GetMaxBodyBytes()), DefaultMaxBodyBytes)
+		r.MaxBodyBytes = firstSet(mc.MaxBodyBytes, int64(mo.GetMaxBodyBytes()), sc.MaxBodyBytes, int64(so.GetMaxBodyBytes()), DefaultMaxBodyBytes)
 		if r.Policy, err = effectivePolicy(cfg, so, sc, mo, mc); err != nil {
 			return nil, fmt.Errorf("method %s (declared in %s, overridable in %s): %w",
 				r.FullMethod[1:], sd.ParentFile().Path(), cfg.where(), err)
