@@ -48,9 +48,8 @@ type consulReach struct {
 	up     prometheus.Gauge
 
 	mu        sync.Mutex
-	answered  map[string]bool      // backend -> its watch's last query was answered
+	answered  map[string]struct{}  // backends whose watch's last query was answered
 	failing   map[string]time.Time // backend -> first failure of its current run of failures
-	nAnswered int                  // true values in answered
 	reported  bool                 // any report yet
 	lastOK    time.Time            // the last answer of any watch
 	reachable bool
@@ -65,7 +64,7 @@ func newConsulReach(logger *slog.Logger, now func() time.Time) *consulReach {
 		logger:   logger,
 		now:      now,
 		up:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "portico_consul_up", Help: "1 while Consul answers the gateway's backend watches; 0 before its first answer and while every watch fails."}),
-		answered: map[string]bool{},
+		answered: map[string]struct{}{},
 		failing:  map[string]time.Time{},
 	}
 }
@@ -76,10 +75,7 @@ func (c *consulReach) watchOK(backend string) {
 	c.mu.Lock()
 	c.lastOK = now
 	delete(c.failing, backend)
-	if !c.answered[backend] {
-		c.answered[backend] = true
-		c.nAnswered++
-	}
+	c.answered[backend] = struct{}{}
 	c.reported = true
 	if c.reachable {
 		c.mu.Unlock()
@@ -104,13 +100,10 @@ func (c *consulReach) watchError(backend string, err error) {
 	if _, ok := c.failing[backend]; !ok {
 		c.failing[backend] = now
 	}
-	if c.answered[backend] {
-		c.answered[backend] = false
-		c.nAnswered--
-	}
+	delete(c.answered, backend)
 	first := !c.reported
 	c.reported = true
-	if c.nAnswered > 0 || (!c.reachable && !first) {
+	if len(c.answered) > 0 || (!c.reachable && !first) {
 		c.mu.Unlock()
 		return
 	}
