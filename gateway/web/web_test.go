@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portico-gw/portico/gateway/rest"
+	"github.com/portico-gw/portico/internal/testutil"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -70,26 +71,18 @@ func TestHeartbeat(t *testing.T) {
 	if _, err := s.Write([]byte("data: 1\n\n")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, 5*time.Second, "a heartbeat", func() bool {
 		s.mu.Lock()
-		n := strings.Count(rec.Body.String(), ": heartbeat\n\n")
-		s.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no heartbeat")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer s.mu.Unlock()
+		return strings.Contains(rec.Body.String(), ": heartbeat\n\n")
+	})
+	done := s.done
 	s.end()
-	s.mu.Lock()
-	before := rec.Body.Len()
-	s.mu.Unlock()
-	time.Sleep(5 * time.Millisecond)
-	if rec.Body.Len() != before {
-		t.Error("heartbeats after end")
+	select {
+	case <-done:
+		// The beating goroutine has returned: no heartbeat can follow.
+	default:
+		t.Error("end returned with the heartbeats still running")
 	}
 	if !strings.HasPrefix(rec.Body.String(), "data: 1\n\n") {
 		t.Errorf("body %q", rec.Body.String())
