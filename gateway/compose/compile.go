@@ -34,6 +34,7 @@ type plan struct {
 	route    *route.Route
 	where    string // "file: method", for messages
 	steps    []*step
+	all      []int // 0..len(steps)-1: the response reads every step
 	response cel.Program
 	adapter  types.Adapter // makes the steps' answers CEL values
 }
@@ -178,6 +179,7 @@ func compile(r *route.Route, routes *route.Table, file string) (*plan, error) {
 	for i, name := range sorted {
 		index[name] = i
 		p.steps = append(p.steps, steps[name])
+		p.all = append(p.all, i)
 	}
 	for _, st := range p.steps {
 		for _, n := range needs[st.name] {
