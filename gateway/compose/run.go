@@ -107,7 +107,7 @@ func (c *Composer) run(ctx context.Context, p *plan, req any) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
-	v, _, err := p.response.Eval(x.activation(allSteps(len(p.steps)), nil))
+	v, _, err := p.response.Eval(x.activation(p.all, nil))
 	if err != nil {
 		return nil, x.exprError(ctx, nil, "response", err)
 	}
@@ -274,14 +274,6 @@ func (x *execution) activation(needs []int, item ref.Val) map[string]any {
 		act["item"] = item
 	}
 	return act
-}
-
-func allSteps(n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = i
-	}
-	return out
 }
 
 // reportPartial says which optional steps failed: a header over REST, a
