@@ -12,7 +12,7 @@ import (
 	"cel.dev/cel-go/common/types/traits"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
-	"go.opentelemetry.io/otel/propagation"
+	"github.com/portico-gw/portico/gateway/stats"
 	rpccode "google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -374,26 +374,6 @@ func toMessage(v ref.Val, mt protoreflect.MessageType) (proto.Message, error) {
 // the steps' spans.
 func stepMetadata(ctx context.Context) metadata.MD {
 	md := proxy.StepMetadata(ctx)
-	propagation.TraceContext{}.Inject(ctx, mdCarrier(md))
+	stats.InjectTrace(ctx, md)
 	return md
-}
-
-// mdCarrier lets the propagator write gRPC metadata.
-type mdCarrier metadata.MD
-
-func (c mdCarrier) Get(key string) string {
-	if v := metadata.MD(c).Get(key); len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
-func (c mdCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
-
-func (c mdCarrier) Keys() []string {
-	out := make([]string, 0, len(c))
-	for k := range c {
-		out = append(out, k)
-	}
-	return out
 }

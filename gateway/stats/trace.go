@@ -100,6 +100,13 @@ func traceID(ctx context.Context, span trace.Span) string {
 	return sc.TraceID().String()
 }
 
+// InjectTrace writes the span context of ctx into md as W3C Trace Context,
+// for a call the gateway makes itself through its own chain (a composite's
+// step), whose server span then continues ctx's trace.
+func InjectTrace(ctx context.Context, md metadata.MD) {
+	propagation.TraceContext{}.Inject(ctx, mdCarrier(md))
+}
+
 // mdCarrier lets the propagator read and write gRPC metadata.
 type mdCarrier metadata.MD
 
