@@ -48,11 +48,9 @@ func fromGRPCWebText(r *http.Request, limit int64) (*http.Request, error) {
 		for end < len(rest) && rest[end] == '=' {
 			end++
 		}
-		b, err := base64.StdEncoding.DecodeString(string(rest[:end]))
-		if err != nil {
+		if body, err = base64.StdEncoding.AppendDecode(body, rest[:end]); err != nil {
 			return nil, fmt.Errorf("gRPC-Web text body is not base64: %w", err)
 		}
-		body = append(body, b...)
 		rest = rest[end:]
 	}
 	r = r.Clone(r.Context())
@@ -71,6 +69,7 @@ func fromGRPCWebText(r *http.Request, limit int64) (*http.Request, error) {
 type textWriter struct {
 	http.ResponseWriter
 	pending []byte
+	encoded []byte // reused for each write's base64
 }
 
 func (t *textWriter) WriteHeader(code int) {
@@ -88,7 +87,8 @@ func (t *textWriter) Write(b []byte) (int, error) {
 	if whole == 0 {
 		return len(b), nil
 	}
-	if _, err := t.ResponseWriter.Write([]byte(base64.StdEncoding.EncodeToString(t.pending[:whole]))); err != nil {
+	t.encoded = base64.StdEncoding.AppendEncode(t.encoded[:0], t.pending[:whole])
+	if _, err := t.ResponseWriter.Write(t.encoded); err != nil {
 		return 0, err
 	}
 	t.pending = append(t.pending[:0], t.pending[whole:]...)
@@ -104,7 +104,7 @@ func (t *textWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 // finish writes what is left, padded.
 func (t *textWriter) finish() {
 	if len(t.pending) > 0 {
-		_, _ = t.ResponseWriter.Write([]byte(base64.StdEncoding.EncodeToString(t.pending)))
+		_, _ = t.ResponseWriter.Write(base64.StdEncoding.AppendEncode(t.encoded[:0], t.pending))
 		t.pending = nil
 	}
 }
