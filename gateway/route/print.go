@@ -47,11 +47,11 @@ func Print(w io.Writer, routes []*Route, opts ...PrintOption) error {
 	}
 	creds := o.credentials
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	head := "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tSCOPES\tRATE LIMIT\tRETRIES"
+	head := "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH"
 	if creds {
-		head = "REST\tgRPC METHOD\tBACKEND\tKIND\tTIMEOUT\tAUTH\tCREDENTIALS\tSCOPES\tRATE LIMIT\tRETRIES"
+		head += "\tCREDENTIALS"
 	}
-	fmt.Fprintln(tw, head)
+	fmt.Fprintln(tw, head+"\tSCOPES\tRATE LIMIT\tRETRIES")
 	for _, r := range routes {
 		timeout := "none"
 		if r.Timeout > 0 {
