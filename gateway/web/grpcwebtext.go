@@ -35,7 +35,7 @@ func fromGRPCWebText(r *http.Request, limit int64) (*http.Request, error) {
 		// Over the limit: the length is what tells the caller so.
 		r = r.Clone(r.Context())
 		r.Body, r.ContentLength = http.NoBody, max(r.ContentLength, int64(len(text)))*3/4
-		r.Header.Set("Content-Type", "application/grpc-web"+strings.TrimPrefix(r.Header.Get("Content-Type"), grpcWebText))
+		toBinary(r.Header)
 		return r, nil
 	}
 	var body []byte
@@ -56,11 +56,18 @@ func fromGRPCWebText(r *http.Request, limit int64) (*http.Request, error) {
 	r = r.Clone(r.Context())
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
-	r.Header.Set("Content-Type", "application/grpc-web"+strings.TrimPrefix(r.Header.Get("Content-Type"), grpcWebText))
-	if a := r.Header.Get("Accept"); strings.HasPrefix(a, grpcWebText) {
-		r.Header.Set("Accept", "application/grpc-web"+strings.TrimPrefix(a, grpcWebText))
-	}
+	toBinary(r.Header)
 	return r, nil
+}
+
+// toBinary gives a text-mode request's Content-Type and Accept the binary
+// mode's media types, keeping their +codec suffix and parameters.
+func toBinary(h http.Header) {
+	for _, k := range [...]string{"Content-Type", "Accept"} {
+		if v := h.Get(k); strings.HasPrefix(v, grpcWebText) {
+			h.Set(k, "application/grpc-web"+strings.TrimPrefix(v, grpcWebText))
+		}
+	}
 }
 
 // textWriter encodes a binary gRPC-Web answer in base64 for a text-mode

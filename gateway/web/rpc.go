@@ -160,9 +160,7 @@ func (p *rpc) refuse(r *http.Request, rt *route.Route, err error) *http.Request 
 		ref.Refused(r.Context(), c, err, 0)
 	}
 	r = r.WithContext(context.WithValue(r.Context(), refusalKey{}, err))
-	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, grpcWebText) {
-		r.Header.Set("Content-Type", "application/grpc-web"+strings.TrimPrefix(ct, grpcWebText))
-	}
+	toBinary(r.Header)
 	var body []byte
 	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
 	if strings.HasSuffix(ct, "json") {
