@@ -35,10 +35,10 @@ func calls(n int) []*policy.Call {
 func BenchmarkAllowSerial(b *testing.B) {
 	l := ratelimit.New()
 	c := benchCall("203.0.113.1")
-	l.Allow(c)
+	l.Decide(context.Background(), c)
 	b.ReportAllocs()
 	for b.Loop() {
-		l.Allow(c)
+		l.Decide(context.Background(), c)
 	}
 }
 
@@ -46,11 +46,11 @@ func BenchmarkAllowSerial(b *testing.B) {
 func BenchmarkAllowParallelOneKey(b *testing.B) {
 	l := ratelimit.New()
 	c := benchCall("203.0.113.1")
-	l.Allow(c)
+	l.Decide(context.Background(), c)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			l.Allow(c)
+			l.Decide(context.Background(), c)
 		}
 	})
 }
@@ -60,14 +60,14 @@ func BenchmarkAllowParallelManyKeys(b *testing.B) {
 	l := ratelimit.New()
 	cs := calls(10_000)
 	for _, c := range cs {
-		l.Allow(c)
+		l.Decide(context.Background(), c)
 	}
 	var next atomic.Uint32
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(next.Add(7919))
 		for pb.Next() {
-			l.Allow(cs[i%len(cs)])
+			l.Decide(context.Background(), cs[i%len(cs)])
 			i++
 		}
 	})
@@ -84,7 +84,7 @@ func BenchmarkMillionKeys(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		l := ratelimit.New(ratelimit.WithMaxKeys(n))
 		for _, c := range cs {
-			l.Allow(c)
+			l.Decide(context.Background(), c)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -138,13 +138,13 @@ func BenchmarkDecisionMetadata(b *testing.B) {
 		name string
 		d    ratelimit.Decision
 	}{
-		{"admitted", l.Allow(c)},
+		{"admitted", l.Decide(context.Background(), c)},
 		{"rejected", func() ratelimit.Decision {
 			lim := policy.RateLimit{Requests: 1, Period: time.Minute, Burst: 1}
 			c := &policy.Call{FullMethod: "/bench.v1.Svc/Tight", Service: "bench.v1.Svc", Method: "Tight",
 				Policy: &policy.Policy{RateLimit: lim}, ClientIP: "203.0.113.1"}
-			l.Allow(c)
-			return l.Allow(c)
+			l.Decide(context.Background(), c)
+			return l.Decide(context.Background(), c)
 		}()},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
@@ -173,7 +173,7 @@ func BenchmarkDecide(b *testing.B) {
 	cs := calls(10_000)
 	local := ratelimit.New()
 	for _, c := range cs { // known callers, as in the other benchmarks
-		local.Allow(c)
+		local.Decide(context.Background(), c)
 	}
 	for _, m := range []struct {
 		name string

@@ -40,7 +40,7 @@ func TestBucketMaths(t *testing.T) {
 
 	// A new caller has the full burst.
 	for i := range 4 {
-		d := l.Allow(c)
+		d := l.allow(c)
 		if !d.Allowed || d.Remaining != uint32(3-i) {
 			t.Fatalf("call %d: %+v, want allowed with %d remaining", i, d, 3-i)
 		}
@@ -48,23 +48,23 @@ func TestBucketMaths(t *testing.T) {
 			t.Errorf("call %d: Reset %v, want %v (until the bucket is full)", i, d.Reset, want)
 		}
 	}
-	d := l.Allow(c)
+	d := l.allow(c)
 	if d.Allowed || d.Remaining != 0 || d.RetryAfter != 500*time.Millisecond || d.Reset != 2*time.Second {
 		t.Fatalf("fifth call: %+v, want rejected, retry in 500ms, full in 2s", d)
 	}
 	// Rejections spend nothing: waiting RetryAfter is enough.
 	clk.Advance(499 * time.Millisecond)
-	if l.Allow(c).Allowed {
+	if l.allow(c).Allowed {
 		t.Fatal("allowed 1ms before the token came back")
 	}
 	clk.Advance(time.Millisecond)
-	if d := l.Allow(c); !d.Allowed || d.Remaining != 0 {
+	if d := l.allow(c); !d.Allowed || d.Remaining != 0 {
 		t.Fatalf("after RetryAfter: %+v, want allowed with 0 remaining", d)
 	}
 	// After a long pause the bucket holds the burst, never more.
 	clk.Advance(time.Hour)
 	n := 0
-	for l.Allow(c).Allowed && n < 100 {
+	for l.allow(c).Allowed && n < 100 {
 		n++
 	}
 	if n != 4 {
@@ -123,12 +123,12 @@ func TestKeysAreSeparate(t *testing.T) {
 	// An IP and a consumer that spells the same are different callers.
 	spoof := call("M", lim, "alice")
 	for _, c := range []*policy.Call{a, b, other, alice, bob, spoof} {
-		if !l.Allow(c).Allowed {
+		if !l.allow(c).Allowed {
 			t.Fatalf("first call of %s %q/%v was rejected", c.Method, c.ClientIP, c.Identity)
 		}
 	}
 	for _, c := range []*policy.Call{a, b, other, alice, bob, spoof} {
-		if l.Allow(c).Allowed {
+		if l.allow(c).Allowed {
 			t.Fatalf("second call of %s %q/%v was allowed", c.Method, c.ClientIP, c.Identity)
 		}
 	}
@@ -137,8 +137,8 @@ func TestKeysAreSeparate(t *testing.T) {
 func TestNoLimitNoDecision(t *testing.T) {
 	l := New()
 	for _, c := range []*policy.Call{nil, {FullMethod: "/x/Y"}, call("M", policy.RateLimit{}, "203.0.113.1")} {
-		if d := l.Allow(c); !d.Allowed || d.Limit.Enabled() {
-			t.Errorf("Allow(%v) = %+v, want allowed without a limit", c, d)
+		if d := l.allow(c); !d.Allowed || d.Limit.Enabled() {
+			t.Errorf("allow(%v) = %+v, want allowed without a limit", c, d)
 		}
 	}
 	if n := l.Stats().Keys; n != 0 {

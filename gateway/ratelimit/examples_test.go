@@ -1,6 +1,7 @@
 package ratelimit_test
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -10,7 +11,7 @@ import (
 )
 
 // A public read limited per client address: 2 calls a second, bursts of 3.
-func ExampleLimiter_Allow() {
+func ExampleLimiter_Decide() {
 	now := time.Unix(0, 0)
 	l := ratelimit.New(ratelimit.WithClock(func() time.Time { return now }))
 	call := &policy.Call{
@@ -19,11 +20,11 @@ func ExampleLimiter_Allow() {
 		ClientIP: "203.0.113.9",
 	}
 	for range 4 {
-		d := l.Allow(call)
+		d := l.Decide(context.Background(), call)
 		fmt.Println(d.Allowed, d.Remaining, d.RetryAfter)
 	}
 	now = now.Add(500 * time.Millisecond)
-	fmt.Println(l.Allow(call).Allowed)
+	fmt.Println(l.Decide(context.Background(), call).Allowed)
 	// Output:
 	// true 2 0s
 	// true 1 0s

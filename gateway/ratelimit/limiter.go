@@ -99,9 +99,9 @@ func New(opts ...Option) *Limiter {
 
 func (l *Limiter) now() int64 { return int64(l.opts.clock().Sub(l.epoch)) }
 
-// Allow charges one call to the caller's bucket for c's method. Calls
-// without a limit are allowed with a zero Decision.Limit.
-func (l *Limiter) Allow(c *policy.Call) Decision {
+// allow is Decide in this replica's buckets: the whole decision in modes
+// local and cluster, failure_mode local's in mode redis.
+func (l *Limiter) allow(c *policy.Call) Decision {
 	if c == nil || c.Policy == nil {
 		return Decision{Allowed: true}
 	}
@@ -135,7 +135,7 @@ func caller(c *policy.Call) (consumer bool, id string) {
 	return false, callerNet(c.ClientIP)
 }
 
-// allowNew is Allow for a caller without a bucket.
+// allowNew is allow for a caller without a bucket.
 func (l *Limiter) allowNew(s *shard, k bucketKey, r *rate, now int64) Decision {
 	s.mu.Lock()
 	b := s.buckets[k]

@@ -24,7 +24,7 @@ func hammer(l *Limiter, c *policy.Call, goroutines, attempts int) int64 {
 		go func() {
 			defer wg.Done()
 			for range attempts {
-				if l.Allow(c).Allowed {
+				if l.allow(c).Allowed {
 					admitted.Add(1)
 				}
 			}
@@ -94,9 +94,9 @@ func TestIdleBucketsAreEvicted(t *testing.T) {
 	l := New(WithClock(clk.Now), WithIdleTimeout(time.Minute))
 	lim := policy.RateLimit{Requests: 1, Period: 10 * time.Second, Burst: 2}
 	busy, idle := call("M", lim, "203.0.113.1"), call("M", lim, "203.0.113.2")
-	l.Allow(busy)
-	l.Allow(busy)
-	l.Allow(idle)
+	l.allow(busy)
+	l.allow(busy)
+	l.allow(idle)
 	if got := l.Stats().Keys; got != 2 {
 		t.Fatalf("keys = %d, want 2", got)
 	}
@@ -112,7 +112,7 @@ func TestIdleBucketsAreEvicted(t *testing.T) {
 		t.Fatalf("stats %+v, want 1 key, 1 evicted", st)
 	}
 	// Dropping a full bucket loses nothing: the caller gets its burst.
-	if !l.Allow(idle).Allowed || !l.Allow(idle).Allowed || l.Allow(idle).Allowed {
+	if !l.allow(idle).Allowed || !l.allow(idle).Allowed || l.allow(idle).Allowed {
 		t.Error("an evicted caller must come back with exactly its burst")
 	}
 	clk.Advance(2 * time.Minute)
@@ -130,7 +130,7 @@ func TestKeyCapSharesAnOverflowBucket(t *testing.T) {
 		WithLogger(slog.New(slog.NewTextHandler(&logs, nil))), WithOverflowHook(func() { hook.Add(1) }))
 	lim := policy.RateLimit{Requests: 1, Period: time.Second, Burst: 3}
 	known := call("M", lim, "198.51.100.1")
-	l.Allow(known)
+	l.allow(known)
 
 	// A flood of distinct addresses, from many goroutines.
 	var wg sync.WaitGroup
@@ -140,7 +140,7 @@ func TestKeyCapSharesAnOverflowBucket(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 5000 {
-				if l.Allow(call("M", lim, fmt.Sprintf("10.%d.%d.%d", g, i/256, i%256))).Allowed {
+				if l.allow(call("M", lim, fmt.Sprintf("10.%d.%d.%d", g, i/256, i%256))).Allowed {
 					floodAdmitted.Add(1)
 				}
 			}
@@ -159,7 +159,7 @@ func TestKeyCapSharesAnOverflowBucket(t *testing.T) {
 		t.Errorf("flood admitted %d, want 99 tracked + 3 from the overflow bucket", got)
 	}
 	// A caller tracked before the flood keeps its own exact budget.
-	if !l.Allow(known).Allowed || !l.Allow(known).Allowed || l.Allow(known).Allowed {
+	if !l.allow(known).Allowed || !l.allow(known).Allowed || l.allow(known).Allowed {
 		t.Error("a known caller's bucket changed during the flood")
 	}
 	if n := strings.Count(logs.String(), "key table full"); n != 1 {
@@ -172,7 +172,7 @@ func TestKeyCapSharesAnOverflowBucket(t *testing.T) {
 	if !strings.Contains(logs.String(), "room again") {
 		t.Errorf("no log line when the table had room again:\n%s", logs.String())
 	}
-	l.Allow(call("M", lim, "192.0.2.1"))
+	l.allow(call("M", lim, "192.0.2.1"))
 	if st := l.Stats(); st.Keys != 1 || st.Overflowed != uint64(8*5000-99) {
 		t.Errorf("after the sweep: %+v, want one tracked key and no new overflow", st)
 	}
@@ -182,24 +182,24 @@ func TestReplicasAndOverridesChangeLimitsLive(t *testing.T) {
 	clk := newFakeClock()
 	l := New(WithClock(clk.Now))
 	c := call("M", policy.RateLimit{Requests: 40, Period: time.Second, Burst: 40}, "203.0.113.1")
-	if d := l.Allow(c); d.Limit.Burst != 40 {
+	if d := l.allow(c); d.Limit.Burst != 40 {
 		t.Fatalf("declared limit: %+v", d.Limit)
 	}
 	l.SetReplicas(4)
-	if d := l.Allow(c); d.Limit != (policy.RateLimit{Requests: 10, Period: time.Second, Burst: 10}) || l.Stats().Replicas != 4 {
+	if d := l.allow(c); d.Limit != (policy.RateLimit{Requests: 10, Period: time.Second, Burst: 10}) || l.Stats().Replicas != 4 {
 		t.Fatalf("with 4 replicas: %+v", d.Limit)
 	}
 	l.SetOverrides(map[string]policy.RateLimit{"test.v1.Svc": {Requests: 8, Period: time.Minute, Burst: 8}})
-	if d := l.Allow(c); d.Limit != (policy.RateLimit{Requests: 2, Period: time.Minute, Burst: 2}) {
+	if d := l.allow(c); d.Limit != (policy.RateLimit{Requests: 2, Period: time.Minute, Burst: 2}) {
 		t.Fatalf("service override split 4 ways: %+v", d.Limit)
 	}
 	l.SetOverrides(map[string]policy.RateLimit{"test.v1.Svc": {Requests: 8, Period: time.Minute}, "test.v1.Svc/M": {}})
-	if d := l.Allow(c); d.Limit.Enabled() || !d.Allowed {
+	if d := l.allow(c); d.Limit.Enabled() || !d.Allowed {
 		t.Fatalf("a zero method override lifts the limit: %+v", d)
 	}
 	l.SetOverrides(nil)
 	l.SetReplicas(1)
-	if d := l.Allow(c); d.Limit.Requests != 40 {
+	if d := l.allow(c); d.Limit.Requests != 40 {
 		t.Fatalf("back to declared: %+v", d.Limit)
 	}
 }
@@ -218,7 +218,7 @@ func TestSettingsFromKV(t *testing.T) {
 		}
 		return out
 	}
-	limit := func() policy.RateLimit { return l.Allow(c).Limit }
+	limit := func() policy.RateLimit { return l.allow(c).Limit }
 
 	l.applySettings(prefix, kv("", "", "test.v1.Svc/M", `{"requests": 5, "period": "1m", "burst": 7}`))
 	if got := limit(); got != (policy.RateLimit{Requests: 5, Period: time.Minute, Burst: 7}) {

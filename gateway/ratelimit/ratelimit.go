@@ -97,15 +97,16 @@ func (l *Limiter) quiet(t policy.Transport) bool {
 	return t == policy.REST && l.opts.quietREST || t == policy.GRPC && l.opts.quietGRPC
 }
 
-// Decide is Allow for the interceptors. In mode redis it spends the call
-// from the caller's bucket in Redis, with the whole limit; while Redis does
-// not answer (an error, or no answer within the timeout), the failure mode
-// decides: this replica's share of the limit (local), every call (allow),
-// or no limited call (deny: UNAVAILABLE).
+// Decide charges one call to the caller's bucket for c's method; calls
+// without a limit are allowed with a zero Decision.Limit. In mode redis
+// it spends the call from the caller's bucket in Redis, with the whole
+// limit; while Redis does not answer (an error, or no answer within the
+// timeout), the failure mode decides: this replica's share of the limit
+// (local), every call (allow), or no limited call (deny: UNAVAILABLE).
 func (l *Limiter) Decide(ctx context.Context, c *policy.Call) Decision {
 	s := l.store
 	if s == nil || c == nil || c.Policy == nil {
-		return l.Allow(c)
+		return l.allow(c)
 	}
 	m := l.method(c)
 	g := m.global.Load()
@@ -133,7 +134,7 @@ func (l *Limiter) Decide(ctx context.Context, c *policy.Call) Decision {
 	case FailDeny:
 		return Decision{Limit: g.limit, RetryAfter: time.Second, unavailable: true}
 	default:
-		return l.Allow(c)
+		return l.allow(c)
 	}
 }
 

@@ -263,7 +263,7 @@ func TestCallsWithoutCallFactsAreRefused(t *testing.T) {
 	}
 }
 
-// The headers of a decision from Allow, built from the rate's preformatted
+// The headers of a decision from Decide, built from the rate's preformatted
 // values, are those of the same numbers formatted from scratch.
 func TestMetadataPreformattedMatches(t *testing.T) {
 	limits := []policy.RateLimit{
@@ -277,7 +277,7 @@ func TestMetadataPreformattedMatches(t *testing.T) {
 		c := &policy.Call{FullMethod: "/t.v1.Svc/M" + strconv.Itoa(i), Service: "t.v1.Svc", Method: "M" + strconv.Itoa(i),
 			Policy: &policy.Policy{RateLimit: lim}, ClientIP: "192.0.2.7"}
 		for range 3 {
-			d := l.Allow(c)
+			d := l.Decide(context.Background(), c)
 			plain := ratelimit.Decision{Allowed: d.Allowed, Limit: d.Limit, Remaining: d.Remaining, Reset: d.Reset, RetryAfter: d.RetryAfter}
 			got, want := d.Metadata(), plain.Metadata()
 			if !reflect.DeepEqual(got, want) {
