@@ -55,10 +55,10 @@ type Options struct {
 
 // Web serves SSE, CORS, gRPC-Web, Connect and the OpenAPI document.
 type Web struct {
-	opts    Options
-	cors    *corsPolicy
-	rpc     *rpc
-	openapi *document
+	heartbeat time.Duration
+	cors      *corsPolicy
+	rpc       *rpc
+	openapi   *document
 }
 
 // New builds the web part. It does no I/O.
@@ -69,7 +69,7 @@ func New(o Options) (*Web, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	w := &Web{opts: o}
+	w := &Web{heartbeat: o.SSE.Heartbeat}
 	var err error
 	if w.cors, err = newCORS(o.CORS, o.Services, o.Routes, o.Registry); err != nil {
 		return nil, err
@@ -96,7 +96,7 @@ func (w *Web) MuxOptions() []runtime.ServeMuxOption {
 // Handler wraps the REST door: CORS first (a preflight ends there), then
 // gRPC-Web and Connect calls, the document and docs page, and SSE.
 func (w *Web) Handler(door http.Handler) http.Handler {
-	h := events(w.opts.SSE.Heartbeat, door)
+	h := events(w.heartbeat, door)
 	if w.openapi != nil {
 		h = w.openapi.handler(h)
 	}
