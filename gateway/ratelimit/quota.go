@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"hash/maphash"
-	"time"
 
 	"github.com/portico-gw/portico/gateway/admin"
 )
@@ -53,9 +52,8 @@ func (l *Limiter) Quota(ctx context.Context, consumer, fullMethod string) (admin
 		tat = b.tat.Load()
 	}
 	s.mu.RUnlock()
-	ahead := max(tat-now, 0)
-	return admin.Quota{Limit: r.limit, Remaining: uint32(min((r.tolerance-ahead)/r.interval, int64(r.limit.Burst))),
-		Reset: time.Duration(ahead), Source: "local"}, true, nil
+	d := r.decision(true, max(tat, now), now)
+	return admin.Quota{Limit: r.limit, Remaining: d.Remaining, Reset: d.Reset, Source: "local"}, true, nil
 }
 
 // StoreStatus reports mode redis's store; ok is false in the other modes.
