@@ -28,7 +28,13 @@ type Option func(*Composer)
 
 // WithLogger is where an expression's failure is told in full (a caller
 // gets a fixed message); default slog.Default().
-func WithLogger(l *slog.Logger) Option { return func(c *Composer) { c.logger = l } }
+func WithLogger(l *slog.Logger) Option {
+	return func(c *Composer) {
+		if l != nil { // nil keeps the default, as stats.WithLogger does
+			c.logger = l
+		}
+	}
+}
 
 // New compiles the plan of every composite route in routes, which were
 // built from services. Any mistake in

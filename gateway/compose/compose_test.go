@@ -515,3 +515,29 @@ func TestCompositesCallingEachOtherInACycle(t *testing.T) {
 		t.Fatalf("New: %v, want %q", err, want)
 	}
 }
+
+// TestNilLoggerKeepsTheDefault: compose.WithLogger(nil), as a gateway
+// without a logger option passes, must not leave the composer without one:
+// the first expression failure would panic.
+func TestNilLoggerKeepsTheDefault(t *testing.T) {
+	descs := services(broken(t, "expression_nil_logger", &optionsv1.Compose{Steps: []*optionsv1.ComposeStep{
+		step("order", getOrder, "orders.v1.GetOrderRequest{id: request.id}"),
+	}, Response: "GetOrderDetailsResponse{order: orders.v1.Order{id: order.order.items[5].product_id}}"}))
+	routes, err := route.Build(descs, route.Config{DefaultTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := compose.New(routes, descs, compose.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Bind(&fakeConn{invoke: func(ctx context.Context, method string, args, reply any) error {
+		proto.Merge(reply.(proto.Message), order(1))
+		return nil
+	}})
+	r, _ := routes.Lookup("/broken.v1.BrokenService/GetOrderDetails")
+	_, err = c.Handler(r)(context.Background(), &storefrontv1.GetOrderDetailsRequest{Id: "ord-1"})
+	if info := errorInfo(t, status.Convert(err)); info.GetReason() != compose.ReasonExpression {
+		t.Fatalf("error %v, want reason %s", err, compose.ReasonExpression)
+	}
+}
