@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -135,16 +136,25 @@ func Main(m *testing.M) int {
 
 // Start runs `consul agent -dev` from bin on free loopback ports and waits
 // until it has a leader.
+// A port found free can be taken by another process (a parallel test
+// package) before consul binds it: then it starts again on new ports, a
+// few times.
 func Start(bin string) (*Agent, error) {
-	ports, err := freePorts(4)
-	if err != nil {
-		return nil, err
+	const attempts = 5
+	for attempt := 1; ; attempt++ {
+		ports, err := freePorts(4)
+		if err != nil {
+			return nil, err
+		}
+		a := &Agent{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), bin: bin, ports: ports, out: &syncBuffer{}}
+		err = a.start()
+		if err == nil {
+			return a, nil
+		}
+		if attempt == attempts || !strings.Contains(err.Error(), "address already in use") {
+			return nil, err
+		}
 	}
-	a := &Agent{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), bin: bin, ports: ports, out: &syncBuffer{}}
-	if err := a.start(); err != nil {
-		return nil, err
-	}
-	return a, nil
 }
 
 // Restart kills the agent, if it runs, and starts a new one on the same
