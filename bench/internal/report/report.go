@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"slices"
 	"strings"
@@ -21,6 +20,43 @@ const (
 	GRPCGateway = "grpc-gateway"
 	Vanguard    = "vanguard"
 	Nginx       = "nginx"
+)
+
+// The feature paths: Portico with its full chain, as Portico, with one of
+// the features of issue 16's cost target off, or all three (package
+// servers says how each is turned off). They run closed loop only, on
+// FeatureModes and FeatureWorkloads.
+const (
+	PorticoNoLimits   = "portico-nolimits"
+	PorticoNoRetries  = "portico-noretries"
+	PorticoNoBreaker  = "portico-nobreaker"
+	PorticoNoFeatures = "portico-nofeatures"
+)
+
+// Features lists the feature paths with what each turns off, all three
+// last.
+func Features() []Feature {
+	return []Feature{
+		{PorticoNoLimits, "edge limits"},
+		{PorticoNoRetries, "retries"},
+		{PorticoNoBreaker, "circuit breaker"},
+		{PorticoNoFeatures, "all three"},
+	}
+}
+
+// Feature is a feature path and the feature it turns off.
+type Feature struct{ Path, Off string }
+
+// IsFeature reports whether path is a feature path.
+func IsFeature(path string) bool {
+	return slices.ContainsFunc(Features(), func(f Feature) bool { return f.Path == path })
+}
+
+// FeatureModes and FeatureWorkloads are where the feature paths run: the
+// default workloads, a read and a write, over both transports.
+var (
+	FeatureModes     = []string{GRPC, REST}
+	FeatureWorkloads = []string{"get", "create"}
 )
 
 // Modes: REST over HTTP/1.1 keep-alive; gRPC over one shared connection or
@@ -96,6 +132,9 @@ type Phase struct {
 	CPUMicrosPerCall  float64 `json:"cpu_us_per_call,omitempty"`
 	AllocsPerCall     float64 `json:"allocs_per_call,omitempty"`
 	AllocBytesPerCall float64 `json:"alloc_bytes_per_call,omitempty"`
+	// Rounds are the closed-loop rounds, in the order they ran; the
+	// figures above are their medians (AddRound).
+	Rounds []Round `json:"rounds,omitempty"`
 
 	// Open-loop latency at the issue's rate: half the reference's
 	// closed-loop throughput (direct for gRPC, grpc-gateway for REST).
@@ -138,13 +177,21 @@ type Run struct {
 	Faulty []*FaultyPhase `json:"faulty,omitempty"`
 }
 
-// Target is one goal of issue 6, checked against this run.
+// Target is one goal of issue 16 checked on one mode and workload of
+// this run, from the median of its rounds.
 type Target struct {
-	Name string  `json:"name"`
-	Want string  `json:"want"`
-	Got  float64 `json:"got"`
-	Unit string  `json:"unit"`
-	Met  bool    `json:"met"`
+	Name  string  `json:"name"`
+	Where string  `json:"where"` // mode and workload
+	Want  string  `json:"want"`
+	Got   float64 `json:"got"` // the median of the rounds
+	Min   float64 `json:"min"`
+	Max   float64 `json:"max"`
+	N     int     `json:"rounds"`
+	Unit  string  `json:"unit"`
+	Met   bool    `json:"met"`
+	// Higher is set when a larger figure is better, so that the worst
+	// case is the smallest.
+	Higher bool `json:"higher_is_better,omitempty"`
 }
 
 // Find returns a phase, or nil.
@@ -198,66 +245,13 @@ func (r *Run) groups() [][2]string {
 	return out
 }
 
-// CheckTargets evaluates the issue's targets, per workload and mode.
-func (r *Run) CheckTargets() {
-	r.Targets = nil
-	add := func(name, want string, got float64, unit string, met bool) {
-		if !math.IsNaN(got) && !math.IsInf(got, 0) {
-			r.Targets = append(r.Targets, Target{Name: name, Want: want, Got: got, Unit: unit, Met: met})
-		}
-	}
-	for _, g := range r.groups() {
-		mode, wl := g[0], g[1]
-		on, off := r.Find(mode, wl, Portico), r.Find(mode, wl, PorticoOff)
-		if on == nil || IsTLS(mode) || IsWeb(mode) { // issue 6 set its targets in plaintext, for REST and gRPC
-			continue
-		}
-		tag := mode + " " + wl
-		if off != nil {
-			lost := 1 - on.PerSecond/off.PerSecond
-			add(tag+": throughput lost to the chain", "<= 5%", 100*lost, "%", lost <= 0.05)
-		}
-		if mode == REST {
-			for _, peer := range []string{GRPCGateway, Vanguard} {
-				if p := r.Find(mode, wl, peer); p != nil {
-					x := on.PerSecond / p.PerSecond
-					add(tag+": throughput vs "+peer, ">= 1.0x", x, "x", x >= 1)
-				}
-			}
-			if ref := r.RESTReference[wl]; ref != nil && on.Half != nil && ref.Half != nil {
-				d := on.Half.P99 - ref.Half.P99
-				add(tag+": p99 added over direct gRPC", "<= +400 us", d, "us", d <= 400)
-			}
-			if wl == "create" {
-				add(tag+": gateway allocations per call", "<= 150", on.AllocsPerCall, "allocs", on.AllocsPerCall <= 150)
-			}
-			continue
-		}
-		if n := r.Find(mode, wl, Nginx); n != nil {
-			x := on.PerSecond / n.PerSecond
-			add(tag+": throughput vs nginx", ">= 1.0x", x, "x", x >= 1)
-		}
-		if d := r.Find(mode, wl, Direct); d != nil {
-			x := on.PerSecond / d.PerSecond
-			add(tag+": throughput vs direct", ">= 0.6x", x, "x", x >= 0.6)
-			if on.Half != nil && d.Half != nil {
-				added := on.Half.P99 - d.Half.P99
-				add(tag+": p99 added over direct", "<= +250 us", added, "us", added <= 250)
-			}
-		}
-		if wl == "get" {
-			add(tag+": gateway allocations per call", "<= 60", on.AllocsPerCall, "allocs", on.AllocsPerCall <= 60)
-		}
-	}
-}
-
 // Markdown writes the results tables and the targets.
 func (r *Run) Markdown(w io.Writer) {
 	if len(r.Phases) == 0 { // only the faulty workload ran
 		r.faultyOnly(w)
 		return
 	}
-	fmt.Fprintf(w, "Run %s on %s (%s, nginx %s). Throughput: closed loop, %s; \"x ref\" is the ratio to the direct path (gRPC), to bare grpc-gateway (REST) or to vanguard alone (Connect, gRPC-Web) in this run, and for a TLS mode (%s) to the same path in plaintext (%s) in this run: the TLS cost. CPU and allocations are the proxy process's own, per call.\n\n",
+	fmt.Fprintf(w, "Run %s on %s (%s, nginx %s). Throughput: closed loop, %s; \"x ref\" is the ratio to the direct path (gRPC), to bare grpc-gateway (REST) or to vanguard alone (Connect, gRPC-Web) in this run, and for a TLS mode (%s) to the same path in plaintext (%s) in this run: the TLS cost. Each closed-loop figure is the median of the rounds, with their min and max in brackets; a ratio of two paths is taken round by round (the paths of a round run back to back, in a rotated order) and its median shown. CPU and allocations are the proxy process's own, per call.\n\n",
 		r.Date, r.Host["machine"], r.Host["go"], r.Host["nginx"], r.Settings["closed_loop"],
 		strings.Join([]string{GRPCTLS, RESTTLS, RESTH2TLS}, ", "), strings.Join([]string{GRPC, REST, REST}, ", "))
 	r.Summary(w)
@@ -272,8 +266,8 @@ func (r *Run) Markdown(w io.Writer) {
 				continue
 			}
 			x := ""
-			if ref := r.Ref(p); ref != nil && ref.PerSecond > 0 {
-				x = fmt.Sprintf("%.2f", p.PerSecond/ref.PerSecond)
+			if ref := r.Ref(p); ref != nil {
+				x = ThroughputRatio(p, ref).format("%.2f", "")
 			}
 			errs := p.Errors
 			for _, l := range []*Latency{p.Half, p.Common} {
@@ -281,7 +275,7 @@ func (r *Run) Markdown(w io.Writer) {
 					errs += l.Errors
 				}
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %.0f | %s | %s | %s | %d |\n", mode, wl, p.Path, p.PerSecond, x,
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %d |\n", mode, wl, p.Path, Of(p, perSecond).format("%.0f", ""), x,
 				optional(p.CPUMicrosPerCall, "%.0f"), optional(p.AllocsPerCall, "%.0f"), errs)
 		}
 	}
@@ -298,7 +292,7 @@ func (r *Run) Markdown(w io.Writer) {
 			}
 		}
 		for _, p := range r.Phases {
-			if p.Mode != mode || p.Workload != wl {
+			if p.Mode != mode || p.Workload != wl || IsFeature(p.Path) { // the feature paths run closed loop only
 				continue
 			}
 			var hb, cb *Latency
@@ -357,18 +351,6 @@ func latencyCells(l, base *Latency) string {
 		added = fmt.Sprintf("%+.0f", l.P99-base.P99)
 	}
 	return fmt.Sprintf("%s | %.3f | %.3f | %.3f | %s", rate, l.P50/1e3, l.P99/1e3, l.P999/1e3, added)
-}
-
-func formatGot(t Target) string {
-	switch t.Unit {
-	case "x":
-		return fmt.Sprintf("%.2fx", t.Got)
-	case "%":
-		return fmt.Sprintf("%.1f%%", t.Got)
-	case "us":
-		return fmt.Sprintf("%+.0f us", t.Got)
-	}
-	return fmt.Sprintf("%.0f", t.Got)
 }
 
 func optional(v float64, format string) string {

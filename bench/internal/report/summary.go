@@ -3,12 +3,16 @@ package report
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+
+	"github.com/portico-gw/portico/bench/internal/fixture"
 )
 
 // Summary writes the figures the README shows: one row per mode and
-// workload with Portico against its reference and its peer, then the
-// targets, grouped over workloads.
+// workload with Portico against its reference and its peer, each a median
+// of the rounds with their min and max; then what the edge limits,
+// retries and circuit breaker cost, and the targets.
 func (r *Run) Summary(w io.Writer) {
 	header(w, 2, "mode", "workload", "Portico calls/s", "x direct or x grpc-gateway", "x nginx or x vanguard", "throughput lost to the chain", "CPU us/call: Portico, no chain, peer", "allocs/call: Portico, no chain, peer", "p99 ms at the common rate: direct, Portico, peer")
 	for _, g := range r.groups() {
@@ -30,65 +34,72 @@ func (r *Run) Summary(w io.Writer) {
 			ref = r.Find(GRPC, wl, Direct)
 			peer, costly, direct = r.Find(mode, wl, Vanguard), r.Find(mode, wl, Vanguard), nil
 		}
-		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %.0f%% | %s, %s, %s | %s, %s, %s | %s, %s, %s |\n",
-			mode, wl, on.PerSecond, ratio(on, ref), ratio(on, peer), 100*(1-on.PerSecond/off.PerSecond),
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s, %s, %s | %s, %s, %s | %s, %s, %s |\n",
+			mode, wl, Of(on, perSecond).format("%.0f", ""), ratio(on, ref), ratio(on, peer), Lost(on, off).scaled(100).format("%.0f", "%"),
 			num(on.CPUMicrosPerCall), num(off.CPUMicrosPerCall), cost(costly, func(p *Phase) float64 { return p.CPUMicrosPerCall }),
 			num(on.AllocsPerCall), num(off.AllocsPerCall), cost(costly, func(p *Phase) float64 { return p.AllocsPerCall }),
 			commonP99(direct), commonP99(on), commonP99(costly))
 	}
-	fmt.Fprintln(w, "\n| target | want | this run | met |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- |")
-	type group struct {
-		name, want string
-		targets    []Target
-		where      []string
+	r.FeatureTable(w)
+	r.TargetTable(w)
+	r.streamCosts(w)
+}
+
+// FeatureTable writes what the features of issue 16's cost target cost:
+// for each feature, 1 − Portico's throughput over that of Portico with the
+// feature off, round by round. Nothing when the run has no feature path.
+func (r *Run) FeatureTable(w io.Writer) {
+	var rows [][2]string
+	for _, g := range r.groups() {
+		if r.Find(g[0], g[1], Portico) != nil && slices.ContainsFunc(Features(), func(f Feature) bool { return r.Find(g[0], g[1], f.Path) != nil }) {
+			rows = append(rows, g)
+		}
 	}
-	var groups []*group
-	for _, t := range r.Targets {
-		where, name, _ := strings.Cut(t.Name, ": ")
-		transport := "gRPC"
-		if strings.HasPrefix(where, REST) {
-			transport = "REST"
-		}
-		name = transport + ": " + name
-		var g *group
-		for _, x := range groups {
-			if x.name == name {
-				g = x
-			}
-		}
-		if g == nil {
-			g = &group{name: name, want: t.Want}
-			groups = append(groups, g)
-		}
-		g.targets, g.where = append(g.targets, t), append(g.where, where)
+	if len(rows) == 0 {
+		return
 	}
-	for _, g := range groups {
-		lo, hi, met := 0, 0, 0
-		for i, t := range g.targets {
-			if t.Got < g.targets[lo].Got {
-				lo = i
-			}
-			if t.Got > g.targets[hi].Got {
-				hi = i
-			}
-			if t.Met {
-				met++
-			}
+	fmt.Fprintln(w, "\nWhat the edge limits, retries and circuit breaker cost: each is 1 − (Portico's throughput / that of Portico with the feature off), full chain on both, median (min–max) of the per-round figures, the paths of a round run back to back. Off: edge limits as loose as config allows (max_resets_per_second 0, every count, size and time at a value that never binds); retries max_attempts 1 (retry_throttling cannot be turned off, and does nothing with no retries); max_concurrent_requests -1 (no limit).")
+	fmt.Fprintln(w)
+	cols := []string{"mode", "workload", "Portico calls/s"}
+	for _, f := range Features() {
+		cols = append(cols, f.Off)
+	}
+	header(w, 2, cols...)
+	for _, g := range rows {
+		on := r.Find(g[0], g[1], Portico)
+		cells := []string{g[0], g[1], Of(on, perSecond).format("%.0f", "")}
+		for _, f := range Features() {
+			cells = append(cells, Lost(on, r.Find(g[0], g[1], f.Path)).scaled(100).format("%.1f", "%"))
 		}
-		got := fmt.Sprintf("%s (%s)", formatGot(g.targets[lo]), g.where[lo])
-		if len(g.targets) > 1 {
-			got += fmt.Sprintf(" to %s (%s)", formatGot(g.targets[hi]), g.where[hi])
-		}
-		fmt.Fprintf(w, "| %s | %s | %s | %d of %d |\n", g.name, g.want, got, met, len(g.targets))
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}
 }
 
-func ratio(p, of *Phase) string {
-	if of == nil || of.PerSecond == 0 {
-		return "n/a"
+// streamCosts writes the server streams' CPU per message, which their
+// target compares.
+func (r *Run) streamCosts(w io.Writer) {
+	var parts []string
+	for _, mode := range grpcModes {
+		on, nginx := r.Find(mode, "stream", Portico), r.Find(mode, "stream", Nginx)
+		if on == nil || nginx == nil {
+			continue
+		}
+		per := func(p *Phase) string {
+			return Of(p, func(r Round) float64 { return r.CPUMicrosPerCall / fixture.StreamLength }).format("%.2f", "")
+		}
+		parts = append(parts, fmt.Sprintf("%s Portico %s, nginx %s", mode, per(on), per(nginx)))
 	}
-	return fmt.Sprintf("%.2fx", p.PerSecond/of.PerSecond)
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "\nServer streams (%d messages each), CPU us per message: %s.\n", fixture.StreamLength, strings.Join(parts, "; "))
+	}
+}
+
+func perSecond(r Round) float64 { return r.PerSecond }
+
+// ratio is p's throughput over of's, round by round: the median, with
+// the min and max.
+func ratio(p, of *Phase) string {
+	return ThroughputRatio(p, of).format("%.2f", "x")
 }
 
 func num(v float64) string { return fmt.Sprintf("%.0f", v) }
