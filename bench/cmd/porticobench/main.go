@@ -6,6 +6,9 @@
 // their client listeners, each compared with itself in plaintext. Issue 13
 // adds the faulty workload (faulty.go): how many calls succeed through
 // Portico and through nginx when one of three instances fails calls.
+// Issue 16 runs every path in rounds and reports the median with the min
+// and max, and adds the feature paths: Portico with its edge limits,
+// retries or circuit breaker off, to measure what each costs.
 //
 //	porticobench [flags]              run everything, write bench/results
 //	porticobench serve ROLE [flags]   one server (the benchmark runs itself)
@@ -18,8 +21,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/portico-gw/portico/bench/internal/servers"
@@ -50,6 +56,19 @@ const (
 	roleVanguard    = "vanguard"
 )
 
+// The features a Portico child turns off (-off), by name.
+const (
+	offLimits  = "limits"
+	offRetries = "retries"
+	offBreaker = "breaker"
+)
+
+var featureOptions = map[string]func() servers.Option{
+	offLimits:  servers.WithLooseLimits,
+	offRetries: servers.WithoutRetries,
+	offBreaker: servers.WithoutCircuitBreaker,
+}
+
 func serve(ctx context.Context, role string, args []string) error {
 	fs := flag.NewFlagSet("serve "+role, flag.ContinueOnError)
 	ready := fs.String("ready", "", "file to write the listen addresses to")
@@ -58,6 +77,7 @@ func serve(ctx context.Context, role string, args []string) error {
 	chain := fs.Bool("chain", true, "portico: run the policy chain")
 	accessLog := fs.String("access-log", "", "portico: access log file")
 	service := fs.String("service", servers.BackendName, "backend: the Consul service to register as; portico: the one both example services route to")
+	off := fs.String("off", "", "portico: features to turn off, comma-separated: "+strings.Join(slices.Sorted(maps.Keys(featureOptions)), ", "))
 	faults := host.FaultFlags(fs) // backend
 	var tc tlsconfig.Config
 	fs.StringVar(&tc.CertFile, "tls-cert", "", "portico, grpc-gateway: serve TLS with this certificate (PEM)")
@@ -73,7 +93,18 @@ func serve(ctx context.Context, role string, args []string) error {
 	case roleBackend:
 		return servers.Backend(ctx, *consulAddr, *service, *faults, *ready)
 	case rolePortico:
-		return servers.Portico(ctx, *consulAddr, *chain, *accessLog, tlsConf, *ready, servers.WithBackend(*service))
+		opts := []servers.Option{servers.WithBackend(*service)}
+		for f := range strings.SplitSeq(*off, ",") {
+			if f == "" {
+				continue
+			}
+			o, ok := featureOptions[f]
+			if !ok {
+				return fmt.Errorf("-off: unknown feature %q", f)
+			}
+			opts = append(opts, o())
+		}
+		return servers.Portico(ctx, *consulAddr, *chain, *accessLog, tlsConf, *ready, opts...)
 	case roleGRPCGateway:
 		return servers.GRPCGateway(ctx, *backend, tlsConf, *ready)
 	case roleVanguard:

@@ -42,6 +42,7 @@ type settings struct {
 	modes       []string // in the order of report.Modes
 	keep        bool
 	render      string
+	features    bool // the feature paths (report.Features)
 	faulty      bool // the faulty-instance workload (faulty.go)
 	faultyCalls int64
 	faultyRates []float64
@@ -52,7 +53,7 @@ func parseSettings(args []string) (settings, error) {
 	fs := flag.NewFlagSet("porticobench", flag.ContinueOnError)
 	fs.StringVar(&s.out, "out", "results", "directory for latest.json, latest.png, latest.md and the profiles")
 	fs.DurationVar(&s.closed, "closed", time.Second, "closed-loop time per path and round")
-	fs.IntVar(&s.rounds, "rounds", 2, "closed-loop rounds; each round runs every path once, in a rotated order")
+	fs.IntVar(&s.rounds, "rounds", 3, "closed-loop rounds; each round runs every path once, in a rotated order, and the report gives the median with the min and max")
 	fs.IntVar(&s.concurrency, "concurrency", 32, "closed-loop requests in flight")
 	fs.IntVar(&s.conns, "conns", 16, "gRPC connections in the many-connections mode")
 	fs.DurationVar(&s.open, "open", 1500*time.Millisecond, "open-loop time per path and rate")
@@ -61,12 +62,17 @@ func parseSettings(args []string) (settings, error) {
 	fs.DurationVar(&s.profile, "profile", 4*time.Second, "pprof capture per profiled phase; 0 skips profiling")
 	names := fs.String("workloads", "get,list,create,stream,"+faultyName, "workloads to run; "+faultyName+" counts successes against a backend set with a faulty instance")
 	modes := fs.String("modes", strings.Join(report.Modes(), ","), "modes to run; a TLS mode brings its plaintext counterpart, which it is compared with")
+	fs.BoolVar(&s.features, "features", true, "closed loop only: Portico with its edge limits, retries and circuit breaker off, each and all three, on "+
+		strings.Join(report.FeatureModes, ", ")+" for "+strings.Join(report.FeatureWorkloads, ", "))
 	fs.BoolVar(&s.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
 	fs.StringVar(&s.render, "render", "", "measure nothing: rewrite the table and chart from this latest.json")
 	fs.Int64Var(&s.faultyCalls, "faulty-calls", 2000, "faulty workload: GetProduct calls per path and fail rate")
 	rates := fs.String("faulty-rates", "0.5,1", "faulty workload: the faulty instance's fail rates, one backend set each")
 	if err := fs.Parse(args); err != nil {
 		return s, err
+	}
+	if s.rounds < 1 {
+		return s, fmt.Errorf("-rounds %d: want at least 1", s.rounds)
 	}
 	var err error
 	if s.faultyRates, err = parseRates(*rates); err != nil {
@@ -107,6 +113,7 @@ func (s settings) runs(keep func(mode string) bool) bool { return slices.Contain
 type target struct {
 	name    string
 	tls     bool
+	feature bool           // a feature path: closed loop only, on report.FeatureModes and FeatureWorkloads
 	addr    string         // the gRPC listener, or else the REST one
 	proc    *procs.Process // nil for direct
 	debug   string         // Go child's debug listener; "" for nginx and direct
@@ -127,7 +134,8 @@ func (t *target) serves(mode string, w load.Workload) bool {
 	// Vanguard streams over REST only google.api.HttpBody.
 	// The browser protocols are measured on unary calls.
 	return t.clients[mode] != nil && !(t.name == report.Vanguard && report.IsREST(mode) && w.Name == "stream") &&
-		!(report.IsWeb(mode) && w.Name == "stream")
+		!(report.IsWeb(mode) && w.Name == "stream") &&
+		!(t.feature && !slices.Contains(report.FeatureWorkloads, w.Name))
 }
 
 // label names t's process, which a TLS path does not share with the
@@ -165,6 +173,8 @@ func run(ctx context.Context, args []string) error {
 		if err := json.Unmarshal(data, &b.run); err != nil {
 			return fmt.Errorf("%s: %w", s.render, err)
 		}
+		// Today's targets, also for a run written before them (one round).
+		b.run.CheckTargets()
 		return b.write()
 	}
 	defer b.close()
@@ -244,6 +254,9 @@ func (b *bench) start(ctx context.Context) error {
 		}
 		b.addTarget(c.name, p, r, nil)
 	}
+	if err := b.startFeatures(ctx, consulAddr); err != nil {
+		return err
+	}
 	if err := b.nginx(ctx, "nginx", backend.GRPC, nil, nil); err != nil {
 		return err
 	}
@@ -253,6 +266,31 @@ func (b *bench) start(ctx context.Context) error {
 		}
 	}
 	return b.waitServing(ctx)
+}
+
+// startFeatures starts the feature paths, when the run has a mode and a
+// workload they run on: Portico with its full chain, each writing its
+// access log as Portico does, and with one feature off, or all three.
+func (b *bench) startFeatures(ctx context.Context, consulAddr string) error {
+	if !b.s.features || !b.s.runs(func(m string) bool { return slices.Contains(report.FeatureModes, m) }) ||
+		!slices.ContainsFunc(b.s.workloads, func(w load.Workload) bool { return slices.Contains(report.FeatureWorkloads, w.Name) }) {
+		return nil
+	}
+	off := map[string]string{
+		report.PorticoNoLimits:   offLimits,
+		report.PorticoNoRetries:  offRetries,
+		report.PorticoNoBreaker:  offBreaker,
+		report.PorticoNoFeatures: strings.Join([]string{offLimits, offRetries, offBreaker}, ","),
+	}
+	for _, f := range report.Features() {
+		p, r, err := b.child(ctx, rolePortico, "-consul", consulAddr, "-off", off[f.Path],
+			"-access-log", filepath.Join(b.tmp, f.Path+"-access.log"))
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Path, err)
+		}
+		b.addTarget(f.Path, p, r, nil)
+	}
+	return nil
 }
 
 // startTLS starts the TLS paths: Portico with TLS on both listeners,
@@ -382,7 +420,7 @@ func (b *bench) child(ctx context.Context, role string, args ...string) (*procs.
 // the plaintext modes or, with clientConf, the TLS modes, whose clients
 // trust the run's CA.
 func (b *bench) addTarget(name string, p *procs.Process, r procs.Ready, clientConf *tls.Config) {
-	t := &target{name: name, tls: clientConf != nil, addr: cmp.Or(r.GRPC, r.HTTP), proc: p, debug: r.Debug, clients: map[string]client{}}
+	t := &target{name: name, tls: clientConf != nil, feature: report.IsFeature(name), addr: cmp.Or(r.GRPC, r.HTTP), proc: p, debug: r.Debug, clients: map[string]client{}}
 	if name == report.Direct {
 		t.debug = "" // the backend's costs are not a proxy's
 	}
@@ -392,6 +430,8 @@ func (b *bench) addTarget(name string, p *procs.Process, r procs.Ready, clientCo
 	}
 	for _, mode := range b.s.modes {
 		switch {
+		case t.feature && !slices.Contains(report.FeatureModes, mode):
+			// The feature paths run on their modes only.
 		case report.IsTLS(mode) != t.tls:
 			// A mode of the other kind of listener.
 		case report.IsWeb(mode):
@@ -491,7 +531,7 @@ func (b *bench) measure(ctx context.Context) error {
 			// makes a path slower; the common rate is half the slowest's).
 			plain := report.Plain(mode)
 			ref := b.run.Find(plain, w.Name, report.Reference(plain))
-			ts := b.serving(mode, w)
+			ts := slices.DeleteFunc(b.serving(mode, w), func(t *target) bool { return t.feature })
 			if ref == nil || ref.PerSecond == 0 || len(ts) == 0 {
 				continue
 			}
@@ -549,7 +589,8 @@ func (b *bench) serving(mode string, w load.Workload) []*target {
 	return out
 }
 
-// closed runs one closed-loop phase and adds it to the path's totals.
+// closed runs one closed-loop round of a path and adds it to the path's
+// rounds.
 func (b *bench) closed(ctx context.Context, t *target, mode string, w load.Workload, warm bool) error {
 	call := t.call(mode, w)
 	if warm {
@@ -569,23 +610,21 @@ func (b *bench) closed(ctx context.Context, t *target, mode string, w load.Workl
 		p = &report.Phase{Mode: mode, Workload: w.Name, Path: t.name}
 		b.run.Phases = append(b.run.Phases, p)
 	}
-	calls := float64(p.Requests)
-	total := calls + float64(res.Requests)
-	blend := func(old, add float64) float64 { return (old*calls + add) / total }
-	if total > 0 && t.proc != nil {
-		p.CPUMicrosPerCall = blend(p.CPUMicrosPerCall, float64((after.usage.CPU - before.usage.CPU).Microseconds()))
+	r := report.Round{Requests: res.Requests, Errors: res.Errors, Seconds: res.Elapsed.Seconds()}
+	if r.Seconds > 0 {
+		r.PerSecond = float64(r.Requests) / r.Seconds
+	}
+	if n := float64(res.Requests); n > 0 && t.proc != nil {
+		r.CPUMicrosPerCall = float64((after.usage.CPU - before.usage.CPU).Microseconds()) / n
 		if t.debug != "" {
-			p.AllocsPerCall = blend(p.AllocsPerCall, float64(after.allocs.Objects-before.allocs.Objects))
-			p.AllocBytesPerCall = blend(p.AllocBytesPerCall, float64(after.allocs.Bytes-before.allocs.Bytes))
+			r.AllocsPerCall = float64(after.allocs.Objects-before.allocs.Objects) / n
+			r.AllocBytesPerCall = float64(after.allocs.Bytes-before.allocs.Bytes) / n
 		}
 	}
-	p.Requests += res.Requests
-	p.Errors += res.Errors
+	p.AddRound(r)
 	if p.FirstErr == "" {
 		p.FirstErr = res.FirstErr
 	}
-	p.Seconds += res.Elapsed.Seconds()
-	p.PerSecond = float64(p.Requests) / p.Seconds
 	t.rss = max(t.rss, after.usage.RSS)
 	if res.Errors > 0 {
 		fmt.Fprintf(os.Stderr, "%s %s %s: %d errors, first: %s\n", mode, w.Name, t.name, res.Errors, res.FirstErr)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	"github.com/portico-gw/portico/discovery"
 	"github.com/portico-gw/portico/gateway"
 	"github.com/portico-gw/portico/gateway/auth"
+	"github.com/portico-gw/portico/gateway/backend"
+	"github.com/portico-gw/portico/gateway/edge"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/stats"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
@@ -43,6 +46,53 @@ func PorticoConfig(consulAddr string) gateway.Config {
 
 // Option changes the benchmark's gateway config.
 type Option func(*gateway.Config)
+
+// WithLooseLimits sets the edge limits (config key limits) as loose as
+// config allows: the rapid-reset guard off (max_resets_per_second 0, the
+// one limit that turns off), and every other count, size and time, which
+// cannot be turned off (0 takes the default), at a value the benchmark
+// never reaches. What stays is the limits' machinery: the connection cap's
+// semaphore, the REST listener's framing check, and the gRPC tap that
+// counts headers and cuts deadlines.
+func WithLooseLimits() Option {
+	return func(c *gateway.Config) {
+		const never = 24 * time.Hour
+		c.Limits = edge.Config{
+			MaxConnections:       1 << 30,
+			MaxConcurrentStreams: math.MaxUint32,
+			MaxHeaderBytes:       64 << 20,
+			MaxHeaders:           1 << 20,
+			RequestReadTimeout:   never,
+			BodyTimeout:          never,
+			IdleTimeout:          never,
+			MaxResetsPerSecond:   new(0),
+		}
+	}
+}
+
+// WithoutRetries turns retries off: retry max_attempts 1 on every service,
+// so no method has a retry policy. retry_throttling cannot be turned off
+// (max_tokens is at least 1): its token bucket still counts successes.
+func WithoutRetries() Option {
+	return eachService(func(b *backend.Config) { b.Retry = &backend.Retry{MaxAttempts: 1} })
+}
+
+// WithoutCircuitBreaker lifts the circuit breaker's limit:
+// max_concurrent_requests -1, on every service (they share the backend
+// connection, and so must agree).
+func WithoutCircuitBreaker() Option {
+	return eachService(func(b *backend.Config) { b.MaxConcurrentRequests = -1 })
+}
+
+// eachService applies f to the resilience config of every service.
+func eachService(f func(*backend.Config)) Option {
+	return func(c *gateway.Config) {
+		for name, svc := range c.Services {
+			f(&svc.Config)
+			c.Services[name] = svc
+		}
+	}
+}
 
 // WithTLS serves the gateway's REST and gRPC listeners over TLS with tc;
 // nil leaves them plaintext.
