@@ -23,6 +23,7 @@ import (
 	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gen/openapi"
 	"github.com/portico-gw/portico/gen/registry"
+	"github.com/portico-gw/portico/internal/gctune"
 )
 
 func main() {
@@ -93,6 +94,8 @@ func run(args []string) error {
 		return route.Print(os.Stdout, gw.Routes(), route.WithCredentialKinds(gw.CredentialKinds()))
 	}
 
+	gogc, from := gctune.Apply()
+	logger.Info("garbage collector", "gogc", gogc, "from", from)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := gw.Start(ctx); err != nil {
