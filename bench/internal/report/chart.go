@@ -32,8 +32,9 @@ func (r *Run) Chart(path string) error {
 		labels = append(labels, g[0]+"\n"+g[1])
 	}
 	thr, err := r.barPlot(groups, labels, "throughput, x the reference (direct for gRPC, grpc-gateway for REST, vanguard for Connect and gRPC-Web, the same path in plaintext for a TLS mode)", func(_, _ string, p *Phase) float64 {
-		if ref := r.Ref(p); ref != nil && ref.PerSecond > 0 {
-			return p.PerSecond / ref.PerSecond
+		// The median of the ratios round by round, as latest.md gives it.
+		if s := ThroughputRatio(p, r.Ref(p)); s.Valid() {
+			return s.Median
 		}
 		return 0
 	})
