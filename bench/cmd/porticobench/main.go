@@ -54,6 +54,7 @@ const (
 	rolePortico     = "portico"
 	roleGRPCGateway = "grpc-gateway"
 	roleVanguard    = "vanguard"
+	roleFloor       = "floor"
 )
 
 // The features a Portico child turns off (-off), by name.
@@ -109,6 +110,8 @@ func serve(ctx context.Context, role string, args []string) error {
 		return servers.GRPCGateway(ctx, *backend, tlsConf, *ready)
 	case roleVanguard:
 		return servers.Vanguard(ctx, *backend, *ready)
+	case roleFloor:
+		return servers.Floor(ctx, *backend, *ready)
 	}
 	return fmt.Errorf("unknown role %q", role)
 }

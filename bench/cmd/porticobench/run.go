@@ -246,6 +246,7 @@ func (b *bench) start(ctx context.Context) error {
 		{report.Portico, []string{rolePortico, "-consul", consulAddr, "-access-log", filepath.Join(b.tmp, "portico-access.log")}},
 		{report.PorticoOff, []string{rolePortico, "-consul", consulAddr, "-chain=false"}},
 		{report.GRPCGateway, []string{roleGRPCGateway, "-backend", backend.GRPC}},
+		{report.Floor, []string{roleFloor, "-backend", backend.GRPC}},
 		{report.Vanguard, []string{roleVanguard, "-backend", backend.GRPC}},
 	} {
 		p, r, err := b.child(ctx, c.args[0], c.args[1:]...)

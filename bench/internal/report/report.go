@@ -20,6 +20,8 @@ const (
 	GRPCGateway = "grpc-gateway"
 	Vanguard    = "vanguard"
 	Nginx       = "nginx"
+	// Floor is the least proxy grpc-go makes (servers.Floor): gRPC modes.
+	Floor = "grpc-go-floor"
 )
 
 // The feature paths: Portico with its full chain, as Portico, with one of

@@ -43,6 +43,36 @@ func (r *Run) Summary(w io.Writer) {
 	r.FeatureTable(w)
 	r.TargetTable(w)
 	r.streamCosts(w)
+	r.FloorTable(w)
+}
+
+// FloorTable writes the grpc-go floor beside nginx and Portico: what the
+// least proxy built on grpc-go's server and client costs, and what
+// Portico adds to it. Nothing when the run has no floor path.
+func (r *Run) FloorTable(w io.Writer) {
+	var rows [][2]string
+	for _, g := range r.groups() {
+		if r.Find(g[0], g[1], Floor) != nil && r.Find(g[0], g[1], Nginx) != nil {
+			rows = append(rows, g)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nThe grpc-go floor: a grpc.Server whose handlers pass each message on as bytes through one grpc.ClientConn to the backend, copying metadata both ways, nothing else (bench/internal/servers/floor.go), in the same rounds. What it costs is grpc-go's server and client transports, which any gateway on grpc-go pays; Portico's gRPC door is built of the same parts. Median (min–max) of the rounds.")
+	fmt.Fprintln(w)
+	header(w, 2, "mode", "workload", "floor calls/s", "floor x nginx", "Portico x floor", "CPU us/call: floor, nginx", "floor CPU x nginx", "CPU us Portico adds: no chain, full chain", "allocs/call: floor; Portico adds: no chain, full chain")
+	allocsAdded := func(a, b Round) float64 { return a.AllocsPerCall - b.AllocsPerCall }
+	for _, g := range rows {
+		mode, wl := g[0], g[1]
+		floor, nginx := r.Find(mode, wl, Floor), r.Find(mode, wl, Nginx)
+		on, off := r.Find(mode, wl, Portico), r.Find(mode, wl, PorticoOff)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s, %s | %s | %s, %s | %s; %s, %s |\n", mode, wl,
+			Of(floor, perSecond).format("%.0f", ""), ratio(floor, nginx), ratio(on, floor),
+			num(floor.CPUMicrosPerCall), num(nginx.CPUMicrosPerCall), Across(floor, nginx, cpuRatio).format("%.2f", "x"),
+			Across(off, floor, cpuAdded).format("%+.0f", ""), Across(on, floor, cpuAdded).format("%+.0f", ""),
+			num(floor.AllocsPerCall), Across(off, floor, allocsAdded).format("%+.0f", ""), Across(on, floor, allocsAdded).format("%+.0f", ""))
+	}
 }
 
 // FeatureTable writes what the features of issue 16's cost target cost:
