@@ -95,6 +95,10 @@ func TestRateLimitPerIPOverREST(t *testing.T) {
 		if reset, _ := strconv.Atoi(r.Header.Get("RateLimit-Reset")); reset <= 0 || reset > 3600 {
 			t.Errorf("call %d: RateLimit-Reset = %q", i, r.Header.Get("RateLimit-Reset"))
 		}
+		// The numbers go out in one write with the backend's own headers.
+		if got := r.Header.Values("X-Instance-Id"); len(got) != 1 || got[0] == "" {
+			t.Errorf("call %d: the backend's X-Instance-Id = %v beside the rate limit's headers", i, got)
+		}
 	}
 
 	r := w.restFrom(ip, "GET", "/v1/products/prd-000001")
@@ -142,6 +146,9 @@ func TestRateLimitPerIPOverGRPC(t *testing.T) {
 		}
 		if got := h.Get("ratelimit-remaining"); len(got) != 1 || got[0] != strconv.Itoa(1-i) {
 			t.Errorf("call %d: ratelimit-remaining = %v", i, got)
+		}
+		if got := h.Get("x-instance-id"); len(got) != 1 || got[0] == "" {
+			t.Errorf("call %d: the backend's x-instance-id = %v beside the rate limit's headers", i, got)
 		}
 	}
 	var trailer metadata.MD

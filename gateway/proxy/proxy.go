@@ -239,9 +239,16 @@ func (m *Method) Invoke(ctx context.Context, req any) (any, error) {
 		err = m.backendError(ctx, err, pr.Addr != nil, header, trailer)
 	}
 	// The Header and Trailer call options, like a client stream's Header
-	// and Trailer, give the proxy copies of its own: filtered in place.
+	// and Trailer, give the proxy copies of its own: filtered in place,
+	// and sent with what the policies added in one write.
 	if len(header) > 0 {
-		_ = grpc.SetHeader(ctx, dropHopMD(header))
+		dropHopMD(header)
+	}
+	if c, ok := policy.FromContext(ctx); ok {
+		header = c.MergeHeader(header)
+	}
+	if len(header) > 0 {
+		_ = grpc.SetHeader(ctx, header)
 	}
 	if len(trailer) > 0 {
 		_ = grpc.SetTrailer(ctx, dropHopMD(trailer))

@@ -57,10 +57,18 @@ func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 			_ = grpc.SetTrailer(ctx, d.Metadata())
 			return nil, d.Err(c)
 		}
-		if !l.quiet(c.Transport) {
-			_ = grpc.SetHeader(ctx, d.Metadata())
+		if l.quiet(c.Transport) {
+			return handler(ctx, req)
 		}
-		return handler(ctx, req)
+		// The numbers go out with the backend's headers, in one write
+		// (the proxy merges them), or, if the call ends without them,
+		// here.
+		c.AddHeader(d.Metadata())
+		resp, err := handler(ctx, req)
+		if md := c.TakeHeader(); md != nil {
+			_ = grpc.SetHeader(ctx, md)
+		}
+		return resp, err
 	}
 }
 
