@@ -60,8 +60,8 @@ type Door struct {
 	mux       *runtime.ServeMux
 	conn      *conn
 	handler   http.Handler
-	byPattern map[string]*binding
-	maxBody   int64 // the largest route body limit
+	byPattern map[string]map[string]*binding // by template, then HTTP method
+	maxBody   int64                          // the largest route body limit
 }
 
 // New builds the door; services register their routes on Mux with Conn.

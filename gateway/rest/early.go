@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/portico-gw/portico/gateway/policy"
@@ -63,9 +64,10 @@ func pendingFrom(ctx context.Context) *pending {
 	return p
 }
 
-// bindings maps "VERB template" to the unary routes' bindings.
-func (d *Door) bindings() map[string]*binding {
-	out := map[string]*binding{}
+// bindings maps a template, as grpc-gateway's Pattern.String writes it,
+// to the unary routes' bindings by HTTP method.
+func (d *Door) bindings() map[string]map[string]*binding {
+	out := map[string]map[string]*binding{}
 	if d.cfg.Chain == nil {
 		return out
 	}
@@ -74,10 +76,15 @@ func (d *Door) bindings() map[string]*binding {
 			continue
 		}
 		for _, h := range m.Route().HTTP {
-			b := &binding{method: m, template: h[strings.IndexByte(h, ' ')+1:]}
+			verb, tmpl, _ := strings.Cut(h, " ")
+			b := &binding{method: m, template: tmpl}
 			b.outer = d.cfg.Chain.BindOuter(full)(d.resume)
 			b.inner = d.cfg.Chain.BindInner(full)(m.Invoke)
-			out[patternKey(h)] = b
+			key := patternKey(tmpl)
+			if out[key] == nil {
+				out[key] = map[string]*binding{}
+			}
+			out[key][verb] = b
 		}
 	}
 	return out
@@ -87,25 +94,34 @@ func (d *Door) bindings() map[string]*binding {
 // which grpc-gateway's Pattern.String writes as "{id=*}".
 var captureDefault = regexp.MustCompile(`\{([^={}]+)\}`)
 
-// patternKey is "VERB template" as grpc-gateway's Pattern.String writes
-// the template, worked out once per route so a request only looks it up.
-func patternKey(binding string) string {
-	return captureDefault.ReplaceAllString(binding, "{$1=*}")
+// patternKey is a template as grpc-gateway's Pattern.String writes it.
+func patternKey(template string) string {
+	return captureDefault.ReplaceAllString(template, "{$1=*}")
 }
 
-func (d *Door) bindingOf(r *http.Request) *binding {
+// bindingsOf are the bindings, by HTTP method, of the pattern r matched.
+func (d *Door) bindingsOf(r *http.Request) map[string]*binding {
 	pat, ok := runtime.HTTPPattern(r.Context())
 	if !ok {
 		return nil
 	}
-	return d.byPattern[r.Method+" "+pat.String()]
+	return d.byPattern[pat.String()]
 }
 
 // early runs the chain's outer half before grpc-gateway's handler reads
 // the body: a grpc-gateway middleware, so the route has matched.
+//
+// grpc-gateway wraps each route's handler in its own call of early, so
+// the route's bindings are looked up once, on its first request, not by
+// writing out its pattern on every request. They are kept by HTTP method:
+// grpc-gateway hands a GET route a POST form (its path length fallback),
+// which takes the whole chain after the body, as a route without a binding.
 func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
+	var once sync.Once
+	var byMethod map[string]*binding
 	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
-		b := d.bindingOf(r)
+		once.Do(func() { byMethod = d.bindingsOf(r) })
+		b := byMethod[r.Method]
 		if b == nil {
 			// A stream (or a unary call when the chain runs whole): a
 			// stream's errors find its writer and trailers here.
