@@ -134,6 +134,9 @@ func credentialKey(k string) bool {
 
 // scopesHeader is the scopes, space-separated, each made header-safe.
 func scopesHeader(scopes []string) string {
+	if len(scopes) == 1 {
+		return headerSafe(scopes[0]) // no copy when it is safe already
+	}
 	var b strings.Builder
 	for i, s := range scopes {
 		if i > 0 {

@@ -3,6 +3,7 @@ package stats
 import (
 	"context"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -66,7 +67,7 @@ type backend struct {
 	healthy   prometheus.Gauge
 	watchErrs prometheus.Counter
 	retries   prometheus.Counter
-	byAddr    atomic.Pointer[map[string]string] // peer address -> instance ID
+	byAddr    atomic.Pointer[instanceIndex] // peer address -> instance
 	series    sync.Map                          // instance label -> *instanceSeries
 
 	mu        sync.Mutex
@@ -104,10 +105,14 @@ func (b *backends) Instances(service string, list []discovery.Instance) {
 	}
 	list = slices.Clone(list)
 	slices.SortFunc(list, func(x, y discovery.Instance) int { return strings.Compare(x.ID, y.ID) })
-	byAddr := make(map[string]string, len(list))
+	byAddr := instanceIndex{byString: make(map[string]*instanceName, len(list)), byIP: make(map[netip.AddrPort]*instanceName, len(list))}
 	keep := map[string]bool{noInstance: true}
 	for _, in := range list {
-		byAddr[in.Addr] = in.ID
+		n := &instanceName{id: in.ID, addr: in.Addr}
+		byAddr.byString[in.Addr] = n
+		if ap, err := netip.ParseAddrPort(in.Addr); err == nil {
+			byAddr.byIP[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = n
+		}
 		keep[in.ID] = true
 	}
 	be.byAddr.Store(&byAddr)
@@ -147,15 +152,35 @@ func (b *backends) WatchError(service string, err error) {
 	}
 }
 
+// instanceIndex finds the instance at a backend's peer address, by the
+// address as a string and, without formatting it, as an IP and port.
+type instanceIndex struct {
+	byString map[string]*instanceName
+	byIP     map[netip.AddrPort]*instanceName
+}
+
+// instanceName is one instance of the resolver's list: its Consul service
+// ID and its address, which every call it serves points to.
+type instanceName struct{ id, addr string }
+
 // instance names the instance at a peer address: its Consul service ID, or
-// the address itself for one the resolver no longer lists.
-func (be *backend) instance(addr string) string {
-	if m := be.byAddr.Load(); m != nil {
-		if id, ok := (*m)[addr]; ok {
-			return id
+// the address itself for one the resolver no longer lists. An address the
+// list has costs no allocation (the lookup runs on every backend call).
+func (be *backend) instance(addr net.Addr) *instanceName {
+	m := be.byAddr.Load()
+	if tcp, ok := addr.(*net.TCPAddr); ok && m != nil {
+		ap := tcp.AddrPort()
+		if n := m.byIP[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]; n != nil {
+			return n
 		}
 	}
-	return addr
+	hostPort := addr.String()
+	if m != nil {
+		if n := m.byString[hostPort]; n != nil {
+			return n
+		}
+	}
+	return &instanceName{id: hostPort, addr: hostPort}
 }
 
 func (be *backend) seriesOf(m *metrics, instance string) *instanceSeries {
@@ -269,14 +294,14 @@ func (c BackendCall) Reached(addr net.Addr) {
 	if c.a == nil || addr == nil {
 		return
 	}
-	a, hostPort := c.a, addr.String()
-	inst := a.backend.instance(hostPort)
-	a.instance.Store(&inst)
+	a := c.a
+	n := a.backend.instance(addr)
+	a.instance.Store(&n.id)
 	if a.rec != nil {
-		a.rec.instance.Store(&inst)
+		a.rec.instance.Store(&n.id)
 	}
 	if a.span != nil {
-		a.span.SetAttributes(attribute.String("server.address", hostPort), attribute.String("portico.instance", inst))
+		a.span.SetAttributes(attribute.String("server.address", n.addr), attribute.String("portico.instance", n.id))
 	}
 }
 
