@@ -68,7 +68,7 @@ type backend struct {
 	watchErrs prometheus.Counter
 	retries   prometheus.Counter
 	byAddr    atomic.Pointer[instanceIndex] // peer address -> instance
-	series    sync.Map                          // instance label -> *instanceSeries
+	series    sync.Map                      // instance label -> *instanceSeries
 
 	mu        sync.Mutex
 	resolved  bool
