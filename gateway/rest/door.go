@@ -62,11 +62,17 @@ type Door struct {
 	handler   http.Handler
 	byPattern map[string]map[string]*binding // by template, then HTTP method
 	maxBody   int64                          // the largest route body limit
+	// match is the mux's incoming header matcher; headerKeys its answers
+	// for common headers (metadata.go).
+	match      runtime.HeaderMatcherFunc
+	headerKeys map[string]headerKey
 }
 
 // New builds the door; services register their routes on Mux with Conn.
 func New(cfg Config) *Door {
-	d := &Door{cfg: cfg, conn: &conn{methods: cfg.Methods, streams: cfg.Streams}, maxBody: MaxBodyBytes}
+	d := &Door{cfg: cfg, conn: &conn{methods: cfg.Methods, streams: cfg.Streams}, maxBody: MaxBodyBytes,
+		match: proxy.IncomingHTTPHeader}
+	d.headerKeys = headerKeys(d.match)
 	for _, m := range cfg.Methods {
 		d.maxBody = max(d.maxBody, m.Route().MaxBodyBytes)
 	}
@@ -74,7 +80,7 @@ func New(cfg Config) *Door {
 		runtime.WithMiddlewares(d.early),
 		runtime.WithErrorHandler(d.errorHandler),
 		runtime.WithRoutingErrorHandler(d.routingErrorHandler),
-		runtime.WithIncomingHeaderMatcher(proxy.IncomingHTTPHeader),
+		runtime.WithIncomingHeaderMatcher(d.match),
 		runtime.WithOutgoingHeaderMatcher(proxy.OutgoingHTTPHeader),
 		runtime.WithMetadata(d.annotate),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler()),

@@ -11,7 +11,6 @@ import (
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 )
@@ -29,6 +28,7 @@ import (
 type binding struct {
 	method       *proxy.Method
 	template     string // the route's HTTP template, as in route.Route.HTTP
+	route        string // "VERB template", the call's route for the chain
 	outer, inner grpc.UnaryHandler
 }
 
@@ -77,7 +77,7 @@ func (d *Door) bindings() map[string]map[string]*binding {
 		}
 		for _, h := range m.Route().HTTP {
 			verb, tmpl, _ := strings.Cut(h, " ")
-			b := &binding{method: m, template: tmpl}
+			b := &binding{method: m, template: tmpl, route: h}
 			b.outer = d.cfg.Chain.BindOuter(full)(d.resume)
 			b.inner = d.cfg.Chain.BindInner(full)(m.Invoke)
 			key := patternKey(tmpl)
@@ -132,23 +132,22 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 		if !d.limitRouteBody(w, r, b) {
 			return
 		}
-		full := b.method.Route().FullMethod
-		ctx, err := runtime.AnnotateContext(r.Context(), d.mux, r, full, runtime.WithHTTPPathPattern(b.template))
+		// What a gRPC server would give the chain: the headers as incoming
+		// metadata (and none as outgoing: the request's context has none),
+		// the REST door's peer, and a stream that collects response
+		// metadata.
+		ctx, err := d.incomingContext(r.Context(), r, b)
 		if err != nil {
 			d.errorHandler(r.Context(), d.mux, nil, w, r, err)
 			return
 		}
 		ctx, cancel := capDeadline(ctx, b.method)
 		defer cancel()
-		// What a gRPC server would give the chain: the headers as incoming
-		// metadata and none as outgoing, the REST door's peer, and a stream
-		// that collects response metadata.
-		md, _ := metadata.FromOutgoingContext(ctx)
-		sts := &transportStream{method: full}
-		ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
+		sts := &transportStream{method: b.method.Route().FullMethod}
 		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx)), sts)
 		p := &pending{b: b, w: w, r: r, params: params, next: next}
-		_, err = b.outer(context.WithValue(ctx, pendingKey{}, p), p)
+		ctx = context.WithValue(ctx, pendingKey{}, p)
+		_, err = b.outer(ctx, p)
 		if p.resumed {
 			return // grpc-gateway's handler wrote the answer
 		}

@@ -51,15 +51,24 @@ func (d *Door) errorHandler(ctx context.Context, _ *runtime.ServeMux, _ runtime.
 	st := status.Convert(err)
 	httpStatus := policy.HTTPStatus(st.Code())
 	if !chainRan {
-		method, _ := runtime.RPCMethod(ctx)
-		pattern, ok := runtime.HTTPPathPattern(ctx)
-		route := unmatched
-		if ok {
-			route = r.Method + " " + pattern
-		}
+		method, route := callOf(ctx, r)
 		d.refuse(r, method, route, err, httpStatus)
 	}
 	writeStatus(w, st, httpStatus, source)
+}
+
+// callOf is the method and route of the call in ctx: a unary call's
+// binding, or what grpc-gateway's handler annotated.
+func callOf(ctx context.Context, r *http.Request) (method, route string) {
+	if p := pendingFrom(ctx); p != nil {
+		return p.b.method.Route().FullMethod, p.b.route
+	}
+	method, _ = runtime.RPCMethod(ctx)
+	route = unmatched
+	if pattern, ok := runtime.HTTPPathPattern(ctx); ok {
+		route = r.Method + " " + pattern
+	}
+	return method, route
 }
 
 // routingErrorHandler answers requests that match no route: 404 for an

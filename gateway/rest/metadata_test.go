@@ -1,0 +1,161 @@
+package rest
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/proxy"
+	"github.com/portico-gw/portico/gateway/route"
+	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// getProduct is a door over the catalog's routes with a chain, and the
+// binding of GET /v1/products/{id}.
+func getProduct(t testing.TB) (*Door, *binding) {
+	t.Helper()
+	sd := catalogv1.File_catalog_v1_catalog_proto.Services().ByName("CatalogService")
+	tbl, err := route.Build([]protoreflect.ServiceDescriptor{sd}, route.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	methods := map[string]*proxy.Method{}
+	for _, r := range tbl.All() {
+		methods[r.FullMethod] = proxy.New(r, nil, proxy.AsBytes)
+	}
+	d := New(Config{Methods: methods, Chain: chain.New(chain.Config{Routes: tbl})})
+	b := d.byPattern["/v1/products/{id=*}"]["GET"]
+	if b == nil {
+		t.Fatalf("no binding for GET /v1/products/{id}: %v", d.byPattern)
+	}
+	return d, b
+}
+
+// annotated is the incoming metadata grpc-gateway's AnnotateContext gives
+// r with the door's matcher and annotator, as the door read it before it
+// built its own.
+func annotated(t *testing.T, d *Door, r *http.Request, b *binding) metadata.MD {
+	t.Helper()
+	ctx, err := runtime.AnnotateIncomingContext(r.Context(), d.mux, r, b.method.Route().FullMethod, runtime.WithHTTPPathPattern(b.template))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	return md
+}
+
+func TestIncomingMatchesGRPCGateway(t *testing.T) {
+	d, b := getProduct(t)
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		host   string
+		remote string
+		plain  bool // built by the door, not AnnotateContext
+	}{
+		{name: "no headers", plain: true},
+		{name: "curl", header: http.Header{"Accept": {"*/*"}, "User-Agent": {"curl/8.5.0"}}, plain: true},
+		{name: "credentials", header: http.Header{"Authorization": {"Bearer a.b.c", "Basic eA=="}, "X-Api-Key": {"k1"}}, plain: true},
+		{name: "browser", header: http.Header{
+			"Accept": {"application/json"}, "Accept-Encoding": {"gzip, br"}, "Accept-Language": {"en"},
+			"Cookie": {"a=1", "b=2"}, "Origin": {"https://example.com"}, "Referer": {"https://example.com/"},
+			"Sec-Fetch-Mode": {"cors"}, "Cache-Control": {"no-cache"}, "Pragma": {"no-cache"},
+		}, plain: true},
+		{name: "trace and custom", header: http.Header{
+			"Traceparent": {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, "Tracestate": {"a=b"},
+			"X-Tenant": {"t1"}, "X-Request-Id": {"r1"}, "Some-Header": {"dropped"},
+		}, plain: true},
+		{name: "forwarded", header: http.Header{"X-Forwarded-For": {"203.0.113.7, 10.0.0.1", "10.0.0.2"}, "X-Forwarded-Host": {"api.example.com"}}, plain: true},
+		{name: "empty forwarded for", header: http.Header{"X-Forwarded-For": {""}}, remote: "bad", plain: true},
+		{name: "invalid forwarded for dropped", header: http.Header{"X-Forwarded-For": {"caf\u00e9"}}, plain: true},
+		{name: "no host, no remote address", remote: "", host: "", plain: true},
+		{name: "ipv6 remote", remote: "[2001:db8::1]:443", plain: true},
+		{name: "portico keys", header: http.Header{"X-Portico-Internal-Route": {"GET /forged"}, "X-Portico-Internal-Client-Ip": {"1.2.3.4"}}, plain: true},
+		{name: "grpc-timeout", header: http.Header{"Grpc-Timeout": {"1S"}}},
+		{name: "binary header", header: http.Header{"X-Trace-Bin": {"AAEC"}}},
+		{name: "not ascii", header: http.Header{"X-Name": {"caf\u00e9"}}},
+		{name: "not ascii, common header", header: http.Header{"User-Agent": {"caf\u00e9"}}},
+		{name: "not ascii, unmatched header", header: http.Header{"Some-Header": {"caf\u00e9"}}, plain: true},
+		{name: "invalid authorization", header: http.Header{"Authorization": {"caf\u00e9"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/v1/products/p1", nil)
+			r.Host, r.RemoteAddr = "gateway.example:8080", "192.0.2.10:5555"
+			if tc.host != "" || tc.name == "no host, no remote address" {
+				r.Host = tc.host
+			}
+			if tc.remote != "" || tc.name == "no host, no remote address" {
+				r.RemoteAddr = tc.remote
+			}
+			for k, vs := range tc.header {
+				r.Header[k] = vs
+			}
+			got, ok := d.incoming(r, b)
+			if ok != tc.plain {
+				t.Fatalf("built by the door: %v, want %v", ok, tc.plain)
+			}
+			if !ok {
+				return
+			}
+			want := annotated(t, d, r, b)
+			if len(got) != len(want) {
+				t.Errorf("keys: got %v, want %v", got, want)
+			}
+			for k, wv := range want {
+				if gv := got[k]; !slices.Equal(gv, wv) {
+					t.Errorf("%s: got %q, want %q", k, gv, wv)
+				}
+			}
+		})
+	}
+}
+
+// TestIncomingContext: a request the door does not build metadata for
+// still meets the chain with AnnotateContext's, and its errors.
+func TestIncomingContext(t *testing.T) {
+	d, b := getProduct(t)
+	r := httptest.NewRequest(http.MethodGet, "/v1/products/p1", nil)
+	r.Header.Set("Grpc-Timeout", "5S")
+	r.Header.Set("X-Api-Key", "k")
+	ctx, err := d.incomingContext(context.Background(), r, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		t.Error("grpc-timeout set no deadline")
+	}
+	if v := metadata.ValueFromIncomingContext(ctx, "x-api-key"); !slices.Equal(v, []string{"k"}) {
+		t.Errorf("x-api-key = %q", v)
+	}
+	r.Header.Set("Grpc-Timeout", "soon")
+	if _, err := d.incomingContext(context.Background(), r, b); err == nil {
+		t.Error("an invalid grpc-timeout was taken")
+	}
+}
+
+func BenchmarkIncoming(b *testing.B) {
+	d, bd := getProduct(b)
+	r := httptest.NewRequest(http.MethodGet, "/v1/products/p1", nil)
+	r.Header = http.Header{"Accept": {"application/json"}, "User-Agent": {"Go-http-client/1.1"},
+		"X-Api-Key": {"k"}, "Accept-Encoding": {"gzip"}}
+	b.Run("door", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = d.incomingContext(context.Background(), r, bd)
+		}
+	})
+	b.Run("annotate-context", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ctx, _ := runtime.AnnotateContext(context.Background(), d.mux, r, bd.method.Route().FullMethod, runtime.WithHTTPPathPattern(bd.template))
+			md, _ := metadata.FromOutgoingContext(ctx)
+			_ = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
+		}
+	})
+}
