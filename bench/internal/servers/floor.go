@@ -24,17 +24,19 @@ import (
 // discovery, no retries: what it costs per call is grpc-go's server and
 // client transports, which every Go gateway on grpc-go pays (Portico's
 // own gRPC door is built of the same parts). It runs with what Portico
-// sets that changes grpc-go's cost: the worker pool and the garbage
-// collector's target.
+// sets that changes grpc-go's cost: the worker pool, fixed flow-control
+// windows and the garbage collector's target.
 func Floor(ctx context.Context, backendAddr, readyPath string) error {
 	gctune.Apply() // as Portico's: the floor of the same process
 	conn, err := grpc.NewClient(backendAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(bytesCodec{})))
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(bytesCodec{})),
+		grpc.WithInitialWindowSize(floorWindow), grpc.WithInitialConnWindowSize(floorWindow))
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	srv := grpc.NewServer(grpc.ForceServerCodecV2(bytesCodec{}),
+		grpc.InitialWindowSize(floorWindow), grpc.InitialConnWindowSize(floorWindow),
 		grpc.NumStreamWorkers(uint32(max(64, 16*runtime.GOMAXPROCS(0)))))
 	for _, s := range registry.Services() {
 		srv.RegisterService(floorService(s.Descriptor, conn), nil)
@@ -47,6 +49,10 @@ func Floor(ctx context.Context, backendAddr, readyPath string) error {
 	defer srv.Stop()
 	return ready(ctx, readyPath, procs.Ready{GRPC: l.Addr().String()})
 }
+
+// floorWindow is Portico's fixed HTTP/2 flow-control window (gateway.go),
+// which turns grpc-go's bandwidth-delay pings off.
+const floorWindow = 1 << 20
 
 // floorService forwards every method of sd to conn.
 func floorService(sd protoreflect.ServiceDescriptor, conn *grpc.ClientConn) *grpc.ServiceDesc {
