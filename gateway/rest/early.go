@@ -184,7 +184,9 @@ func (d *Door) resume(ctx context.Context, _ any) (any, error) {
 		}
 	}()
 	r := p.r.WithContext(ctx)
-	r.Header = handlerHeader(p.r.Header)
+	// What the handler annotates goes nowhere (handlerHeader): without the
+	// host and the client's address it adds no x-forwarded-host or -for.
+	r.Header, r.Host, r.RemoteAddr = handlerHeader(p.r.Header), "", ""
 	p.next(p.w, r, p.params)
 	if p.err != nil {
 		return nil, p.err
