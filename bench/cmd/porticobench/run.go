@@ -545,8 +545,9 @@ func (b *bench) measure(ctx context.Context) error {
 				common = ref.Common.Rate
 			}
 			var base *report.Phase
-			if mode == report.REST {
-				// What the transcoding proxies add is measured over the direct gRPC call.
+			if mode == report.REST && direct.serves(report.GRPC, w) {
+				// What the transcoding proxies add is measured over the direct
+				// gRPC call (when the run has the gRPC mode that makes it).
 				base = &report.Phase{Mode: report.GRPC, Workload: w.Name, Path: report.Direct}
 				b.run.RESTReference[w.Name] = base
 			}
