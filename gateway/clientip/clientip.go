@@ -58,6 +58,11 @@ func (t Trusted) FromRemote(remote string, forwardedFor []string) string {
 	if err != nil {
 		return Unknown
 	}
+	if addr.Is4() && !t.trusted(addr) {
+		// ParseAddr takes IPv4 only as String writes it: host is the
+		// answer, and needs no new string (once for every REST call).
+		return host
+	}
 	return t.FromAddr(addr, forwardedFor)
 }
 
