@@ -81,7 +81,7 @@ func New(cfg Config) *Door {
 		runtime.WithErrorHandler(d.errorHandler),
 		runtime.WithRoutingErrorHandler(d.routingErrorHandler),
 		runtime.WithIncomingHeaderMatcher(d.match),
-		runtime.WithOutgoingHeaderMatcher(proxy.OutgoingHTTPHeader),
+		runtime.WithOutgoingHeaderMatcher(outgoingMatcher(proxy.OutgoingHTTPHeader)),
 		runtime.WithMetadata(d.annotate),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler()),
 		runtime.WithStreamErrorHandler(d.streamError),

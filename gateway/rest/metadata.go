@@ -86,19 +86,26 @@ func (d *Door) incoming(r *http.Request, b *binding) (metadata.MD, bool) {
 	if _, ok := r.Header[hdrGRPCTimeout]; ok {
 		return nil, false
 	}
-	n := 4 // authorization, x-forwarded-host and -for, the door's keys
+	// Room for every key and value: authorization's twice (as itself and
+	// as grpcgateway-authorization), x-forwarded-host and -for, the door's
+	// two. (A map of up to 8 keys is one allocation.)
+	auth := len(r.Header[hdrAuthorization])
+	keys, n := len(r.Header)+min(auth, 1)+4, auth+4
 	for _, vs := range r.Header {
 		n += len(vs)
 	}
-	md := make(metadata.MD, len(r.Header)+4)
-	values := make([]string, 0, n+2)
+	md := make(metadata.MD, keys)
+	values := make([]string, 0, n)
+	set := func(k, v string) {
+		values = append(values, v)
+		md[k] = values[len(values)-1 : len(values) : len(values)]
+	}
 	add := func(k, v string) {
 		if prev, ok := md[k]; ok {
 			md[k] = append(prev, v)
 			return
 		}
-		values = append(values, v)
-		md[k] = values[len(values)-1 : len(values) : len(values)]
+		set(k, v)
 	}
 	for _, v := range r.Header[hdrAuthorization] {
 		if validValue(v) {
@@ -135,8 +142,8 @@ func (d *Door) incoming(r *http.Request, b *binding) (metadata.MD, bool) {
 		add(proxy.MDForwardedFor, xff)
 	}
 	// The door's keys replace any the headers gave (annotate).
-	md[proxy.MDRoute] = []string{b.route}
-	md[proxy.MDClientIP] = []string{d.clientIP(r)}
+	set(proxy.MDRoute, b.route)
+	set(proxy.MDClientIP, d.clientIP(r))
 	return md, true
 }
 
@@ -172,6 +179,32 @@ func (d *Door) incomingContext(ctx context.Context, r *http.Request, b *binding)
 		return metadata.NewIncomingContext(ctx, md), nil
 	}
 	return runtime.AnnotateIncomingContext(ctx, d.mux, r, b.method.Route().FullMethod, runtime.WithHTTPPathPattern(b.template))
+}
+
+// outgoingKeys are response metadata keys the gateway's policies set on
+// calls they admit (ratelimit's four on every call of a limited route),
+// matched once, when the door is built: the outgoing matcher gives each
+// its HTTP name with http.CanonicalHeaderKey, a new string every time.
+var outgoingKeys = []string{"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy",
+	"retry-after", "www-authenticate"}
+
+// outgoingMatcher is match with its answers for outgoingKeys kept.
+func outgoingMatcher(match runtime.HeaderMatcherFunc) runtime.HeaderMatcherFunc {
+	type answer struct {
+		h  string
+		ok bool
+	}
+	known := make(map[string]answer, len(outgoingKeys))
+	for _, k := range outgoingKeys {
+		h, ok := match(k)
+		known[k] = answer{h, ok}
+	}
+	return func(k string) (string, bool) {
+		if a, ok := known[k]; ok {
+			return a.h, a.ok
+		}
+		return match(k)
+	}
 }
 
 // validKey is grpc-gateway's test of a metadata key: 0-9 a-z A-Z _ - .

@@ -159,3 +159,18 @@ func BenchmarkIncoming(b *testing.B) {
 		}
 	})
 }
+
+// TestOutgoingMatcher: the kept answers are the matcher's.
+func TestOutgoingMatcher(t *testing.T) {
+	m := outgoingMatcher(proxy.OutgoingHTTPHeader)
+	for _, k := range append(slices.Clone(outgoingKeys), "x-backend", "grpc-status", "content-type", "other") {
+		h, ok := m(k)
+		wh, wok := proxy.OutgoingHTTPHeader(k)
+		if h != wh || ok != wok {
+			t.Errorf("%s: %q %v, want %q %v", k, h, ok, wh, wok)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = m("ratelimit-remaining") }); n != 0 {
+		t.Errorf("ratelimit-remaining: %v allocations", n)
+	}
+}
