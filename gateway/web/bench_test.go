@@ -6,8 +6,11 @@ import (
 	"testing"
 
 	"github.com/portico-gw/portico/gateway/policy"
+	"github.com/portico-gw/portico/gateway/route"
 	"github.com/portico-gw/portico/gateway/web"
 	"github.com/portico-gw/portico/gen/openapi"
+	"github.com/portico-gw/portico/gen/registry"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // BenchmarkHandler is what the web part costs a REST call on its way to
@@ -22,6 +25,11 @@ func BenchmarkHandler(b *testing.B) {
 		{"plain", web.Options{}},
 		{"openapi", web.Options{Document: openapi.Document}},
 		{"cors", web.Options{CORS: &policy.CORS{AllowedOrigins: []string{"https://shop.example.com"}}}},
+		// A service's own cors block: each request's service is found by
+		// its path.
+		{"cors-service", web.Options{Routes: routes(b), Services: map[string]route.ServiceConfig{
+			"orders.v1.OrderService": {CORS: &policy.CORS{AllowedOrigins: []string{"https://shop.example.com"}}},
+		}}},
 	} {
 		w, err := web.New(tc.o)
 		if err != nil {
@@ -38,4 +46,17 @@ func BenchmarkHandler(b *testing.B) {
 			}
 		})
 	}
+}
+
+// routes are the example services' routes.
+func routes(b *testing.B) []*route.Route {
+	var sds []protoreflect.ServiceDescriptor
+	for _, s := range registry.Services() {
+		sds = append(sds, s.Descriptor)
+	}
+	tbl, err := route.Build(sds, route.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tbl.All()
 }

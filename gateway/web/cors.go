@@ -143,32 +143,37 @@ func pathRules(routes []*route.Route) []pathRule {
 
 // serviceOf is the service a request goes to: the first segment of a
 // gRPC-Web or Connect path (/pkg.Service/Method), or the service of the
-// REST binding its path matches; "" for none.
+// REST binding its path matches; "" for none. It reads the path's
+// segments in place: this runs on every request when a service has a cors
+// block of its own.
 func serviceOf(rules []pathRule, method, path string) string {
-	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
-	if len(segs) == 2 && strings.Contains(segs[0], ".") {
-		return segs[0]
+	p := strings.TrimPrefix(path, "/")
+	if svc, m, ok := strings.Cut(p, "/"); ok && !strings.Contains(m, "/") && strings.Contains(svc, ".") {
+		return svc
 	}
 	for _, r := range rules {
-		if r.verb == method && matchTemplate(r.segments, segs) {
+		if r.verb == method && matchTemplate(r.segments, p) {
 			return r.service
 		}
 	}
 	return ""
 }
 
-// matchTemplate matches path segments against a google.api.http template's:
-// a variable ({id}, {name=*}) takes one segment, {name=**} the rest, and a
-// custom verb (":watch") must end the last segment.
-func matchTemplate(tmpl, segs []string) bool {
+// matchTemplate matches a path (without its leading slash) against a
+// google.api.http template's segments: a variable ({id}, {name=*}) takes
+// one segment, {name=**} the rest, and a custom verb (":watch") must end
+// the last segment.
+func matchTemplate(tmpl []string, path string) bool {
+	rest, done := path, false
 	for i, t := range tmpl {
 		if strings.Contains(t, "**") {
-			return len(segs) >= i
+			return true
 		}
-		if i >= len(segs) {
+		if done {
 			return false
 		}
-		s := segs[i]
+		s, r, more := strings.Cut(rest, "/")
+		rest, done = r, !more
 		if strings.HasPrefix(t, "{") {
 			if end := strings.LastIndex(t, "}"); end >= 0 && end < len(t)-1 {
 				verb := t[end+1:]
@@ -184,5 +189,5 @@ func matchTemplate(tmpl, segs []string) bool {
 			return false
 		}
 	}
-	return len(tmpl) == len(segs)
+	return done
 }

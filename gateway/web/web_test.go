@@ -133,3 +133,66 @@ func TestErrorChunkMarshal(t *testing.T) {
 		t.Errorf("error chunk content type %q", ct)
 	}
 }
+
+// TestServiceOfSplit: serviceOf, which reads segments in place, agrees with
+// matching split paths, as it did before, on paths of every shape.
+func TestServiceOfSplit(t *testing.T) {
+	rules := []pathRule{
+		{verb: "GET", segments: strings.Split("v1/orders/{id}", "/"), service: "orders"},
+		{verb: "GET", segments: strings.Split("v1/orders/{id}:watch", "/"), service: "watch"},
+		{verb: "GET", segments: strings.Split("v1/files/{name=**}", "/"), service: "files"},
+		{verb: "GET", segments: strings.Split("v1/products", "/"), service: "catalog"},
+		{verb: "GET", segments: strings.Split("{x}", "/"), service: "root"},
+	}
+	split := func(method, path string) string {
+		segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+		if len(segs) == 2 && strings.Contains(segs[0], ".") {
+			return segs[0]
+		}
+		for _, r := range rules {
+			if r.verb != method {
+				continue
+			}
+			ok := len(r.segments) == len(segs)
+			for i, tm := range r.segments {
+				if strings.Contains(tm, "**") {
+					ok = true
+					break
+				}
+				if i >= len(segs) {
+					ok = false
+					break
+				}
+				s := segs[i]
+				if strings.HasPrefix(tm, "{") {
+					if end := strings.LastIndex(tm, "}"); end >= 0 && end < len(tm)-1 {
+						verb := tm[end+1:]
+						if !strings.HasSuffix(s, verb) || len(s) == len(verb) {
+							ok = false
+							break
+						}
+					} else if s == "" || strings.Contains(s, ":") && i == len(r.segments)-1 {
+						ok = false
+						break
+					}
+					continue
+				}
+				if tm != s {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				return r.service
+			}
+		}
+		return ""
+	}
+	for _, path := range []string{"", "/", "//", "/v1", "/v1/", "/v1/orders", "/v1/orders/", "/v1/orders/o1", "/v1/orders/o1/",
+		"/v1/orders/o1:watch", "/v1/orders/:watch", "/v1/orders/o:1", "/v1/files", "/v1/files/", "/v1/files/a/b", "/v1/products",
+		"/v1/products/", "x", "/x", "/x:y", "/a.B/C", "/a.B/C/D", "/a.B/", "a.B/C"} {
+		if got, want := serviceOf(rules, "GET", path), split("GET", path); got != want {
+			t.Errorf("%q: %q, split: %q", path, got, want)
+		}
+	}
+}
