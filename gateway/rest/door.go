@@ -66,6 +66,9 @@ type Door struct {
 	// for common headers (metadata.go).
 	match      runtime.HeaderMatcherFunc
 	headerKeys map[string]headerKey
+	// plain is the marshaler the mux picks for a request without a
+	// content type or Accept (handlerHeader).
+	plain runtime.Marshaler
 }
 
 // New builds the door; services register their routes on Mux with Conn.
@@ -86,6 +89,7 @@ func New(cfg Config) *Door {
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler()),
 		runtime.WithStreamErrorHandler(d.streamError),
 	}, cfg.MuxOptions...)...)
+	d.plain, _ = runtime.MarshalerForRequest(d.mux, &http.Request{Header: http.Header{}})
 	d.byPattern = d.bindings()
 	d.handler = d.limitHeaders(d.limitBody(d.mux))
 	return d

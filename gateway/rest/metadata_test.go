@@ -174,3 +174,32 @@ func TestOutgoingMatcher(t *testing.T) {
 		t.Errorf("ratelimit-remaining: %v allocations", n)
 	}
 }
+
+// TestHandlerHeader: grpc-gateway's handler of an admitted call picks the
+// same marshalers from the headers the door gives it as from the request's,
+// and gets TE.
+func TestHandlerHeader(t *testing.T) {
+	_, b := getProduct(t)
+	d := New(Config{Methods: map[string]*proxy.Method{b.method.Route().FullMethod: b.method},
+		MuxOptions: []runtime.ServeMuxOption{runtime.WithMarshalerOption("text/event-stream", &runtime.JSONPb{})}})
+	for _, h := range []http.Header{
+		{},
+		{"Accept": {"application/json"}, "Content-Type": {"application/json"}},
+		{"Content-Type": {"application/json; charset=utf-8"}, "Te": {"trailers"}},
+		{"Accept": {"text/event-stream"}},
+		{"Content-Type": {"text/event-stream"}},
+		{"Accept": {"*/*", "text/event-stream"}, "Content-Type": {"not a media type"}},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/v1/products", nil)
+		r.Header = h
+		in, out := runtime.MarshalerForRequest(d.mux, r)
+		hh := d.handlerHeader(r)
+		gotIn, gotOut := runtime.MarshalerForRequest(d.mux, &http.Request{Header: hh})
+		if gotIn != in || gotOut != out {
+			t.Errorf("%v: the handler's header %v picks other marshalers", h, hh)
+		}
+		if !slices.Equal(hh["Te"], h["Te"]) {
+			t.Errorf("%v: TE %q", h, hh["Te"])
+		}
+	}
+}
