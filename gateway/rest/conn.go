@@ -2,6 +2,7 @@ package rest
 
 import (
 	"context"
+	"crypto/tls"
 	"sync"
 
 	"github.com/portico-gw/portico/gateway/policy"
@@ -45,7 +46,11 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	md, _ := metadata.FromOutgoingContext(ctx)
 	sts := &transportStream{method: method}
 	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
-	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx)), sts)
+	var cs *tls.ConnectionState
+	if sc := streamFrom(ctx); sc != nil {
+		cs = sc.tls // a unary call without a binding (early.go)
+	}
+	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx, cs)), sts)
 
 	resp, err := m.Call(ctx, args)
 	if err == nil {

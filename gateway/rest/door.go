@@ -101,26 +101,15 @@ func (d *Door) Mux() *runtime.ServeMux { return d.mux }
 // Conn is the connection the generated handlers call.
 func (d *Door) Conn() grpc.ClientConnInterface { return d.conn }
 
-func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.TLS != nil {
-		// For the peer of in-process calls (restPeer): grpc-gateway's
-		// handlers hand conn a context, not the request.
-		r = r.WithContext(context.WithValue(r.Context(), tlsKey{}, r.TLS))
-	}
-	d.handler.ServeHTTP(w, r)
-}
-
-// tlsKey holds a REST request's TLS state in its context.
-type tlsKey struct{}
+func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.handler.ServeHTTP(w, r) }
 
 // restPeer is the peer an in-process REST call meets the chain with: the
-// REST door's, with the request's TLS state when it came over TLS, so the
-// chain finds the client's certificate where it finds a gRPC client's.
-func restPeer(ctx context.Context) *peer.Peer {
-	cs, _ := ctx.Value(tlsKey{}).(*tls.ConnectionState)
+// REST door's, with the request's TLS state cs when it came over TLS, so
+// the chain finds the client's certificate where it finds a gRPC client's.
+func restPeer(ctx context.Context, cs *tls.ConnectionState) *peer.Peer {
 	if p, ok := peer.FromContext(ctx); ok && cs == nil {
-		// A call the gateway makes through conn for a gRPC caller (a
-		// composite method's step) keeps that caller's TLS state.
+		// A call the gateway makes through conn for a caller (a composite
+		// method's step) keeps that caller's TLS state.
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
 			cs = &ti.State
 		}

@@ -125,7 +125,7 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 		if b == nil {
 			// A stream (or a unary call when the chain runs whole): a
 			// stream's errors find its writer and trailers here.
-			r = r.WithContext(context.WithValue(r.Context(), streamKey{}, &streamCall{w: w}))
+			r = r.WithContext(context.WithValue(r.Context(), streamKey{}, &streamCall{w: w, tls: r.TLS}))
 			next(w, r, params)
 			return
 		}
@@ -144,7 +144,7 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 		ctx, cancel := capDeadline(ctx, b.method)
 		defer cancel()
 		sts := &transportStream{method: b.method.Route().FullMethod}
-		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx)), sts)
+		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx, r.TLS)), sts)
 		p := &pending{b: b, w: w, r: r, params: params, next: next}
 		ctx = context.WithValue(ctx, pendingKey{}, p)
 		_, err = b.outer(ctx, p)

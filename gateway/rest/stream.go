@@ -2,6 +2,7 @@ package rest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -25,10 +26,12 @@ import (
 // and the headers of the trailers, as a unary call does.
 
 // streamCall is a REST stream in flight: where its answer goes, and the
-// trailers its gRPC stream ended with.
+// trailers its gRPC stream ended with. A unary call without a binding
+// (the chain runs whole, in conn) travels as one too, for its TLS state.
 type streamCall struct {
 	w       http.ResponseWriter
 	trailer metadata.MD
+	tls     *tls.ConnectionState
 }
 
 type streamKey struct{}
