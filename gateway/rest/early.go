@@ -153,7 +153,7 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 		}
 		// Refused before the body: the chain's error, with the metadata its
 		// policies set (WWW-Authenticate, Retry-After, RateLimit-*).
-		ctx = runtime.NewServerMetadataContext(ctx, runtime.ServerMetadata{HeaderMD: sts.header, TrailerMD: sts.trailer})
+		ctx = runtime.NewServerMetadataContext(ctx, runtime.ServerMetadata{HeaderMD: sts.header.md, TrailerMD: sts.trailer.md})
 		d.errorHandler(ctx, d.mux, nil, w, r, err)
 	}
 }

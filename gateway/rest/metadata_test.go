@@ -203,3 +203,29 @@ func TestHandlerHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestCollected: the first metadata is kept as it is and never written;
+// what follows is joined into a copy.
+func TestCollected(t *testing.T) {
+	var c collected
+	c.add(nil)
+	if c.md != nil {
+		t.Fatalf("empty metadata collected: %v", c.md)
+	}
+	first := metadata.Pairs("ratelimit-limit", "10", "x-a", "1")
+	c.add(first)
+	c.add(metadata.Pairs("x-a", "2", "x-b", "3"))
+	c.add(metadata.Pairs("x-b", "4"))
+	if want := metadata.Pairs("ratelimit-limit", "10", "x-a", "1"); len(first) != len(want) || !slices.Equal(first["x-a"], want["x-a"]) {
+		t.Errorf("the first metadata was written: %v", first)
+	}
+	want := metadata.MD{"ratelimit-limit": {"10"}, "x-a": {"1", "2"}, "x-b": {"3", "4"}}
+	if len(c.md) != len(want) {
+		t.Fatalf("collected %v, want %v", c.md, want)
+	}
+	for k, v := range want {
+		if !slices.Equal(c.md[k], v) {
+			t.Errorf("%s: %q, want %q", k, c.md[k], v)
+		}
+	}
+}
