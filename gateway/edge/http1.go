@@ -209,6 +209,19 @@ func (f *framing) read(p []byte) {
 			}
 		case f.st == stRequestLine:
 			i = f.requestLine(p, i)
+		case f.st == stName:
+			// To the colon (or a line end, which refuses) at once: only
+			// whether the name is one of the two that frame a request
+			// matters.
+			j := i
+			for j < len(p) && p[j] != ':' && p[j] != '\n' {
+				j++
+			}
+			f.nameBytes(p[i:j])
+			if i = j; i < len(p) {
+				f.nameByte(p[i])
+				i++
+			}
 		case f.st == stValue && f.field != fieldCL:
 			// Values of other fields do not matter: to the end of the line.
 			j := bytes.IndexByte(p[i:], '\n')
@@ -399,6 +412,38 @@ func (f *framing) nameByte(c byte) {
 	if f.name < 255 {
 		f.name++
 	}
+}
+
+// nameBytes reads bytes of a field name, none of them a colon or a line
+// end: nameByte for each, a piece at a time.
+func (f *framing) nameBytes(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	at := int(f.name)
+	if f.maybe&maybeCL != 0 && !foldedPrefix(b, contentLength, at) {
+		f.maybe &^= maybeCL
+	}
+	if f.maybe&maybeTE != 0 && !foldedPrefix(b, transferEncoding, at) {
+		f.maybe &^= maybeTE
+	}
+	f.name = uint8(min(at+len(b), 255))
+}
+
+// foldedPrefix reports whether b, in lower case, is name[at:at+len(b)].
+func foldedPrefix(b []byte, name string, at int) bool {
+	if at+len(b) > len(name) {
+		return false
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if name[at+i] != c {
+			return false
+		}
+	}
+	return true
 }
 
 // value reads a byte of a Content-Length value, or the line end of any
