@@ -151,9 +151,10 @@ bench: consul
 # Portico under the harness's profiled phases (native gRPC get, REST create
 # and get, 32 calls in flight) and merges the CPU profiles into
 # build/pgo/default.pgo (about two minutes); make bench PGO=build/pgo/default.pgo
-# measures the gateway built with it. Three interleaved runs of 2026-11-30
-# gave 8% more CPU per gRPC call with it, and the same throughput
-# (docs/performance.md), so cmd/gateway has no default.pgo and PGO is off.
+# measures the gateway built with it. Five interleaved pairs of runs of
+# 2026-11-30 gave no lower CPU per call with it on gRPC or REST, within the
+# runs' noise (docs/performance.md), so cmd/gateway has no default.pgo and
+# PGO is off.
 PGO ?= off
 pgo: consul
 	@rm -rf build/pgo && mkdir -p build/pgo
