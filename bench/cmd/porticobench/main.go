@@ -21,6 +21,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/portico-gw/portico/internal/gctune"
 	"maps"
 	"os"
 	"os/signal"
@@ -89,6 +90,11 @@ func serve(ctx context.Context, role string, args []string) error {
 	var tlsConf *tlsconfig.Config // nil: plaintext
 	if tc.CertFile != "" {
 		tlsConf = &tc
+	}
+	if role != roleBackend {
+		// Every proxy collects garbage at the target cmd/gateway ships
+		// with, so that ratios compare the proxies' code, not GC settings.
+		gctune.Apply()
 	}
 	switch role {
 	case roleBackend:

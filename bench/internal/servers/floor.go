@@ -9,7 +9,6 @@ import (
 
 	"github.com/portico-gw/portico/bench/internal/procs"
 	"github.com/portico-gw/portico/gen/registry"
-	"github.com/portico-gw/portico/internal/gctune"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
@@ -24,10 +23,9 @@ import (
 // discovery, no retries: what it costs per call is grpc-go's server and
 // client transports, which every Go gateway on grpc-go pays (Portico's
 // own gRPC door is built of the same parts). It runs with what Portico
-// sets that changes grpc-go's cost: the worker pool, fixed flow-control
-// windows and the garbage collector's target.
+// sets that changes grpc-go's cost: the worker pool and fixed flow-control
+// windows (and, as every proxy of the harness, Portico's GC target).
 func Floor(ctx context.Context, backendAddr, readyPath string) error {
-	gctune.Apply() // as Portico's: the floor of the same process
 	conn, err := grpc.NewClient(backendAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(bytesCodec{})),
 		grpc.WithInitialWindowSize(floorWindow), grpc.WithInitialConnWindowSize(floorWindow))

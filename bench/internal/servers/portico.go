@@ -19,7 +19,6 @@ import (
 	"github.com/portico-gw/portico/gateway/stats"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
 	"github.com/portico-gw/portico/gen/registry"
-	"github.com/portico-gw/portico/internal/gctune"
 )
 
 // PorticoConfig is the gateway as the benchmark runs it: the default
@@ -121,7 +120,6 @@ func NewPortico(consulAddr string, chain bool, accessLog io.Writer, cfgOpts ...O
 // access log to the file accessLog. With tc, both its REST and gRPC
 // listeners serve over TLS; opts change its config further.
 func Portico(ctx context.Context, consulAddr string, chain bool, accessLog string, tc *tlsconfig.Config, readyPath string, opts ...Option) error {
-	gctune.Apply() // the garbage collector's target, as cmd/gateway sets it
 	var log io.Writer = io.Discard
 	if chain {
 		f, err := os.Create(accessLog)
