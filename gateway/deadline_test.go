@@ -57,6 +57,26 @@ func TestDeadlines(t *testing.T) {
 		}
 	})
 
+	t.Run("a caller without a deadline gets the timeout, not the maximum, on both doors", func(t *testing.T) {
+		w3 := newWorld(t, false, func(c *gateway.Config) {
+			c.Services["catalog.v1.CatalogService"] = gateway.ServiceConfig{Backend: w.catalog, Timeout: 300 * time.Millisecond, MaxTimeout: time.Minute}
+		})
+		r := w3.rest("GET", "/v1/products/prd-000001", nil)
+		if r.Status != http.StatusGatewayTimeout {
+			t.Fatalf("REST: got %d %s, want 504 after the 300ms timeout", r.Status, r.Raw)
+		}
+		if left := <-slow.seen; left <= 0 || left > 300*time.Millisecond {
+			t.Errorf("REST: backend saw deadline %v, want within (0, 300ms]: the timeout, not max_timeout's minute", left)
+		}
+		_, err := w3.catalogClient().GetProduct(context.Background(), &catalogv1.GetProductRequest{Id: "prd-000001"})
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("gRPC: got %v, want DEADLINE_EXCEEDED", err)
+		}
+		if left := <-slow.seen; left <= 0 || left > 300*time.Millisecond {
+			t.Errorf("gRPC: backend saw deadline %v, want within (0, 300ms]", left)
+		}
+	})
+
 	t.Run("grpc-timeout from the client is honoured", func(t *testing.T) {
 		w2 := newWorld(t, false, func(c *gateway.Config) {
 			c.Services["catalog.v1.CatalogService"] = gateway.ServiceConfig{Backend: w.catalog, Timeout: time.Minute}

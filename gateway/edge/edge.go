@@ -224,17 +224,12 @@ func (e *Edge) Tap(ctx context.Context, info *tap.Info) (context.Context, error)
 			fmt.Sprintf("%d request headers are over the limit of %d", n, e.cfg.MaxHeaders), nil)
 	}
 	r, ok := e.routes.Lookup(info.FullMethodName)
-	if !ok || r.MaxTimeout <= 0 {
+	if !ok {
 		return ctx, nil
 	}
 	// A caller that sets no deadline gets the route's timeout; one that asks
 	// for more than the maximum gets the maximum.
-	limit := r.MaxTimeout
-	dl, has := ctx.Deadline()
-	if !has && r.Timeout > 0 {
-		limit = r.Timeout
-	}
-	if !has || time.Until(dl) > limit {
+	if limit := r.CallLimit(ctx); limit > 0 {
 		ctx, cancel := context.WithTimeout(ctx, limit)
 		// The stream's end cancels its context, which stops this one's
 		// timer: the cancel is not needed (holding it with

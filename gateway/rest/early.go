@@ -158,13 +158,13 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 	}
 }
 
-// capDeadline cuts ctx's deadline to m's max_timeout: a call that enters
-// the gateway through the REST door, or through conn as a composite's step,
-// meets the cap edge.Tap puts on a gRPC caller's deadline. The shorter of
-// the two deadlines wins.
+// capDeadline gives a call that enters the gateway through the REST door,
+// or through conn as a composite's step, the deadline edge.Tap gives a
+// gRPC caller (route.CallLimit): the route's timeout when it has none, its
+// max_timeout when it asks for more.
 func capDeadline(ctx context.Context, m *proxy.Method) (context.Context, context.CancelFunc) {
-	if max := m.Route().MaxTimeout; max > 0 {
-		return context.WithTimeout(ctx, max)
+	if limit := m.Route().CallLimit(ctx); limit > 0 {
+		return context.WithTimeout(ctx, limit)
 	}
 	return ctx, func() {}
 }

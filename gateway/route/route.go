@@ -1,6 +1,7 @@
 package route
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -80,6 +81,25 @@ func (r *Route) Kind() string {
 		return "server-stream"
 	}
 	return "unary"
+}
+
+// CallLimit is the deadline, from now, that a call to r gets at the
+// gateway's door, given ctx, the caller's: the route's timeout when the
+// caller asked for none, its maximum when the caller asked for more, and 0
+// when the caller's deadline stands (or r has neither). Both doors apply
+// it: edge.Tap to native gRPC calls, the REST door to REST calls and
+// composite steps.
+func (r *Route) CallLimit(ctx context.Context) time.Duration {
+	dl, has := ctx.Deadline()
+	switch {
+	case !has && r.Timeout > 0:
+		return r.Timeout
+	case !has:
+		return r.MaxTimeout
+	case r.MaxTimeout > 0 && time.Until(dl) > r.MaxTimeout:
+		return r.MaxTimeout
+	}
+	return 0
 }
 
 // Streams reports a streaming method (of any kind).
