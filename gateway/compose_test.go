@@ -738,3 +738,30 @@ func TestCompositePartialFailureAlwaysLogged(t *testing.T) {
 		}
 	}
 }
+
+// A composite method's own rate limit shows on its answer at both doors: a
+// composite call never reaches the proxy, which sends the numbers with a
+// backend's headers.
+func TestCompositeCarriesItsRateLimitHeaders(t *testing.T) {
+	w := composeWorld(t, &testutil.LockedBuffer{}, func(cfg *gateway.Config) {
+		cfg.Services["storefront.v1.StorefrontService"] = gateway.ServiceConfig{PolicyConfig: gateway.PolicyConfig{
+			RateLimit: &policy.RateLimit{Requests: 100, Period: time.Hour, Burst: 100}}}
+	})
+	w.startCatalog()
+	w.startOrders()
+	id := w.placeOrder("prd-000001")
+	r := w.rest("GET", "/v1/orders/"+id+"/details", nil)
+	if r.Status != 200 {
+		t.Fatalf("REST: %d %s", r.Status, r.Raw)
+	}
+	if got := r.Header.Values("RateLimit-Limit"); len(got) != 1 || got[0] != "100" {
+		t.Errorf("REST composite: RateLimit-Limit = %v, want [100]", got)
+	}
+	var h metadata.MD
+	if _, err := w.storefront().GetOrderDetails(context.Background(), &storefrontv1.GetOrderDetailsRequest{Id: id}, grpc.Header(&h)); err != nil {
+		t.Fatalf("gRPC: %v", err)
+	}
+	if got := h.Get("ratelimit-limit"); len(got) != 1 || got[0] != "100" {
+		t.Errorf("gRPC composite: ratelimit-limit = %v, want [100]", got)
+	}
+}

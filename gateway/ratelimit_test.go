@@ -461,3 +461,30 @@ func TestRateLimitStreams(t *testing.T) {
 		t.Errorf("rejected gRPC stream trailer = %v", tr)
 	}
 }
+
+// An admitted REST call that a later policy refuses still carries the
+// rate limit's numbers, as over gRPC: the REST door's outer half admits it,
+// and the inner half's refusal never reaches the proxy that sends them with
+// the backend's headers.
+func TestRateLimitHeadersOnALaterRefusal(t *testing.T) {
+	w := newWorld(t, false, trustLoopback, limitMethod("GetProduct", policy.RateLimit{Requests: 3, Period: time.Hour, Burst: 3})).anon()
+	w.startCatalog()
+	invalid := strings.Repeat("x", 65) // over GetProductRequest.id's maximum length
+	r := w.restFrom("198.51.100.10", "GET", "/v1/products/"+invalid)
+	if r.Status != http.StatusBadRequest {
+		t.Fatalf("REST: %d %s, want 400", r.Status, r.Raw)
+	}
+	for h, want := range map[string]string{"RateLimit-Limit": "3", "RateLimit-Remaining": "2"} {
+		if got := r.Header.Values(h); len(got) != 1 || got[0] != want {
+			t.Errorf("REST refusal by validation: %s = %v, want [%s]", h, got, want)
+		}
+	}
+	var h metadata.MD
+	_, err := w.catalogClient().GetProduct(context.Background(), &catalogv1.GetProductRequest{Id: invalid}, grpc.Header(&h))
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("gRPC: %v, want INVALID_ARGUMENT", err)
+	}
+	if got := h.Get("ratelimit-limit"); len(got) != 1 || got[0] != "3" {
+		t.Errorf("gRPC refusal by validation: ratelimit-limit = %v, want [3]", got)
+	}
+}

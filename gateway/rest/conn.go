@@ -27,6 +27,16 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	if p := pendingFrom(ctx); p != nil && !p.invoked && p.b.method.Route().FullMethod == method {
 		// The outer half of the chain has run (early.go): the inner half now.
 		err := p.invokeInner(ctx, args, reply)
+		// The outer half's rate limiter keeps its numbers in the call for
+		// the proxy to send with the backend's headers. An inner half that
+		// ended without them (a refusal, a composite method) leaves them
+		// there; the outer half ends only after grpc-gateway has written
+		// the response, so they go out here.
+		if c, ok := policy.FromContext(ctx); ok {
+			if md := c.TakeHeader(); md != nil {
+				_ = grpc.SetHeader(ctx, md)
+			}
+		}
 		if sts, ok := grpc.ServerTransportStreamFromContext(ctx).(*transportStream); ok {
 			sts.giveTo(opts)
 		}
