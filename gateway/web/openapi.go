@@ -82,8 +82,10 @@ func newDocument(cfg OpenAPIConfig, doc []byte, routes []*route.Route) (*documen
 		cfg.DocsPath = "/docs"
 	}
 	for _, p := range []string{cfg.Path, cfg.DocsPath} {
-		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " {}") {
-			return nil, fmt.Errorf("openapi: path %q must be a plain path starting with /", p)
+		// A clean path without a trailing slash: one the mux matches
+		// exactly, and under which the docs' script path is clean too.
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " {}") || p == "/" || path.Clean(p) != p {
+			return nil, fmt.Errorf("openapi: path %q must be a plain, clean path starting with / and not ending in one", p)
 		}
 	}
 	var d map[string]any

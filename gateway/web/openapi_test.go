@@ -42,3 +42,18 @@ func TestDocumentPaths(t *testing.T) {
 		}
 	}
 }
+
+// A path the mux would treat as a subtree, or register unclean (which it
+// panics on), is refused with the gateway's config error instead.
+func TestDocumentPathsMustBeClean(t *testing.T) {
+	for _, c := range []OpenAPIConfig{
+		{DocsPath: "/docs/"}, {Path: "/spec/"}, {Path: "/a/../openapi.json"}, {DocsPath: "//docs"}, {DocsPath: "/"},
+	} {
+		if _, err := newDocument(c, openapi.Document, nil); err == nil {
+			t.Errorf("newDocument(%+v) took the path; want an error", c)
+		}
+	}
+	if _, err := newDocument(OpenAPIConfig{Path: "/api/openapi.json", DocsPath: "/api/docs"}, openapi.Document, nil); err != nil {
+		t.Errorf("clean paths: %v", err)
+	}
+}
