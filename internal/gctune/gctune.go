@@ -21,11 +21,18 @@ const Percent = 400
 
 // Apply sets the collector's target to Percent unless the GOGC environment
 // variable sets one, which the Go runtime has then applied already; GOGC=100
-// is Go's default. It returns the target in force and where it comes from,
-// for the startup log. GOMEMLIMIT, when set, still caps the heap.
+// is Go's default. It returns the target in force ("off" for none; what the
+// runtime made of GOGC, 100 for a value it could not read) and where it
+// comes from, for the startup log. GOMEMLIMIT, when set, still caps the
+// heap.
 func Apply() (percent string, from string) {
-	if env := os.Getenv("GOGC"); env != "" {
-		return env, "GOGC"
+	if os.Getenv("GOGC") != "" {
+		cur := debug.SetGCPercent(100) // read back at once
+		debug.SetGCPercent(cur)
+		if cur < 0 {
+			return "off", "GOGC"
+		}
+		return strconv.Itoa(cur), "GOGC"
 	}
 	debug.SetGCPercent(Percent)
 	return strconv.Itoa(Percent), "default"
