@@ -14,7 +14,6 @@ import (
 	"github.com/portico-gw/portico/gateway/route"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	"github.com/portico-gw/portico/internal/certs"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // BenchmarkDoor is a REST GetProduct through the door, its chain (without
@@ -22,20 +21,11 @@ import (
 // over HTTP/1.1 keep-alive, in plaintext and over TLS: the door's own
 // cost with the client's, and neither the proxy's nor a backend's.
 func BenchmarkDoor(b *testing.B) {
-	tbl, err := route.Build([]protoreflect.ServiceDescriptor{catalogv1.File_catalog_v1_catalog_proto.Services().ByName("CatalogService")}, route.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	methods := map[string]*proxy.Method{}
-	for _, r := range tbl.All() {
-		methods[r.FullMethod] = proxy.New(r, nil, proxy.AsBytes, proxy.WithHandler(func(context.Context, any) (any, error) {
+	d := rest.CatalogDoor(b, func(r *route.Route) *proxy.Method {
+		return proxy.New(r, nil, proxy.AsBytes, proxy.WithHandler(func(context.Context, any) (any, error) {
 			return &catalogv1.GetProductResponse{Product: &catalogv1.Product{Id: "prd-1", Name: "A product"}}, nil
 		}))
-	}
-	d := rest.New(rest.Config{Methods: methods, Chain: chain.New(chain.Config{Routes: tbl})})
-	if err := catalogv1.RegisterCatalogServiceHandlerClient(context.Background(), d.Mux(), catalogv1.NewCatalogServiceClient(d.Conn())); err != nil {
-		b.Fatal(err)
-	}
+	}, func(c *rest.Config, tbl *route.Table) { c.Chain = chain.New(chain.Config{Routes: tbl}) })
 	ca, err := certs.NewCA("ca")
 	if err != nil {
 		b.Fatal(err)

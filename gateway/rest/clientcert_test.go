@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // An in-process REST call meets the chain with the REST door's peer, which
@@ -37,12 +36,7 @@ func TestRESTPeerCarriesTLS(t *testing.T) {
 	}
 
 	var got *peer.Peer
-	tbl, err := route.Build([]protoreflect.ServiceDescriptor{catalogv1.File_catalog_v1_catalog_proto.Services().ByName("CatalogService")}, route.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	methods := map[string]*proxy.Method{}
-	for _, r := range tbl.All() {
+	d := rest.CatalogDoor(t, func(r *route.Route) *proxy.Method {
 		m := proxy.New(r, nil, proxy.AsBytes)
 		m.Bind(func(grpc.UnaryHandler) grpc.UnaryHandler {
 			return func(ctx context.Context, _ any) (any, error) {
@@ -50,12 +44,8 @@ func TestRESTPeerCarriesTLS(t *testing.T) {
 				return &catalogv1.GetProductResponse{}, nil
 			}
 		})
-		methods[r.FullMethod] = m
-	}
-	d := rest.New(rest.Config{Methods: methods})
-	if err := catalogv1.RegisterCatalogServiceHandlerClient(context.Background(), d.Mux(), catalogv1.NewCatalogServiceClient(d.Conn())); err != nil {
-		t.Fatal(err)
-	}
+		return m
+	}, nil)
 	srv := httptest.NewUnstartedServer(d)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert.TLS()}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
 	srv.StartTLS()

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // refusals records what the door reports as refused before the chain.
@@ -42,22 +41,12 @@ var _ chain.Refusals = (*refusals)(nil)
 // stands in for the bound interceptor chain and the proxy.
 func door(t *testing.T, bound grpc.UnaryHandler) (*httptest.Server, *refusals) {
 	t.Helper()
-	sd := catalogv1.File_catalog_v1_catalog_proto.Services().ByName("CatalogService")
-	tbl, err := route.Build([]protoreflect.ServiceDescriptor{sd}, route.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	methods := map[string]*proxy.Method{}
-	for _, r := range tbl.All() {
+	ref := &refusals{}
+	d := rest.CatalogDoor(t, func(r *route.Route) *proxy.Method {
 		m := proxy.New(r, nil, proxy.AsBytes)
 		m.Bind(func(grpc.UnaryHandler) grpc.UnaryHandler { return bound })
-		methods[r.FullMethod] = m
-	}
-	ref := &refusals{}
-	d := rest.New(rest.Config{Methods: methods, Refusals: []chain.Refusals{ref}})
-	if err := catalogv1.RegisterCatalogServiceHandlerClient(context.Background(), d.Mux(), catalogv1.NewCatalogServiceClient(d.Conn())); err != nil {
-		t.Fatal(err)
-	}
+		return m
+	}, func(c *rest.Config, _ *route.Table) { c.Refusals = []chain.Refusals{ref} })
 	srv := httptest.NewServer(d)
 	t.Cleanup(srv.Close)
 	return srv, ref

@@ -11,25 +11,15 @@ import (
 	"github.com/portico-gw/portico/gateway/chain"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"github.com/portico-gw/portico/gateway/route"
-	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // getProduct is a door over the catalog's routes with a chain, and the
 // binding of GET /v1/products/{id}.
 func getProduct(t testing.TB) (*Door, *binding) {
 	t.Helper()
-	sd := catalogv1.File_catalog_v1_catalog_proto.Services().ByName("CatalogService")
-	tbl, err := route.Build([]protoreflect.ServiceDescriptor{sd}, route.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	methods := map[string]*proxy.Method{}
-	for _, r := range tbl.All() {
-		methods[r.FullMethod] = proxy.New(r, nil, proxy.AsBytes)
-	}
-	d := New(Config{Methods: methods, Chain: chain.New(chain.Config{Routes: tbl})})
+	d := catalogDoor(t, func(r *route.Route) *proxy.Method { return proxy.New(r, nil, proxy.AsBytes) },
+		func(c *Config, tbl *route.Table) { c.Chain = chain.New(chain.Config{Routes: tbl}) })
 	b := d.byPattern["/v1/products/{id=*}"]["GET"]
 	if b == nil {
 		t.Fatalf("no binding for GET /v1/products/{id}: %v", d.byPattern)
