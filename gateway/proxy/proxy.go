@@ -228,11 +228,12 @@ func (m *Method) Invoke(ctx context.Context, req any) (any, error) {
 	out := m.newResponse()
 	var header, trailer metadata.MD
 	var pr peer.Peer
+	call, _ := policy.FromContext(ctx)
 	octx, measure := m.startBackendCall(ctx)
 	err := m.conn.Invoke(octx, m.route.FullMethod, req, out,
 		grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&pr))
 	measure.Reached(pr.Addr)
-	measure.Attempts(attempts(ctx))
+	measure.Attempts(attempts(call))
 	measure.End(err)
 	if err != nil {
 		// Read before the filtering below, which drops content-type.
@@ -244,8 +245,8 @@ func (m *Method) Invoke(ctx context.Context, req any) (any, error) {
 	if len(header) > 0 {
 		dropHopMD(header)
 	}
-	if c, ok := policy.FromContext(ctx); ok {
-		header = c.MergeHeader(header)
+	if call != nil {
+		header = call.MergeHeader(header)
 	}
 	if len(header) > 0 {
 		_ = grpc.SetHeader(ctx, header)
@@ -349,8 +350,9 @@ func (m *Method) stream(_ any, ss grpc.ServerStream) error {
 	// The backend's side is measured by how the backend stream ended, not
 	// by what the client is told.
 	backendErr := errBackendStreamCanceled
+	call, _ := policy.FromContext(ctx)
 	defer func() {
-		measure.Attempts(attempts(ctx))
+		measure.Attempts(attempts(call))
 		measure.End(backendErr)
 	}()
 	cs, err := m.conn.NewStream(octx, m.desc, m.route.FullMethod, grpc.Peer(&pr))
@@ -449,11 +451,11 @@ func (m *Method) stream(_ any, ss grpc.ServerStream) error {
 	}
 }
 
-// attempts is how many attempts the call in ctx made to its backend: the
-// backend connection's balancer counts them in the call's facts.
-func attempts(ctx context.Context) int {
-	if c, ok := policy.FromContext(ctx); ok {
-		return c.Attempts()
+// attempts is how many attempts call (nil: none known) made to its
+// backend: the backend connection's balancer counts them in its facts.
+func attempts(c *policy.Call) int {
+	if c == nil {
+		return 0
 	}
-	return 0
+	return c.Attempts()
 }
