@@ -22,17 +22,7 @@ type corsReply struct {
 
 func corsDo(t *testing.T, w *world, method, path, origin string, header map[string]string) corsReply {
 	t.Helper()
-	req, _ := http.NewRequest(method, w.base+path, nil)
-	if origin != "" {
-		req.Header.Set("Origin", origin)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := corsSend(t, w, method, path, origin, header)
 	defer resp.Body.Close()
 	out := corsReply{status: resp.StatusCode, allowOrigin: resp.Header.Get("Access-Control-Allow-Origin"),
 		allowHeaders: resp.Header.Get("Access-Control-Allow-Headers"), vary: resp.Header.Get("Vary"),
@@ -161,10 +151,22 @@ func TestCORSCredentials(t *testing.T) {
 	}
 }
 
+// corsResponse is the response, body closed, to a CORS request for a
+// product.
 func corsResponse(t *testing.T, w *world, method, origin string, header map[string]string) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest(method, w.base+"/v1/products/prd-000001", nil)
-	req.Header.Set("Origin", origin)
+	resp := corsSend(t, w, method, "/v1/products/prd-000001", origin, header)
+	resp.Body.Close()
+	return resp
+}
+
+// corsSend sends a request with origin (none when empty) and header.
+func corsSend(t *testing.T, w *world, method, path, origin string, header map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, w.base+path, nil)
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
@@ -172,7 +174,6 @@ func corsResponse(t *testing.T, w *world, method, origin string, header map[stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
 	return resp
 }
 
