@@ -746,7 +746,7 @@ func TestCompositeCarriesItsRateLimitHeaders(t *testing.T) {
 	w := composeWorld(t, &testutil.LockedBuffer{}, func(cfg *gateway.Config) {
 		cfg.Services["storefront.v1.StorefrontService"] = gateway.ServiceConfig{PolicyConfig: gateway.PolicyConfig{
 			RateLimit: &policy.RateLimit{Requests: 100, Period: time.Hour, Burst: 100}}}
-	})
+	}, grpcNumbers)
 	w.startCatalog()
 	w.startOrders()
 	id := w.placeOrder("prd-000001")

@@ -58,6 +58,7 @@ func newRedisCluster(t *testing.T, n int, lim policy.RateLimit, failureModes ...
 	rc := &redisCluster{t: t, w: w, redis: testredis.New(t), cfg: cfg}
 	rc.cfg.Register = gateway.RegisterConfig{Enabled: true, CheckInterval: 200 * time.Millisecond}
 	rc.cfg.RateLimit = ratelimit.Config{Mode: "redis", Redis: ratelimit.RedisConfig{Address: ratelimit.Addresses{rc.redis.Addr}, Timeout: 2 * time.Second}}
+	grpcNumbers(&rc.cfg)
 	for i := range n {
 		mode := ""
 		if i < len(failureModes) {

@@ -45,6 +45,10 @@ func limitMethod(method string, lim policy.RateLimit) worldOpt {
 // many client addresses.
 func trustLoopback(c *gateway.Config) { c.TrustedProxies = []string{"127.0.0.1"} }
 
+// grpcNumbers puts the rate limit's numbers on admitted native gRPC calls
+// (rate_limit.headers.grpc: true; the default leaves them off).
+func grpcNumbers(c *gateway.Config) { on := true; c.RateLimit.Headers.GRPC = &on }
+
 // restFrom is a REST call made by a client at ip, behind a trusted proxy.
 func (w *world) restFrom(ip, method, path string) restResponse {
 	w.t.Helper()
@@ -133,7 +137,7 @@ func TestRateLimitPerIPOverREST(t *testing.T) {
 }
 
 func TestRateLimitPerIPOverGRPC(t *testing.T) {
-	w := newWorld(t, false, trustLoopback, limitMethod("GetProduct", policy.RateLimit{Requests: 2, Period: time.Hour, Burst: 2})).anon()
+	w := newWorld(t, false, trustLoopback, grpcNumbers, limitMethod("GetProduct", policy.RateLimit{Requests: 2, Period: time.Hour, Burst: 2})).anon()
 	w.startCatalog()
 	c := w.catalogClient()
 	from := func(ip string) context.Context {
@@ -467,7 +471,7 @@ func TestRateLimitStreams(t *testing.T) {
 // and the inner half's refusal never reaches the proxy that sends them with
 // the backend's headers.
 func TestRateLimitHeadersOnALaterRefusal(t *testing.T) {
-	w := newWorld(t, false, trustLoopback, limitMethod("GetProduct", policy.RateLimit{Requests: 3, Period: time.Hour, Burst: 3})).anon()
+	w := newWorld(t, false, trustLoopback, grpcNumbers, limitMethod("GetProduct", policy.RateLimit{Requests: 3, Period: time.Hour, Burst: 3})).anon()
 	w.startCatalog()
 	invalid := strings.Repeat("x", 65) // over GetProductRequest.id's maximum length
 	r := w.restFrom("198.51.100.10", "GET", "/v1/products/"+invalid)

@@ -20,7 +20,9 @@ import (
 	ordersv1 "github.com/portico-gw/portico/gen/orders/v1"
 	"github.com/portico-gw/portico/services/orders"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -117,6 +119,16 @@ func TestGRPCWebAndConnect(t *testing.T) {
 		Items: []*ordersv1.LineItem{{ProductId: "prd-000001", Quantity: 1}}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// By default a browser's call carries the rate limit's numbers and a
+	// native gRPC call does not (rate_limit.headers): the same method, the
+	// same chain, told apart by the web door.
+	var native metadata.MD
+	if _, err := w.catalogClient().GetProduct(ctx, &catalogv1.GetProductRequest{Id: "prd-000002"}, grpc.Header(&native)); err != nil {
+		t.Fatal(err)
+	}
+	if got := native.Get("ratelimit-limit"); len(got) != 0 || len(native.Get("x-instance-id")) != 1 {
+		t.Errorf("native gRPC GetProduct: headers %v, want x-instance-id and no ratelimit-*", native)
 	}
 	key := map[string]string{"X-Api-Key": testAPIKey}
 	for protocol, opts := range webProtocols {

@@ -49,6 +49,13 @@ func fromRESTDoor(a net.Addr) bool {
 	return a != nil && a.Network() == bufconnNetwork
 }
 
+type webKey struct{}
+
+// WebContext marks ctx as a gRPC-Web or Connect call's, for the call's
+// facts (policy.Call.Web): the web door hands such a call to the gRPC
+// server's ServeHTTP, whose stream's context descends from the request's.
+func WebContext(ctx context.Context) context.Context { return context.WithValue(ctx, webKey{}, true) }
+
 // factsUnary puts the call's *policy.Call into the context, so every
 // policy sees the same facts.
 func (c *Chain) factsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -85,9 +92,14 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 		Input:      r.Input.Descriptor(),
 	}
 	p, _ := peer.FromContext(ctx)
-	if p != nil && fromRESTDoor(p.Addr) {
-		call.Transport = policy.REST
-		call.HTTPRoute = first(metadata.ValueFromIncomingContext(ctx, proxy.MDRoute))
+	if p != nil {
+		switch _, tcp := p.Addr.(*net.TCPAddr); {
+		case fromRESTDoor(p.Addr):
+			call.Transport = policy.REST
+			call.HTTPRoute = first(metadata.ValueFromIncomingContext(ctx, proxy.MDRoute))
+		case !tcp: // a native call's peer is a TCP address: only others look
+			call.Web = ctx.Value(webKey{}) != nil
+		}
 	}
 	call.ClientCert = clientCert(ctx, p)
 	return call, nil

@@ -116,6 +116,9 @@ type Call struct {
 	Policy *Policy
 	// Transport is REST or GRPC.
 	Transport Transport
+	// Web: the call came as gRPC-Web or Connect, which the web door hands
+	// to the gRPC door, so its Transport is GRPC.
+	Web bool
 	// HTTPRoute is the REST route template (GET /v1/products/{id}); empty
 	// for native gRPC.
 	HTTPRoute string

@@ -31,30 +31,34 @@ type Config struct {
 	// KVPrefix is the Consul KV prefix watched for live limit changes.
 	// Default portico/settings/ratelimit; "off" stops the watch.
 	KVPrefix string `yaml:"kv_prefix"`
-	// Headers says which transports' admitted calls carry the RateLimit-*
-	// headers; a refused call always carries them and Retry-After.
+	// Headers says which admitted calls carry the RateLimit-* headers; a
+	// refused call always carries them and Retry-After.
 	Headers HeadersConfig `yaml:"headers"`
 }
 
 // HeadersConfig turns the RateLimit-* headers of admitted calls on or off
-// per transport.
+// per kind of call; a key left out keeps its default (DefaultHeaders).
 type HeadersConfig struct {
 	// REST: on every admitted REST call. Default true.
 	REST *bool `yaml:"rest"`
-	// GRPC: on every admitted gRPC call (gRPC-Web and Connect, which reach
-	// the chain as gRPC, included). Default true; false saves every call
-	// the headers' cost, as Envoy does by default.
+	// GRPC: on every admitted native gRPC call. Default false, as Envoy
+	// does: true restores the numbers on every call, at the headers' cost.
 	GRPC *bool `yaml:"grpc"`
+	// Web: on every admitted gRPC-Web and Connect call (browsers read
+	// them). Default true.
+	Web *bool `yaml:"web"`
 }
 
-// transports lists the transports whose admitted calls carry the headers.
-func (h HeadersConfig) transports() []policy.Transport {
-	var out []policy.Transport
-	if h.REST == nil || *h.REST {
-		out = append(out, policy.REST)
-	}
-	if h.GRPC == nil || *h.GRPC {
-		out = append(out, policy.GRPC)
+// headers is the config over the defaults.
+func (h HeadersConfig) headers() Headers {
+	out := DefaultHeaders
+	for _, kv := range []struct {
+		set *bool
+		to  *bool
+	}{{h.REST, &out.REST}, {h.GRPC, &out.GRPC}, {h.Web, &out.Web}} {
+		if kv.set != nil {
+			*kv.to = *kv.set
+		}
 	}
 	return out
 }
@@ -74,7 +78,7 @@ func FromConfig(cfg Config, routes *route.Table, env policy.Env) (*Limiter, erro
 		WithLogger(env.Logger),
 		WithMaxKeys(cfg.MaxKeys),
 		WithIdleTimeout(cfg.IdleTimeout),
-		WithAdmittedHeaders(cfg.Headers.transports()...),
+		WithAdmittedHeaders(cfg.Headers.headers()),
 		WithKnownMethods(routes.Known),
 		WithDeclaredLimits(func(fullMethod string) (string, string, policy.RateLimit, bool) {
 			r, ok := routes.Lookup(fullMethod)

@@ -276,3 +276,22 @@ func TestIPv6CallersAreLimitedPerSlash64(t *testing.T) {
 		}
 	}
 }
+
+// A key left out of rate_limit.headers keeps its default; one given wins.
+func TestHeadersConfigOverDefaults(t *testing.T) {
+	on, off := true, false
+	for _, tc := range []struct {
+		name string
+		cfg  HeadersConfig
+		want Headers
+	}{
+		{"defaults", HeadersConfig{}, Headers{REST: true, GRPC: false, Web: true}},
+		{"native gRPC on", HeadersConfig{GRPC: &on}, Headers{REST: true, GRPC: true, Web: true}},
+		{"all off", HeadersConfig{REST: &off, GRPC: &off, Web: &off}, Headers{}},
+		{"web off only", HeadersConfig{Web: &off}, Headers{REST: true}},
+	} {
+		if got := tc.cfg.headers(); got != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -20,9 +20,9 @@ type options struct {
 	known      func(service, method string) bool
 	declared   func(fullMethod string) (service, method string, lim policy.RateLimit, ok bool)
 	watchers   []func(context.Context, *Limiter)
-	// quietREST and quietGRPC: admitted calls of that transport carry no
-	// numbers.
-	quietREST, quietGRPC bool
+	// quietREST, quietGRPC and quietWeb: admitted calls of that kind
+	// carry no numbers (Headers).
+	quietREST, quietGRPC, quietWeb bool
 }
 
 // Defaults: a hundred thousand callers take about 12 MB (see docs/rate-limiting.md's
@@ -33,26 +33,25 @@ const (
 )
 
 func defaultOptions() options {
-	return options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default()}
+	return options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default(),
+		quietREST: !DefaultHeaders.REST, quietGRPC: !DefaultHeaders.GRPC, quietWeb: !DefaultHeaders.Web}
 }
 
-// WithAdmittedHeaders says on which transports an admitted call carries
-// the RateLimit-* headers; a refused call always does. The default is both.
-// Over gRPC the four headers cost every call metadata copies and header
-// encoding on both ends, and native gRPC clients seldom read them (Envoy
-// sends none over gRPC by default): leaving gRPC out saves that.
-func WithAdmittedHeaders(transports ...policy.Transport) Option {
-	return func(o *options) {
-		o.quietREST, o.quietGRPC = true, true
-		for _, t := range transports {
-			switch t {
-			case policy.REST:
-				o.quietREST = false
-			case policy.GRPC:
-				o.quietGRPC = false
-			}
-		}
-	}
+// Headers says which admitted calls carry the RateLimit-* headers: REST
+// calls, native gRPC calls, and gRPC-Web and Connect calls (Web), which
+// reach the chain as gRPC. A refused call always carries them.
+type Headers struct{ REST, GRPC, Web bool }
+
+// DefaultHeaders: REST and web clients get the numbers; native gRPC
+// clients do not, as Envoy sends none over gRPC by default. Over gRPC the
+// four headers cost every call metadata copies and header encoding on both
+// ends, and native gRPC clients seldom read them.
+var DefaultHeaders = Headers{REST: true, Web: true}
+
+// WithAdmittedHeaders says which admitted calls carry the RateLimit-*
+// headers (DefaultHeaders without it).
+func WithAdmittedHeaders(h Headers) Option {
+	return func(o *options) { o.quietREST, o.quietGRPC, o.quietWeb = !h.REST, !h.GRPC, !h.Web }
 }
 
 // WithClock sets the clock, for tests. It must be monotonic.

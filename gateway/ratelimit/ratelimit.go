@@ -57,7 +57,7 @@ func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 			_ = grpc.SetTrailer(ctx, d.Metadata())
 			return nil, d.Err(c)
 		}
-		if l.quiet(c.Transport) {
+		if l.quiet(c) {
 			return handler(ctx, req)
 		}
 		// The numbers go out with the backend's headers, in one write
@@ -91,7 +91,7 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 			ss.SetTrailer(d.Metadata())
 			return d.Err(c)
 		}
-		if !l.quiet(c.Transport) {
+		if !l.quiet(c) {
 			if err := ss.SetHeader(d.Metadata()); err != nil {
 				return err
 			}
@@ -100,9 +100,15 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	}
 }
 
-// quiet reports whether an admitted call of transport t carries no numbers.
-func (l *Limiter) quiet(t policy.Transport) bool {
-	return t == policy.REST && l.opts.quietREST || t == policy.GRPC && l.opts.quietGRPC
+// quiet reports whether the admitted call c carries no numbers.
+func (l *Limiter) quiet(c *policy.Call) bool {
+	switch {
+	case c.Transport == policy.REST:
+		return l.opts.quietREST
+	case c.Web:
+		return l.opts.quietWeb
+	}
+	return l.opts.quietGRPC
 }
 
 // Decide charges one call to the caller's bucket for c's method; calls

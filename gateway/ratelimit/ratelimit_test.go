@@ -115,19 +115,19 @@ func as(t *testing.T, kv ...string) context.Context {
 }
 
 // grpcHeaders is a limiter whose admitted gRPC calls carry the headers
-// (rate_limit.headers.grpc: true, the default).
+// (rate_limit.headers.grpc: true).
 func grpcHeaders() *ratelimit.Limiter {
-	return ratelimit.New(ratelimit.WithAdmittedHeaders(policy.REST, policy.GRPC))
+	return ratelimit.New(ratelimit.WithAdmittedHeaders(ratelimit.Headers{REST: true, GRPC: true}))
 }
 
-func TestAdmittedGRPCCallsCarryNoHeadersWhenTurnedOff(t *testing.T) {
-	hc := serve(t, ratelimit.New(ratelimit.WithAdmittedHeaders(policy.REST)), map[string]policy.RateLimit{checkMethod: {Requests: 1, Period: time.Hour, Burst: 1}})
+func TestAdmittedGRPCCallsCarryNoHeadersByDefault(t *testing.T) {
+	hc := serve(t, ratelimit.New(), map[string]policy.RateLimit{checkMethod: {Requests: 1, Period: time.Hour, Burst: 1}})
 	var header, trailer metadata.MD
 	if _, err := hc.Check(as(t), &healthpb.HealthCheckRequest{}, grpc.Header(&header)); err != nil {
 		t.Fatal(err)
 	}
 	if got := header.Get("ratelimit-remaining"); len(got) != 0 {
-		t.Errorf("admitted gRPC call: ratelimit-remaining = %v, want none with headers.grpc false", got)
+		t.Errorf("admitted gRPC call: ratelimit-remaining = %v, want none by default (headers.grpc false)", got)
 	}
 	// A refusal still says everything.
 	_, err := hc.Check(as(t), &healthpb.HealthCheckRequest{}, grpc.Trailer(&trailer))

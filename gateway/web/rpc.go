@@ -207,6 +207,7 @@ func tapped(e *edge.Edge, next http.Handler) http.Handler {
 			writeGRPCError(w, err)
 			return
 		}
+		r = r.WithContext(chain.WebContext(r.Context()))
 		if e == nil {
 			next.ServeHTTP(w, r)
 			return
