@@ -282,11 +282,11 @@ type credentials struct {
 }
 
 // credentialsOf reads the two keys it needs, not a copy of all the call's
-// metadata.
+// metadata. The values may be the door's own: only read them.
 func credentialsOf(ctx context.Context) credentials {
 	return credentials{
-		authz:   metadata.ValueFromIncomingContext(ctx, authorizationKey),
-		apiKeys: metadata.ValueFromIncomingContext(ctx, APIKeyHeader),
+		authz:   policy.IncomingValue(ctx, authorizationKey),
+		apiKeys: policy.IncomingValue(ctx, APIKeyHeader),
 	}
 }
 

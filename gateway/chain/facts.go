@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 )
 
@@ -96,7 +95,7 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 		switch _, tcp := p.Addr.(*net.TCPAddr); {
 		case fromRESTDoor(p.Addr):
 			call.Transport = policy.REST
-			call.HTTPRoute = first(metadata.ValueFromIncomingContext(ctx, proxy.MDRoute))
+			call.HTTPRoute = first(policy.IncomingValue(ctx, proxy.MDRoute))
 		case !tcp: // a native call's peer is a TCP address: only others look
 			call.Web = ctx.Value(webKey{}) != nil
 		}
@@ -126,7 +125,7 @@ func clientCert(ctx context.Context, p *peer.Peer) *x509.Certificate {
 	if p.Addr == nil || p.Addr.Network() != bufconnNetwork {
 		return nil
 	}
-	der := metadata.ValueFromIncomingContext(ctx, proxy.MDClientCert)
+	der := policy.IncomingValue(ctx, proxy.MDClientCert)
 	if len(der) != 1 {
 		return nil
 	}
@@ -147,9 +146,9 @@ func (c *Chain) clientIP(ctx context.Context) string {
 	case p == nil || p.Addr == nil:
 		return clientip.Unknown
 	case fromRESTDoor(p.Addr):
-		return first(metadata.ValueFromIncomingContext(ctx, proxy.MDClientIP))
+		return first(policy.IncomingValue(ctx, proxy.MDClientIP))
 	}
-	forwardedFor := metadata.ValueFromIncomingContext(ctx, proxy.MDForwardedFor)
+	forwardedFor := policy.IncomingValue(ctx, proxy.MDForwardedFor)
 	if tcp, ok := p.Addr.(*net.TCPAddr); ok {
 		return c.trusted.FromAddr(tcp.AddrPort().Addr(), forwardedFor)
 	}

@@ -227,6 +227,9 @@ func (e *Edge) Tap(ctx context.Context, info *tap.Info) (context.Context, error)
 	if !ok {
 		return ctx, nil
 	}
+	// info.Header is the map grpc-go has put into ctx as incoming
+	// metadata: the chain and the proxy read it without copies.
+	ctx = policy.WithIncoming(ctx, info.Header)
 	// A caller that sets no deadline gets the route's timeout; one that asks
 	// for more than the maximum gets the maximum.
 	if limit := r.CallLimit(ctx); limit > 0 {

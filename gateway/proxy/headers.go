@@ -48,15 +48,19 @@ const (
 // credentials the gateway consumed, less every x-portico-* key a client
 // sent, plus the verified identity.
 func OutgoingContext(ctx context.Context) context.Context {
-	// FromIncomingContext returns a copy, which becomes the outgoing
-	// metadata once the hop's keys are gone.
-	out, _ := metadata.FromIncomingContext(ctx)
-	if out == nil {
-		out = make(metadata.MD, 3)
-	}
-	for k := range out {
-		if hopRequestKey(k) || credentialKey(k) || strings.HasPrefix(k, porticoPrefix) {
-			delete(out, k)
+	in, _ := metadata.FromIncomingContext(ctx)
+	return outgoingContext(ctx, in)
+}
+
+// outgoingContext is OutgoingContext from in, the incoming metadata: the
+// door's own map (policy.Incoming), which it only reads, or a copy. A
+// call's metadata is mostly the hop's, so the kept keys are few: they share
+// in's values, capacity-capped so that an append copies.
+func outgoingContext(ctx context.Context, in metadata.MD) context.Context {
+	out := make(metadata.MD, 4)
+	for k, v := range in {
+		if !hopRequestKey(k) && !credentialKey(k) && !strings.HasPrefix(k, porticoPrefix) {
+			out[k] = v[:len(v):len(v)]
 		}
 	}
 	addHop(ctx, out)
@@ -265,4 +269,15 @@ func ForwardHeaders(h http.Header, md metadata.MD) {
 			}
 		}
 	}
+}
+
+// outgoingContext is OutgoingContext from the door's own map, when the
+// door gave it and nothing can have changed the incoming metadata since:
+// the embedder's interceptors (Typed mode) may, so with them the proxy
+// reads it through grpc-go.
+func (m *Method) outgoingContext(ctx context.Context) context.Context {
+	if in, ok := policy.Incoming(ctx); ok && m.mode != Typed {
+		return outgoingContext(ctx, in)
+	}
+	return OutgoingContext(ctx)
 }

@@ -41,35 +41,55 @@ func TestOutgoingHTTPHeader(t *testing.T) {
 }
 
 // A backend gets the caller's metadata less the hop's, the credentials and
-// any x-portico-* key, plus the verified identity.
+// any x-portico-* key, plus the verified identity; the same whether the
+// proxy reads the door's own map (policy.Incoming), which it leaves as it
+// was, or a copy through grpc-go.
 func TestOutgoingContext(t *testing.T) {
-	in := metadata.Pairs("authorization", "Bearer t", "x-api-key", "k", "x-portico-consumer", "forged",
-		"x-portico-internal-route", "GET /x", "grpc-timeout", "1S", "content-type", "application/grpc",
-		"x-request-id", "r1", "traceparent", "00-abc")
-	ctx := metadata.NewIncomingContext(context.Background(), in)
-	ctx = policy.NewContext(ctx, &policy.Call{Identity: &policy.Identity{Consumer: "shop", Subject: "josé", Scopes: []string{"a", "b c"}}})
-	out, _ := metadata.FromOutgoingContext(OutgoingContext(ctx))
-	want := map[string]string{"x-request-id": "r1", "traceparent": "00-abc",
-		"x-portico-consumer": "shop", "x-portico-subject": "jos%C3%A9", "x-portico-scopes": "a b%20c"}
-	if len(out) != len(want) {
-		t.Errorf("outgoing metadata %v, want exactly %v", out, want)
-	}
-	for k, v := range want {
-		if got := out.Get(k); len(got) != 1 || got[0] != v {
-			t.Errorf("%s = %v, want %q", k, got, v)
-		}
-	}
-	// A gRPC client's own address joins x-forwarded-for.
-	pctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), metadata.Pairs("x-forwarded-for", "198.51.100.1")),
-		&peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("203.0.113.5"), Port: 4000}})
-	out, _ = metadata.FromOutgoingContext(OutgoingContext(pctx))
-	if got := out.Get("x-forwarded-for"); len(got) != 1 || got[0] != "198.51.100.1, 203.0.113.5" {
-		t.Errorf("x-forwarded-for = %v, want the client's address appended", got)
-	}
-	// Anonymous: no identity keys at all, even forged ones.
-	out, _ = metadata.FromOutgoingContext(OutgoingContext(metadata.NewIncomingContext(context.Background(), in)))
-	if v := out.Get("x-portico-consumer"); len(v) != 0 {
-		t.Errorf("anonymous call forwards consumer %v", v)
+	for _, way := range []struct {
+		name     string
+		outgoing func(ctx context.Context, in metadata.MD) context.Context
+	}{
+		{"through grpc-go", func(ctx context.Context, _ metadata.MD) context.Context { return OutgoingContext(ctx) }},
+		{"the door's map", func(ctx context.Context, in metadata.MD) context.Context {
+			return (&Method{mode: AsBytes}).outgoingContext(policy.WithIncoming(ctx, in))
+		}},
+	} {
+		t.Run(way.name, func(t *testing.T) {
+			in := metadata.Pairs("authorization", "Bearer t", "x-api-key", "k", "x-portico-consumer", "forged",
+				"x-portico-internal-route", "GET /x", "grpc-timeout", "1S", "content-type", "application/grpc",
+				"x-request-id", "r1", "traceparent", "00-abc")
+			before := in.Copy()
+			ctx := metadata.NewIncomingContext(context.Background(), in)
+			ctx = policy.NewContext(ctx, &policy.Call{Identity: &policy.Identity{Consumer: "shop", Subject: "josé", Scopes: []string{"a", "b c"}}})
+			out, _ := metadata.FromOutgoingContext(way.outgoing(ctx, in))
+			want := map[string]string{"x-request-id": "r1", "traceparent": "00-abc",
+				"x-portico-consumer": "shop", "x-portico-subject": "jos%C3%A9", "x-portico-scopes": "a b%20c"}
+			if len(out) != len(want) {
+				t.Errorf("outgoing metadata %v, want exactly %v", out, want)
+			}
+			for k, v := range want {
+				if got := out.Get(k); len(got) != 1 || got[0] != v {
+					t.Errorf("%s = %v, want %q", k, got, v)
+				}
+			}
+			// A gRPC client's own address joins x-forwarded-for.
+			xff := metadata.Pairs("x-forwarded-for", "198.51.100.1")
+			pctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), xff),
+				&peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("203.0.113.5"), Port: 4000}})
+			out, _ = metadata.FromOutgoingContext(way.outgoing(pctx, xff))
+			if got := out.Get("x-forwarded-for"); len(got) != 1 || got[0] != "198.51.100.1, 203.0.113.5" {
+				t.Errorf("x-forwarded-for = %v, want the client's address appended", got)
+			}
+			// Anonymous: no identity keys at all, even forged ones.
+			out, _ = metadata.FromOutgoingContext(way.outgoing(metadata.NewIncomingContext(context.Background(), in), in))
+			if v := out.Get("x-portico-consumer"); len(v) != 0 {
+				t.Errorf("anonymous call forwards consumer %v", v)
+			}
+			// The door's map is as it was.
+			if !reflect.DeepEqual(in, before) || xff.Get("x-forwarded-for")[0] != "198.51.100.1" || len(xff) != 1 {
+				t.Errorf("the incoming metadata changed: %v, want %v", in, before)
+			}
+		})
 	}
 }
 

@@ -310,7 +310,7 @@ func (m *Method) newResponse() any {
 // startBackendCall makes the outgoing context of a backend call and starts
 // measuring the call.
 func (m *Method) startBackendCall(ctx context.Context) (context.Context, stats.BackendCall) {
-	octx := OutgoingContext(ctx)
+	octx := m.outgoingContext(ctx)
 	if m.meter == nil {
 		return octx, stats.BackendCall{}
 	}

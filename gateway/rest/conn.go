@@ -53,9 +53,14 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	// incoming and none as outgoing (so a call the chain makes cannot
 	// forward the client's credentials), the peer, and a stream to set
 	// response metadata on.
+	// The caller's context may carry its own call's incoming metadata as
+	// the door's map (policy.Incoming): this call's replaces it.
 	md, _ := metadata.FromOutgoingContext(ctx)
+	if md == nil {
+		md = metadata.MD{}
+	}
 	sts := &transportStream{method: method}
-	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
+	ctx = policy.WithIncoming(metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md), md)
 	var cs *tls.ConnectionState
 	if sc := streamFrom(ctx); sc != nil {
 		cs = sc.tls // a unary call without a binding (early.go)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"google.golang.org/grpc/metadata"
 )
@@ -176,7 +177,7 @@ func forwardedFor(r *http.Request) (string, bool) {
 // outer half of b's chain: built by incoming, or by AnnotateContext.
 func (d *Door) incomingContext(ctx context.Context, r *http.Request, b *binding) (context.Context, error) {
 	if md, ok := d.incoming(r, b); ok {
-		return metadata.NewIncomingContext(ctx, md), nil
+		return policy.WithIncoming(metadata.NewIncomingContext(ctx, md), md), nil
 	}
 	return runtime.AnnotateIncomingContext(ctx, d.mux, r, b.method.Route().FullMethod, runtime.WithHTTPPathPattern(b.template))
 }

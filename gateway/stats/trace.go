@@ -89,7 +89,7 @@ func traceID(ctx context.Context, span trace.Span) string {
 			return sc.TraceID().String()
 		}
 	}
-	v := metadata.ValueFromIncomingContext(ctx, "traceparent")
+	v := policy.IncomingValue(ctx, "traceparent")
 	if len(v) == 0 {
 		return ""
 	}

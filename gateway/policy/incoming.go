@@ -1,0 +1,40 @@
+package policy
+
+import (
+	"context"
+
+	"google.golang.org/grpc/metadata"
+)
+
+// A call's incoming metadata as its door received it. grpc-go's accessors
+// copy: metadata.FromIncomingContext copies every key and value, and
+// ValueFromIncomingContext copies what it finds and, on a miss, walks every
+// key comparing without case. The chain reads a handful of keys a call, most
+// of them missing, and the proxy forwards a few of a call's keys: the doors
+// hand both the map itself, which they only read.
+
+type incomingKey struct{}
+
+// WithIncoming returns ctx carrying md, the call's incoming metadata as its
+// door received it: the map that the door (or grpc-go's transport) puts into
+// ctx as incoming metadata, keys in lower case. Nobody may change it.
+func WithIncoming(ctx context.Context, md metadata.MD) context.Context {
+	return context.WithValue(ctx, incomingKey{}, md)
+}
+
+// Incoming returns the map WithIncoming put into ctx, which the caller must
+// not change, and whether there was one.
+func Incoming(ctx context.Context) (metadata.MD, bool) {
+	md, ok := ctx.Value(incomingKey{}).(metadata.MD)
+	return md, ok
+}
+
+// IncomingValue is metadata.ValueFromIncomingContext for a lower-case key,
+// without its copy or its walk on a miss when the door gave the map. The
+// caller must not change the result.
+func IncomingValue(ctx context.Context, key string) []string {
+	if md, ok := Incoming(ctx); ok {
+		return md[key]
+	}
+	return metadata.ValueFromIncomingContext(ctx, key)
+}
