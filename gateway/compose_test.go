@@ -527,6 +527,27 @@ func TestCompositeStepForwardedFor(t *testing.T) {
 	if got, want := rec.take().Get("x-forwarded-for"), direct.Get("x-forwarded-for"); len(want) != 1 || !slices.Equal(got, want) {
 		t.Errorf("REST: x-forwarded-for %v at the step's backend, want the direct call's %v", got, want)
 	}
+
+	// gRPC-Web and Connect: the caller's real hop joins its x-forwarded-for
+	// as at the other doors, so a backend that believes the last hop is
+	// not told the address the caller wrote.
+	hdr := map[string]string{"X-Api-Key": testAPIKey, "X-Forwarded-For": "6.6.6.6"}
+	for protocol, opts := range webProtocols {
+		if _, err := webClient[catalogv1.GetProductRequest, catalogv1.GetProductResponse](w, "/catalog.v1.CatalogService/GetProduct", opts).
+			CallUnary(context.Background(), webRequest(&catalogv1.GetProductRequest{Id: "prd-000001"}, hdr)); err != nil {
+			t.Fatalf("%s: %v", protocol, err)
+		}
+		if got := rec.take().Get("x-forwarded-for"); len(got) != 1 || got[0] != "6.6.6.6, 127.0.0.1" {
+			t.Errorf("%s: x-forwarded-for %v at the backend, want [6.6.6.6, 127.0.0.1]", protocol, got)
+		}
+		if _, err := webClient[storefrontv1.GetOrderDetailsRequest, storefrontv1.GetOrderDetailsResponse](w, getOrderDetails, opts).
+			CallUnary(context.Background(), webRequest(&storefrontv1.GetOrderDetailsRequest{Id: id}, hdr)); err != nil {
+			t.Fatalf("%s: %v", protocol, err)
+		}
+		if got := rec.take().Get("x-forwarded-for"); len(got) != 1 || got[0] != "6.6.6.6, 127.0.0.1" {
+			t.Errorf("%s: x-forwarded-for %v at the step's backend, want [6.6.6.6, 127.0.0.1]", protocol, got)
+		}
+	}
 }
 
 // TestCompositeStepValidation: a step's request meets its method's

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -83,14 +84,28 @@ func addHop(ctx context.Context, md metadata.MD) {
 	if !ok {
 		return
 	}
-	if tcp, ok := p.Addr.(*net.TCPAddr); ok {
-		host := tcp.AddrPort().Addr().Unmap().String()
+	if host, ok := hop(p.Addr); ok {
 		if prev := md[MDForwardedFor]; len(prev) > 0 {
 			md[MDForwardedFor] = []string{strings.Join(prev, ", ") + ", " + host}
 		} else {
 			md[MDForwardedFor] = []string{host}
 		}
 	}
+}
+
+// hop is the address of a client on TCP: a native gRPC caller's, or a
+// gRPC-Web or Connect caller's, whose peer grpc-go's ServeHTTP gives as
+// the request's RemoteAddr, network "tcp" (without it the caller's own
+// x-forwarded-for would reach the backend as the whole chain).
+func hop(a net.Addr) (string, bool) {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		return tcp.AddrPort().Addr().Unmap().String(), true
+	}
+	if a == nil || a.Network() != "tcp" {
+		return "", false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	return ap.Addr().Unmap().String(), err == nil
 }
 
 // StepMetadata is the metadata every step of a composite call sends into

@@ -80,6 +80,19 @@ func TestOutgoingContext(t *testing.T) {
 			if got := out.Get("x-forwarded-for"); len(got) != 1 || got[0] != "198.51.100.1, 203.0.113.5" {
 				t.Errorf("x-forwarded-for = %v, want the client's address appended", got)
 			}
+			// So does a gRPC-Web or Connect client's, a "tcp" address that
+			// grpc-go's ServeHTTP gives as a string; the in-memory
+			// connection's hop is in already.
+			for addr, want := range map[net.Addr]string{
+				namedAddr{"tcp", "[::ffff:203.0.113.6]:4000"}: "198.51.100.1, 203.0.113.6",
+				namedAddr{"bufconn", "bufconn"}:               "198.51.100.1",
+			} {
+				pctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), xff), &peer.Peer{Addr: addr})
+				out, _ = metadata.FromOutgoingContext(way.outgoing(pctx, xff))
+				if got := out.Get("x-forwarded-for"); len(got) != 1 || got[0] != want {
+					t.Errorf("peer %s: x-forwarded-for = %v, want %q", addr, got, want)
+				}
+			}
 			// Anonymous: no identity keys at all, even forged ones.
 			out, _ = metadata.FromOutgoingContext(way.outgoing(metadata.NewIncomingContext(context.Background(), in), in))
 			if v := out.Get("x-portico-consumer"); len(v) != 0 {
@@ -125,3 +138,9 @@ func TestDropHopMD(t *testing.T) {
 		t.Errorf("dropHopMD = %v, want only x-instance-id", md)
 	}
 }
+
+// namedAddr is a net.Addr of any network.
+type namedAddr struct{ network, addr string }
+
+func (a namedAddr) Network() string { return a.network }
+func (a namedAddr) String() string  { return a.addr }
