@@ -153,6 +153,10 @@ func TestGRPCWebAndConnect(t *testing.T) {
 			if err := stream.Err(); err != nil || len(statuses) == 0 || statuses[len(statuses)-1] != "ORDER_STATUS_SHIPPED" {
 				t.Errorf("WatchOrder: %v, %v", statuses, err)
 			}
+			// A browser's stream carries the numbers as its unary calls do.
+			if stream.ResponseHeader().Get("Ratelimit-Limit") == "" {
+				t.Errorf("WatchOrder: no RateLimit headers: %v", stream.ResponseHeader())
+			}
 			// A stream refused by the chain: the native code and reason.
 			stream, err = webClient[ordersv1.WatchOrderRequest, ordersv1.WatchOrderResponse](w, "/orders.v1.OrderService/WatchOrder", opts).
 				CallServerStream(ctx, webRequest(&ordersv1.WatchOrderRequest{Id: created.GetOrder().GetId()}, nil))
