@@ -51,7 +51,7 @@ type HeadersConfig struct {
 
 // headers is the config over the defaults.
 func (h HeadersConfig) headers() Headers {
-	out := DefaultHeaders
+	out := DefaultHeaders()
 	for _, kv := range []struct {
 		set *bool
 		to  *bool

@@ -34,7 +34,7 @@ const (
 
 func defaultOptions() options {
 	return options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default(),
-		quietREST: !DefaultHeaders.REST, quietGRPC: !DefaultHeaders.GRPC, quietWeb: !DefaultHeaders.Web}
+		quietREST: !DefaultHeaders().REST, quietGRPC: !DefaultHeaders().GRPC, quietWeb: !DefaultHeaders().Web}
 }
 
 // Headers says which admitted calls carry the RateLimit-* headers: REST
@@ -46,7 +46,7 @@ type Headers struct{ REST, GRPC, Web bool }
 // clients do not, as Envoy sends none over gRPC by default. Over gRPC the
 // four headers cost every call metadata copies and header encoding on both
 // ends, and native gRPC clients seldom read them.
-var DefaultHeaders = Headers{REST: true, Web: true}
+func DefaultHeaders() Headers { return Headers{REST: true, Web: true} }
 
 // WithAdmittedHeaders says which admitted calls carry the RateLimit-*
 // headers (DefaultHeaders without it).
