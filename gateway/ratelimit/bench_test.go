@@ -109,10 +109,10 @@ func (s *headerStream) SendHeader(md metadata.MD) error { return s.SetHeader(md)
 func (s *headerStream) SetTrailer(metadata.MD) error    { return nil }
 
 // BenchmarkUnaryInterceptorAdmitted is the unary interceptor on an admitted
-// call, headers included: the decision, the RateLimit-* metadata and
-// grpc.SetHeader on a server stream.
+// call, headers included (rate_limit.headers.grpc: true): the decision, the
+// RateLimit-* metadata and grpc.SetHeader on a server stream.
 func BenchmarkUnaryInterceptorAdmitted(b *testing.B) {
-	in := ratelimit.New().UnaryServerInterceptor()
+	in := ratelimit.New(ratelimit.WithAdmittedHeaders(ratelimit.Headers{GRPC: true})).UnaryServerInterceptor()
 	info := &grpc.UnaryServerInfo{FullMethod: "/bench.v1.Svc/Get"}
 	handler := func(context.Context, any) (any, error) { return nil, nil }
 	ctx := policy.NewContext(context.Background(), benchCall("203.0.113.1"))
