@@ -160,7 +160,7 @@ pgo: consul
 	@rm -rf build/pgo && mkdir -p build/pgo
 	cd bench && $(GO) build -pgo=off -o $(BIN)/porticobench ./cmd/porticobench
 	cd bench && PORTICO_CONSUL_BIN=$(BIN)/consul $(BIN)/porticobench -out $(CURDIR)/build/pgo \
-		-workloads get,create -modes grpc-1conn,rest -rounds 1 -closed 300ms -open 300ms -warm 100ms -profile 20s
+		-workloads get,create -modes grpc-1conn,rest -rounds 1 -closed 300ms -open 300ms -warm 100ms -profile 20s -profile-nochain=false
 	$(GO) tool pprof -proto build/pgo/profiles/*.cpu.pprof > build/pgo/default.pgo
 
 # Regenerates docs/admin.png, the README's picture of the admin page, with

@@ -38,6 +38,8 @@ type settings struct {
 	open, warm  time.Duration
 	openWorkers int
 	profile     time.Duration
+	phases      []phase // profiled: mode and workload
+	nochain     bool    // profile portico-nochain too
 	workloads   []load.Workload
 	modes       []string // in the order of report.Modes
 	keep        bool
@@ -60,6 +62,8 @@ func parseSettings(args []string) (settings, error) {
 	fs.DurationVar(&s.warm, "warm", 300*time.Millisecond, "open-loop warm-up per path, not recorded")
 	fs.IntVar(&s.openWorkers, "open-workers", 128, "open-loop senders (the most requests in flight)")
 	fs.DurationVar(&s.profile, "profile", 4*time.Second, "pprof capture per profiled phase; 0 skips profiling")
+	phases := fs.String("profile-phases", report.GRPC+":get,"+report.REST+":create,"+report.REST+":get", "profiled phases, mode:workload each")
+	fs.BoolVar(&s.nochain, "profile-nochain", true, "profile portico-nochain too, in the same phases, for a profile of the chain's difference")
 	names := fs.String("workloads", "get,list,create,stream,"+faultyName, "workloads to run; "+faultyName+" counts successes against a backend set with a faulty instance")
 	modes := fs.String("modes", strings.Join(report.Modes(), ","), "modes to run; a TLS mode brings its plaintext counterpart, which it is compared with")
 	fs.BoolVar(&s.features, "features", true, "closed loop only: Portico with its edge limits, retries and circuit breaker off, each and all three, on "+
@@ -70,6 +74,13 @@ func parseSettings(args []string) (settings, error) {
 	rates := fs.String("faulty-rates", "0.5,1", "faulty workload: the faulty instance's fail rates, one backend set each")
 	if err := fs.Parse(args); err != nil {
 		return s, err
+	}
+	for _, p := range strings.Split(*phases, ",") {
+		mode, workload, ok := strings.Cut(strings.TrimSpace(p), ":")
+		if !ok || mode == "" || workload == "" {
+			return s, fmt.Errorf("-profile-phases %q: want mode:workload, comma-separated", *phases)
+		}
+		s.phases = append(s.phases, phase{mode, workload})
 	}
 	if s.rounds < 1 {
 		return s, fmt.Errorf("-rounds %d: want at least 1", s.rounds)
@@ -672,44 +683,61 @@ func (b *bench) open(ctx context.Context, call load.Call, rate, served float64) 
 	}
 }
 
+// phase is a profiled phase: a workload in a mode.
+type phase struct{ mode, workload string }
+
 // profile captures Portico's CPU and allocation profiles under load, in
-// phases of their own so profiling does not skew the figures above.
+// phases of their own so profiling does not skew the figures above; with
+// -profile-nochain, portico-nochain's too, named after it.
 func (b *bench) profile(ctx context.Context) error {
 	if b.s.profile <= 0 {
 		return nil
 	}
-	t := b.targets[slices.IndexFunc(b.targets, func(t *target) bool { return t.name == report.Portico && !t.tls })]
+	paths := []string{report.Portico}
+	if b.s.nochain {
+		paths = append(paths, report.PorticoOff)
+	}
+	for _, path := range paths {
+		t := b.targets[slices.IndexFunc(b.targets, func(t *target) bool { return t.name == path && !t.tls })]
+		for _, c := range b.s.phases {
+			if err := b.profilePhase(ctx, t, c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (b *bench) profilePhase(ctx context.Context, t *target, c phase) error {
+	i := slices.IndexFunc(b.s.workloads, func(w load.Workload) bool { return w.Name == c.workload })
+	if i < 0 || !slices.Contains(b.s.modes, c.mode) {
+		return nil // a phase of a workload or mode this run does not have
+	}
 	dir := filepath.Join(b.s.out, "profiles")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	secs := int(b.s.profile.Seconds())
-	for _, c := range []struct{ mode, workload string }{{report.GRPC, "get"}, {report.REST, "create"}, {report.REST, "get"}} {
-		i := slices.IndexFunc(b.s.workloads, func(w load.Workload) bool { return w.Name == c.workload })
-		if i < 0 || !slices.Contains(b.s.modes, c.mode) {
-			continue // a phase of a workload or mode this run does not have
-		}
-		lctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		wg.Go(func() { load.Closed(lctx, t.call(c.mode, b.s.workloads[i]), b.s.concurrency, b.s.profile+time.Second) })
-		name := fmt.Sprintf("portico-%s-%s", c.mode, c.workload)
-		var errs [2]error
-		var pw sync.WaitGroup
-		pw.Go(func() {
-			errs[0] = fetch(ctx, t.debug, fmt.Sprintf("profile?seconds=%d", secs), filepath.Join(dir, name+".cpu.pprof"))
-		})
-		pw.Go(func() {
-			errs[1] = fetch(ctx, t.debug, fmt.Sprintf("allocs?seconds=%d", secs), filepath.Join(dir, name+".allocs.pprof"))
-		})
-		pw.Wait()
-		cancel()
-		wg.Wait()
-		if err := errors.Join(errs[:]...); err != nil {
-			return err
-		}
-		summarize(filepath.Join(dir, name+".cpu.pprof"), "")
-		summarize(filepath.Join(dir, name+".allocs.pprof"), "-sample_index=alloc_objects")
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { load.Closed(lctx, t.call(c.mode, b.s.workloads[i]), b.s.concurrency, b.s.profile+time.Second) })
+	name := fmt.Sprintf("%s-%s-%s", t.name, c.mode, c.workload)
+	var errs [2]error
+	var pw sync.WaitGroup
+	pw.Go(func() {
+		errs[0] = fetch(ctx, t.debug, fmt.Sprintf("profile?seconds=%d", secs), filepath.Join(dir, name+".cpu.pprof"))
+	})
+	pw.Go(func() {
+		errs[1] = fetch(ctx, t.debug, fmt.Sprintf("allocs?seconds=%d", secs), filepath.Join(dir, name+".allocs.pprof"))
+	})
+	pw.Wait()
+	cancel()
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
+		return err
 	}
+	summarize(filepath.Join(dir, name+".cpu.pprof"), "")
+	summarize(filepath.Join(dir, name+".allocs.pprof"), "-sample_index=alloc_objects")
 	return nil
 }
 
