@@ -33,10 +33,11 @@
 // cluster mode; allow; or deny) and no call waits on Redis again until a
 // background PING, with capped and jittered backoff, hears it answer.
 //
-// Admitted calls carry ratelimit-* response metadata, which the REST door
-// sends as RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and
-// RateLimit-Policy headers; rejected calls fail with RESOURCE_EXHAUSTED (HTTP
-// 429), a google.rpc.RetryInfo and retry-after.
+// Admitted REST, gRPC-Web and Connect calls carry ratelimit-* response
+// metadata, which the REST door sends as RateLimit-Limit,
+// RateLimit-Remaining, RateLimit-Reset and RateLimit-Policy headers (native
+// gRPC calls only when WithAdmittedHeaders asks); rejected calls fail with
+// RESOURCE_EXHAUSTED (HTTP 429), a google.rpc.RetryInfo and retry-after.
 //
 // Why not go-grpc-middleware's ratelimit interceptor: it replaces whatever
 // its Limiter answers with a RESOURCE_EXHAUSTED of its own message, so the

@@ -33,8 +33,9 @@ const (
 )
 
 func defaultOptions() options {
-	return options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default(),
-		quietREST: !DefaultHeaders().REST, quietGRPC: !DefaultHeaders().GRPC, quietWeb: !DefaultHeaders().Web}
+	o := options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default()}
+	WithAdmittedHeaders(DefaultHeaders())(&o)
+	return o
 }
 
 // Headers says which admitted calls carry the RateLimit-* headers: REST
