@@ -80,6 +80,7 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 	if !ok {
 		return nil, policy.Error(codes.Internal, policy.ReasonInternal, fmt.Sprintf("the chain met %s, which has no route", fullMethod), nil)
 	}
+	p, _ := peer.FromContext(ctx)
 	call := &policy.Call{
 		FullMethod: r.FullMethod,
 		Service:    r.Service,
@@ -87,10 +88,9 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 		Backend:    r.Backend,
 		Policy:     r.Policy,
 		Transport:  policy.GRPC,
-		ClientIP:   c.clientIP(ctx),
+		ClientIP:   c.clientIP(ctx, p),
 		Input:      r.Input.Descriptor(),
 	}
-	p, _ := peer.FromContext(ctx)
 	if p != nil {
 		switch _, tcp := p.Addr.(*net.TCPAddr); {
 		case fromRESTDoor(p.Addr):
@@ -139,9 +139,8 @@ func clientCert(ctx context.Context, p *peer.Peer) *x509.Certificate {
 // clientIP is the caller's address: the REST door's word for calls from
 // it, else the peer's, behind trusted proxies. Single keys, not
 // metadata.FromIncomingContext: that copies every key and value of the
-// call, and this runs once per call.
-func (c *Chain) clientIP(ctx context.Context) string {
-	p, _ := peer.FromContext(ctx)
+// call, and this runs once per call. p is ctx's peer.
+func (c *Chain) clientIP(ctx context.Context, p *peer.Peer) string {
 	switch {
 	case p == nil || p.Addr == nil:
 		return clientip.Unknown
@@ -180,7 +179,8 @@ func (c *Chain) unknown(_ any, ss grpc.ServerStream) error {
 	}
 	err := policy.Error(codes.Unimplemented, policy.ReasonNoRoute, fmt.Sprintf("no route for gRPC method %q", method), nil)
 	ctx := ss.Context()
-	call := &policy.Call{Transport: policy.GRPC, ClientIP: c.clientIP(ctx)}
+	p, _ := peer.FromContext(ctx)
+	call := &policy.Call{Transport: policy.GRPC, ClientIP: c.clientIP(ctx, p)}
 	for _, r := range c.refusals {
 		r.Refused(ctx, call, err, 0)
 	}

@@ -52,14 +52,14 @@ type HeadersConfig struct {
 // headers is the config over the defaults.
 func (h HeadersConfig) headers() Headers {
 	out := DefaultHeaders()
-	for _, kv := range []struct {
-		set *bool
-		to  *bool
-	}{{h.REST, &out.REST}, {h.GRPC, &out.GRPC}, {h.Web, &out.Web}} {
-		if kv.set != nil {
-			*kv.to = *kv.set
+	set := func(to, from *bool) {
+		if from != nil {
+			*to = *from
 		}
 	}
+	set(&out.REST, h.REST)
+	set(&out.GRPC, h.GRPC)
+	set(&out.Web, h.Web)
 	return out
 }
 

@@ -56,9 +56,6 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	// The caller's context may carry its own call's incoming metadata as
 	// the door's map (policy.Incoming): this call's replaces it.
 	md, _ := metadata.FromOutgoingContext(ctx)
-	if md == nil {
-		md = metadata.MD{}
-	}
 	sts := &transportStream{method: method}
 	ctx = policy.WithIncoming(metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md), md)
 	var cs *tls.ConnectionState
