@@ -214,7 +214,8 @@ func (p *pending) invokeInner(ctx context.Context, args, reply any) error {
 	return err
 }
 
-// limitRouteBody applies the route's body limit; false when it refused.
+// limitRouteBody applies the route's body limit, and marks the body as a
+// unary call's, which the JSON decoder reads whole; false when it refused.
 func (d *Door) limitRouteBody(w http.ResponseWriter, r *http.Request, b *binding) bool {
 	max := b.method.Route().MaxBodyBytes
 	if r.ContentLength > max {
@@ -223,8 +224,11 @@ func (d *Door) limitRouteBody(w http.ResponseWriter, r *http.Request, b *binding
 	}
 	// limitBody has wrapped the body in the largest route limit; a route
 	// with that limit needs no second reader.
-	if r.Body != nil && r.Body != http.NoBody && max < d.maxBody {
-		r.Body = http.MaxBytesReader(w, r.Body, max)
+	if r.Body != nil && r.Body != http.NoBody {
+		if max < d.maxBody {
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+		}
+		r.Body = &unaryBody{ReadCloser: r.Body, size: r.ContentLength} // read whole (json.go)
 	}
 	return true
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -73,31 +72,6 @@ func (d *Door) streamError(ctx context.Context, err error) *status.Status {
 		err = policy.WithErrorInfo(err)
 	}
 	return status.Convert(err)
-}
-
-// Marshaler is the door's JSON marshaler: protojson with every field
-// written and unknown fields refused, and a stream's final error chunk
-// written as the bare google.rpc.Status. Package web wraps it for SSE.
-func Marshaler() runtime.Marshaler {
-	return &statusChunks{Marshaler: &runtime.HTTPBodyMarshaler{
-		Marshaler: &runtime.JSONPb{
-			MarshalOptions: protojsonAll,
-			// Unknown fields are errors: a misspelt field must not be
-			// dropped silently.
-			UnmarshalOptions: protojsonStrict,
-		},
-	}}
-}
-
-// statusChunks writes grpc-gateway's stream error chunk as the status it
-// holds.
-type statusChunks struct{ runtime.Marshaler }
-
-func (m *statusChunks) Marshal(v any) ([]byte, error) {
-	if st := ErrorChunk(v); st != nil {
-		return statusJSON.Marshal(st)
-	}
-	return m.Marshaler.Marshal(v)
 }
 
 // ErrorChunk is the status in grpc-gateway's stream error chunk, or nil

@@ -1,0 +1,207 @@
+package rest
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
+	"google.golang.org/genproto/googleapis/api/httpbody"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// bodies are request bodies of every kind the decoder meets: good, empty,
+// malformed, with trailing data, unknown fields, invalid UTF-8.
+var bodies = []string{
+	`{"sku":"ABC-1","name":"A product","price":100,"currency":"EUR","stock":1}`,
+	"  \n{\"name\":\"spaced\"}\n\t ",
+	``,
+	" \n ",
+	`{}`,
+	`null`,
+	`[]`,
+	`"a string"`,
+	`{"name":"first"}{"name":"second"}`,
+	`{"name":"first"} trailing`,
+	`{"name":"unterminated"`,
+	`{"name":}`,
+	`{"nmae":"misspelt"}`,
+	`{"name":"a","name":"duplicate"}`,
+	"{\"name\":\"\xff\xfe\"}",
+	`{"price":"not a number"}`,
+	`{"price":1e400}`,
+	`{"stock":-0}`,
+	`{"name":"\u2028 escaped"}`,
+}
+
+// TestBodyDecoderMatchesGRPCGateway decodes each body with the door's
+// decoder and with grpc-gateway's, and wants the same messages and the same
+// error text from both, also when the body fails to read after its bytes.
+// Each decoder is called four times in a row, as a stream's would be: into
+// a message field (body "product") and then into a message (body "*"),
+// twice each.
+func TestBodyDecoderMatchesGRPCGateway(t *testing.T) {
+	readErr := errors.New("http: request body too large")
+	for _, body := range bodies {
+		for _, failing := range []bool{false, true} {
+			reader := func() io.Reader {
+				if failing {
+					return io.MultiReader(strings.NewReader(body), iotest.ErrReader(readErr))
+				}
+				return strings.NewReader(body)
+			}
+			m := Marshaler()
+			theirs := m.(*statusChunks).Marshaler.NewDecoder(reader())
+			ours := m.NewDecoder(&unaryBody{ReadCloser: io.NopCloser(reader()), size: int64(len(body))})
+			if _, ok := ours.(*bodyDecoder); !ok {
+				t.Fatalf("the door's decoder of a unary body is a %T", ours)
+			}
+			var wantField, gotField catalogv1.CreateProductRequest
+			var wantMsg, gotMsg catalogv1.Product
+			for _, step := range []struct {
+				name        string
+				theirs, our any
+			}{
+				{"field", &wantField.Product, &gotField.Product},
+				{"message", &wantMsg, &gotMsg},
+			} {
+				name := step.name + " of " + strings.ReplaceAll(body, "\n", `\n`)
+				if failing {
+					name += ", then a read error"
+				}
+				// The decoders are called again, as a stream would: the
+				// second call sees what grpc-gateway's would.
+				for call := range 2 {
+					errTheirs := theirs.Decode(step.theirs)
+					errOurs := ours.Decode(step.our)
+					if errString(errTheirs) != errString(errOurs) {
+						t.Errorf("%s, call %d: error %q, grpc-gateway's %q", name, call, errString(errOurs), errString(errTheirs))
+					}
+				}
+				if !proto.Equal(wantField.Product, gotField.Product) || (wantField.Product == nil) != (gotField.Product == nil) ||
+					!proto.Equal(&wantMsg, &gotMsg) {
+					t.Errorf("%s: decoded %v %v, grpc-gateway %v %v", name, gotField.Product, &gotMsg, wantField.Product, &wantMsg)
+				}
+			}
+		}
+	}
+}
+
+// TestBodyDecoderOtherTargets: a body field that is not a message (a map,
+// a scalar, a list) is grpc-gateway's to decode.
+func TestBodyDecoderOtherTargets(t *testing.T) {
+	var labels map[string]string
+	d := Marshaler().NewDecoder(&unaryBody{ReadCloser: io.NopCloser(strings.NewReader(`{"a":"b"}`)), size: -1})
+	if err := d.Decode(&labels); err != nil || labels["a"] != "b" {
+		t.Fatalf("map body: %v, %v", labels, err)
+	}
+	var n int32
+	d = Marshaler().NewDecoder(&unaryBody{ReadCloser: io.NopCloser(strings.NewReader(`7`)), size: 1})
+	if err := d.Decode(&n); err != nil || n != 7 {
+		t.Fatalf("scalar body: %v, %v", n, err)
+	}
+	// A well-known type is a message like any other.
+	var v structpb.Value
+	d = Marshaler().NewDecoder(&unaryBody{ReadCloser: io.NopCloser(strings.NewReader(`[1,"x"]`)), size: 7})
+	if err := d.Decode(&v); err != nil || len(v.GetListValue().GetValues()) != 2 {
+		t.Fatalf("Value body: %v, %v", &v, err)
+	}
+	// A stream's body keeps grpc-gateway's decoder, which reads one
+	// message at a time.
+	if _, ok := Marshaler().NewDecoder(strings.NewReader("{}")).(runtime.DecoderWrapper); !ok {
+		t.Fatal("a body not marked unary did not get grpc-gateway's decoder")
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func BenchmarkBodyDecoder(b *testing.B) {
+	body := bodies[0]
+	m := Marshaler()
+	for _, tc := range []struct {
+		name string
+		dec  func() runtime.Decoder
+	}{
+		{"grpc-gateway", func() runtime.Decoder { return m.(*statusChunks).Marshaler.NewDecoder(strings.NewReader(body)) }},
+		{"door", func() runtime.Decoder {
+			return m.NewDecoder(&unaryBody{ReadCloser: io.NopCloser(strings.NewReader(body)), size: int64(len(body))})
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var req catalogv1.CreateProductRequest
+				if err := tc.dec().Decode(&req.Product); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestMarshalMatchesGRPCGateway: the door's marshaler writes what
+// grpc-gateway's would, for messages, a google.api.HttpBody, a stream's
+// chunks and values that are not messages; only the error chunk is its
+// own (the bare status).
+func TestMarshalMatchesGRPCGateway(t *testing.T) {
+	m := Marshaler()
+	theirs := m.(*statusChunks).Marshaler
+	product := &catalogv1.Product{Id: "prd-1", Name: "A \"product\" \u2028", Sku: "ABC-1", Price: 100, Currency: "EUR", Stock: 3}
+	list := &catalogv1.ListProductsResponse{}
+	for range 40 {
+		list.Products = append(list.Products, product) // past the first buffer
+	}
+	value, _ := structpb.NewValue(map[string]any{"a": []any{1, "x", nil}})
+	for _, v := range []any{
+		&catalogv1.GetProductResponse{Product: product},
+		&catalogv1.GetProductResponse{},
+		list,
+		value,
+		&httpbody.HttpBody{ContentType: "text/plain", Data: []byte("raw")},
+		map[string]any{"result": product},
+		"a string",
+		int64(7),
+	} {
+		got, err := m.Marshal(v)
+		want, werr := theirs.Marshal(v)
+		if err != nil || werr != nil || !bytes.Equal(got, want) {
+			t.Errorf("%T: wrote %s (%v), grpc-gateway %s (%v)", v, got, err, want, werr)
+		}
+	}
+	st := &spb.Status{Code: 5, Message: "gone"}
+	got, err := m.Marshal(map[string]proto.Message{"error": st})
+	var back spb.Status
+	if err != nil || protojson.Unmarshal(got, &back) != nil || !proto.Equal(&back, st) {
+		t.Errorf("error chunk: %s, %v", got, err)
+	}
+}
+
+func BenchmarkMarshal(b *testing.B) {
+	resp := &catalogv1.GetProductResponse{Product: &catalogv1.Product{Id: "prd-1", Name: "A product", Sku: "ABC-1", Price: 100, Currency: "EUR", Stock: 3}}
+	m := Marshaler()
+	for _, tc := range []struct {
+		name string
+		m    runtime.Marshaler
+	}{{"grpc-gateway", m.(*statusChunks).Marshaler}, {"door", m}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := tc.m.Marshal(resp); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
