@@ -3,8 +3,10 @@ package stats
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,3 +72,102 @@ func BenchmarkAccessLogLine(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// blockingSink is an access log destination whose writes wait until the
+// test releases them: a disk or a pipe reader that has fallen behind.
+type blockingSink struct {
+	started chan int      // the size of each write, as it starts
+	release chan struct{} // one write ends per receive
+	mu      sync.Mutex
+	got     []byte
+}
+
+func (s *blockingSink) Write(p []byte) (int, error) {
+	s.started <- len(p)
+	<-s.release
+	s.mu.Lock()
+	s.got = append(s.got, p...)
+	s.mu.Unlock()
+	return len(p), nil
+}
+
+// TestLogWriterSlowSink: while one call writes a full buffer to a sink that
+// does not return, other calls go on logging into the other buffer without
+// waiting; only once that one is full too does logging wait for the sink.
+// Every line arrives, in order.
+func TestLogWriterSlowSink(t *testing.T) {
+	sink := &blockingSink{started: make(chan int, 4), release: make(chan struct{})}
+	w := newLogWriter(sink)
+	const perBuffer = logBufferSize/101 + 1 // lines of 101 bytes that fill a buffer
+	next := 0
+	// logLines logs n lines in a goroutine, as calls would, and closes the
+	// channel it returns when they are in.
+	logLines := func(n int) chan struct{} {
+		from := next
+		next += n
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := from; i < from+n; i++ {
+				w.writeLine(func(b []byte) []byte { return fmt.Appendf(b, "%0100d\n", i) })
+			}
+		}()
+		return done
+	}
+	within := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal(what)
+		}
+	}
+	first := logLines(perBuffer) // its last line writes the buffer out, and waits
+	select {
+	case n := <-sink.started:
+		t.Logf("the sink holds a write of %d bytes", n)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a full buffer was not written out")
+	}
+	within(logLines(perBuffer-1), "logging waited for a slow write with room in the other buffer")
+	t.Logf("%d lines logged while the sink held the first buffer", perBuffer-1)
+	second := logLines(1) // fills the second buffer: waits for the first write
+	// Nothing may happen until the sink returns; a wrong writer would go
+	// on within microseconds, so a tenth of a second shows it.
+	select {
+	case <-sink.started:
+		t.Fatal("a second write started while the first was in progress")
+	case <-second:
+		t.Fatal("logging went on with both buffers full and the sink stuck")
+	case <-first:
+		t.Fatal("the first write returned before the sink did")
+	case <-time.After(100 * time.Millisecond):
+	}
+	sink.release <- struct{}{} // the first write ends; the second starts
+	within(first, "the first writer did not return once the sink did")
+	<-sink.started
+	sink.release <- struct{}{}
+	within(second, "the second writer did not return once the sink did")
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		if err := w.Flush(); err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-sink.started: // nothing was left to write, or this
+		sink.release <- struct{}{}
+	case <-flushed:
+	}
+	within(flushed, "Flush did not return")
+	lines := bytes.Split(bytes.TrimSuffix(sink.got, []byte("\n")), []byte("\n"))
+	if len(lines) != next {
+		t.Fatalf("%d lines reached the sink, want %d", len(lines), next)
+	}
+	for n, l := range lines {
+		if want := fmt.Sprintf("%0100d", n); string(l) != want {
+			t.Fatalf("line %d is %q", n, l)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package stats
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"sync"
@@ -10,68 +9,82 @@ import (
 
 // Access log buffering: one write(2) per call was the largest single item
 // of the chain in the gateway's CPU profile. Lines are batched and written
-// whole, at most logFlushEvery after they were logged while Stats runs.
+// whole, when a buffer is full and at most logFlushEvery after they were
+// logged while Stats runs.
 const (
 	logBufferSize = 64 << 10
 	logFlushEvery = 100 * time.Millisecond
 )
 
-// logWriter buffers whole access log lines in front of out. slog's
-// handlers write one line per Write, so a line never straddles two writes
-// to out: a line that does not fit flushes the buffer first.
+// logWriter buffers whole access log lines in front of out, in two
+// buffers: calls append their lines to one while the other is written out,
+// so a write to out, slow when out is a busy disk or a pipe whose reader
+// lags, holds up no call that logs meanwhile. Only when the second buffer
+// fills before the first is written do calls wait, which bounds the memory
+// at two buffers. slog's handlers write one line per Write, and buffers are
+// written whole, so a line never straddles two writes to out.
 type logWriter struct {
-	mu      sync.Mutex
-	out     io.Writer
-	buf     *bufio.Writer
-	scratch []byte // writeLine's, reused under mu
+	out io.Writer
+
+	mu  sync.Mutex
+	buf []byte // lines not yet handed to out
+
+	// spare holds the buffer not in use, while no write is in progress;
+	// taking it (under mu) makes a caller the next writer.
+	spare chan []byte
+	// writing keeps writes to out in the order their buffers filled: the
+	// next writer takes it before releasing mu.
+	writing sync.Mutex
 }
 
 func newLogWriter(out io.Writer) *logWriter {
-	return &logWriter{out: out, buf: bufio.NewWriterSize(out, logBufferSize)}
+	w := &logWriter{out: out, buf: make([]byte, 0, logBufferSize), spare: make(chan []byte, 1)}
+	w.spare <- make([]byte, 0, logBufferSize)
+	return w
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(p) > w.buf.Available() && w.buf.Buffered() > 0 {
-		w.flushLocked()
-	}
-	n, err := w.buf.Write(p)
-	if err != nil {
-		w.buf.Reset(w.out)
-	}
-	return n, err
+	w.writeLine(func(b []byte) []byte { return append(b, p...) })
+	return len(p), nil
 }
 
-// writeLine writes the line that appendLine appends to an empty slice,
-// encoded in a buffer that every line reuses.
+// writeLine appends the line that appendLine appends, and writes the
+// buffer out once it is full.
 func (w *logWriter) writeLine(appendLine func([]byte) []byte) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.scratch = appendLine(w.scratch[:0])
-	if len(w.scratch) > w.buf.Available() && w.buf.Buffered() > 0 {
-		w.flushLocked()
+	w.buf = appendLine(w.buf)
+	if len(w.buf) < logBufferSize {
+		w.mu.Unlock()
+		return
 	}
-	if _, err := w.buf.Write(w.scratch); err != nil {
-		w.buf.Reset(w.out)
-	}
+	_ = w.writeOut()
 }
 
-// Flush writes out the buffered lines.
+// Flush writes out the buffered lines, after any write in progress.
 func (w *logWriter) Flush() error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.flushLocked()
+	if len(w.buf) == 0 {
+		w.mu.Unlock()
+		w.writing.Lock() // a write in progress ends before Flush returns
+		w.writing.Unlock()
+		return nil
+	}
+	return w.writeOut()
 }
 
-// flushLocked writes the buffer out. A failed write drops the lines it
-// held, as an unbuffered write would have dropped its line, rather than
-// leaving bufio's error stuck and losing every line after it.
-func (w *logWriter) flushLocked() error {
-	err := w.buf.Flush()
-	if err != nil {
-		w.buf.Reset(w.out)
-	}
+// writeOut is called with mu held, and releases it: it swaps the buffer
+// for the spare (waiting, with mu held, while the spare is being written)
+// and writes the full one out without mu. A failed write drops the lines
+// it held, as an unbuffered write would have dropped its line, and no
+// more.
+func (w *logWriter) writeOut() error {
+	full := w.buf
+	w.buf = <-w.spare
+	w.writing.Lock()
+	w.mu.Unlock()
+	_, err := w.out.Write(full)
+	w.writing.Unlock()
+	w.spare <- full[:0]
 	return err
 }
 
