@@ -65,7 +65,17 @@ func (m *rawMessage) gone() bool { return m.data == nil && m.size > 0 }
 // the method's input type are the caller's mistake, on every door and
 // every kind of call: INVALID_ARGUMENT, never grpc-go's bare INTERNAL.
 func (m *rawMessage) decodeInto(out protobuf.Message) error {
-	if err := protobuf.Unmarshal(contiguous(m.data), out); err != nil {
+	return m.decode(protobuf.UnmarshalOptions{}, out)
+}
+
+// decodeNew is decodeInto for a message just made, which has nothing to
+// reset: protobuf.Unmarshal's reset of it was a sixth of the decode step.
+func (m *rawMessage) decodeNew(out protobuf.Message) error {
+	return m.decode(protobuf.UnmarshalOptions{Merge: true}, out)
+}
+
+func (m *rawMessage) decode(opts protobuf.UnmarshalOptions, out protobuf.Message) error {
+	if err := opts.Unmarshal(contiguous(m.data), out); err != nil {
 		return policy.Error(codes.InvalidArgument, policy.ReasonBadRequest,
 			fmt.Sprintf("request is not a valid %s: %v", out.ProtoReflect().Descriptor().FullName(), err), nil)
 	}

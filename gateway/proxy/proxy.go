@@ -165,7 +165,7 @@ func (m *Method) decodeStep(ctx context.Context, req any, _ *grpc.UnaryServerInf
 		return handler(ctx, req)
 	}
 	msg := m.route.Input.New().Interface()
-	if err := raw.decodeInto(msg); err != nil {
+	if err := raw.decodeNew(msg); err != nil {
 		return nil, err
 	}
 	if m.mode == Typed {
