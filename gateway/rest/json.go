@@ -7,6 +7,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/api/httpbody"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -97,7 +98,7 @@ func (d *bodyDecoder) Decode(v any) error {
 	}
 	data, err := readBody(d.body, d.body.size)
 	if m := messageOf(v); err == nil && m != nil && proto.Size(m) == 0 && len(bytes.TrimSpace(data)) > 0 {
-		if protojsonStrict.Unmarshal(data, m) == nil {
+		if wholeBody.Unmarshal(data, m) == nil {
 			d.done = true
 			return nil
 		}
@@ -112,6 +113,17 @@ func (d *bodyDecoder) Decode(v any) error {
 	d.next = d.marshaler.NewDecoder(rest)
 	return d.next.Decode(v)
 }
+
+// wholeBody is protojsonStrict for the one pass, with half its message
+// depth. grpc-gateway's encoding/json pass refuses a body nested more than
+// 10,000 objects and arrays deep, and each message adds at most two (its
+// object and a list or map field's), so a body wholeBody takes is one
+// grpc-gateway takes too; a deeper one goes to grpc-gateway's decoder.
+var wholeBody = func() protojson.UnmarshalOptions {
+	o := protojsonStrict
+	o.RecursionLimit = 5000
+	return o
+}()
 
 // messageOf is the message a decode into v fills, as grpc-gateway finds it:
 // v itself, or for a body field of message type the field, set to a new

@@ -14,6 +14,9 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -203,5 +206,37 @@ func BenchmarkMarshal(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestBodyDecoderDeepNesting: a body of a recursive message nested deeper
+// than encoding/json reads (10,000 levels of objects and arrays) is
+// refused as grpc-gateway refuses it, also where the message depth is
+// within protojson's limit (one message per two levels: {"kids":[{...}]}).
+func TestBodyDecoderDeepNesting(t *testing.T) {
+	file, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
+		Name: proto.String("node.proto"), Package: proto.String("test"), Syntax: proto.String("proto3"),
+		MessageType: []*descriptorpb.DescriptorProto{{
+			Name: proto.String("Node"),
+			Field: []*descriptorpb.FieldDescriptorProto{{
+				Name: proto.String("kids"), JsonName: proto.String("kids"), Number: proto.Int32(1),
+				Label: descriptorpb.FieldDescriptorProto_LABEL_REPEATED.Enum(),
+				Type:  descriptorpb.FieldDescriptorProto_TYPE_MESSAGE.Enum(), TypeName: proto.String(".test.Node"),
+			}},
+		}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := file.Messages().Get(0)
+	for _, depth := range []int{4999, 5000, 5001, 6000} {
+		body := strings.Repeat(`{"kids":[`, depth) + strings.Repeat(`]}`, depth)
+		want, got := dynamicpb.NewMessage(node), dynamicpb.NewMessage(node)
+		m := Marshaler()
+		errTheirs := m.(*statusChunks).Marshaler.NewDecoder(strings.NewReader(body)).Decode(want)
+		errOurs := m.NewDecoder(&unaryBody{ReadCloser: io.NopCloser(strings.NewReader(body)), size: int64(len(body))}).Decode(got)
+		if errString(errTheirs) != errString(errOurs) || !proto.Equal(want, got) {
+			t.Errorf("%d messages deep: error %q, grpc-gateway's %q", depth, errString(errOurs), errString(errTheirs))
+		}
 	}
 }
