@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"reflect"
+	"slices"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/api/httpbody"
@@ -150,9 +151,11 @@ func messageOf(v any) proto.Message {
 var messageType = reflect.TypeFor[proto.Message]()
 
 // readBody reads r to its end into one buffer of size bytes when the size
-// is known (and one more, to see the end).
+// is known (and one more, to see the end), up to bodyBufferMax: the size
+// is what the request claims, and beyond that the buffer grows with the
+// bytes that come, as grpc-gateway's decoder's does.
 func readBody(r io.Reader, size int64) ([]byte, error) {
-	b := make([]byte, 0, max(size, 0)+1)
+	b := make([]byte, 0, min(max(size, 0), bodyBufferMax)+1)
 	for {
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -163,10 +166,18 @@ func readBody(r io.Reader, size int64) ([]byte, error) {
 			return b, err
 		}
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+			grown := 2 * cap(b)
+			if size >= int64(len(b)) {
+				grown = min(grown, int(size)+1)
+			}
+			b = slices.Grow(b, grown-len(b))
 		}
 	}
 }
+
+// bodyBufferMax is the largest buffer a body is read into before its
+// bytes come.
+const bodyBufferMax = 64 << 10
 
 // errReader fails every read with err.
 type errReader struct{ err error }

@@ -1,14 +1,24 @@
 package rest
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	gwruntime "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/proxy"
+	"github.com/portico-gw/portico/gateway/route"
 	catalogv1 "github.com/portico-gw/portico/gen/catalog/v1"
 	"google.golang.org/genproto/googleapis/api/httpbody"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -118,7 +128,7 @@ func TestBodyDecoderOtherTargets(t *testing.T) {
 	}
 	// A stream's body keeps grpc-gateway's decoder, which reads one
 	// message at a time.
-	if _, ok := Marshaler().NewDecoder(strings.NewReader("{}")).(runtime.DecoderWrapper); !ok {
+	if _, ok := Marshaler().NewDecoder(strings.NewReader("{}")).(gwruntime.DecoderWrapper); !ok {
 		t.Fatal("a body not marked unary did not get grpc-gateway's decoder")
 	}
 }
@@ -135,10 +145,10 @@ func BenchmarkBodyDecoder(b *testing.B) {
 	m := Marshaler()
 	for _, tc := range []struct {
 		name string
-		dec  func() runtime.Decoder
+		dec  func() gwruntime.Decoder
 	}{
-		{"grpc-gateway", func() runtime.Decoder { return m.(*statusChunks).Marshaler.NewDecoder(strings.NewReader(body)) }},
-		{"door", func() runtime.Decoder {
+		{"grpc-gateway", func() gwruntime.Decoder { return m.(*statusChunks).Marshaler.NewDecoder(strings.NewReader(body)) }},
+		{"door", func() gwruntime.Decoder {
 			return m.NewDecoder(&unaryBody{ReadCloser: io.NopCloser(strings.NewReader(body)), size: int64(len(body))})
 		}},
 	} {
@@ -196,7 +206,7 @@ func BenchmarkMarshal(b *testing.B) {
 	m := Marshaler()
 	for _, tc := range []struct {
 		name string
-		m    runtime.Marshaler
+		m    gwruntime.Marshaler
 	}{{"grpc-gateway", m.(*statusChunks).Marshaler}, {"door", m}} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -238,5 +248,49 @@ func TestBodyDecoderDeepNesting(t *testing.T) {
 		if errString(errTheirs) != errString(errOurs) || !proto.Equal(want, got) {
 			t.Errorf("%d messages deep: error %q, grpc-gateway's %q", depth, errString(errOurs), errString(errTheirs))
 		}
+	}
+}
+
+// TestBodyBufferClaimedLength: the buffer a unary body is read into grows
+// with the bytes that come, not with the length the request claims: a
+// client that says 4 MiB and sends two bytes does not make the gateway
+// hold 4 MiB (as grpc-gateway's decoder does not).
+func TestBodyBufferClaimedLength(t *testing.T) {
+	d := catalogDoor(t, func(r *route.Route) *proxy.Method {
+		return proxy.New(r, nil, proxy.AsBytes, proxy.WithHandler(func(context.Context, any) (any, error) {
+			return &catalogv1.CreateProductResponse{}, nil
+		}))
+	}, func(c *Config, tbl *route.Table) { c.Chain = chain.New(chain.Config{Routes: tbl}) })
+	srv := httptest.NewServer(d)
+	defer srv.Close()
+	send := func() {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := fmt.Fprintf(c, "POST /v1/products HTTP/1.1\r\nHost: door\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{}", MaxBodyBytes); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.(*net.TCPConn).CloseWrite() // the rest never comes
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	send() // the connection pools and the door's first-call state
+	const calls = 8
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range calls {
+		send()
+	}
+	runtime.ReadMemStats(&after)
+	perCall := (after.TotalAlloc - before.TotalAlloc) / calls
+	t.Logf("%d bytes allocated per call that claimed %d and sent 2", perCall, MaxBodyBytes)
+	if perCall > MaxBodyBytes/8 {
+		t.Errorf("%d bytes allocated per call for a body of 2 bytes", perCall)
 	}
 }
