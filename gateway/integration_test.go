@@ -425,6 +425,7 @@ func TestErrorBodies(t *testing.T) {
 		{"wrong method", "PUT", "/v1/products", "{}", 405, codes.Unimplemented, "gateway", policy.ReasonNoRoute, "PUT"},
 		{"malformed json", "POST", "/v1/products", `{"sku": "A`, 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, ""},
 		{"body not UTF-8", "POST", "/v1/products", "{\"sku\": \"ABC-1\", \"name\": \"\xff\", \"currency\": \"EUR\"}", 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, "UTF-8"},
+		{"data after the body", "POST", "/v1/products", `{"sku": "ABC-1", "name": "x", "currency": "EUR"} {"sku": "ABC-2"}`, 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, "more after its JSON value"},
 		{"wrong field type", "POST", "/v1/products", `{"sku": 12, "name": "x", "currency": "EUR"}`, 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, "sku"},
 		{"unknown field", "POST", "/v1/products", `{"skew": "ABC-1", "name": "x", "currency": "EUR"}`, 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, "skew"},
 		{"unknown enum value", "GET", "/v1/orders?status=ORDER_STATUS_LOST", "", 400, codes.InvalidArgument, "gateway", policy.ReasonBadRequest, "ORDER_STATUS_LOST"},

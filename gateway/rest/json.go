@@ -2,6 +2,7 @@ package rest
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"reflect"
 	"slices"
@@ -60,13 +61,14 @@ const jsonBufferSize = 512
 // Only a unary route's body is read whole (early.go marks it): a stream's
 // decoder reads one message at a time as the client sends them.
 //
-// The answer is grpc-gateway's in every case. A body that protojson takes
-// whole is one JSON value, which is all grpc-gateway would have read of it,
-// decoded into an empty message (a handler's is new).
-// Anything else (empty, a read error, trailing data, a syntax error, a body
-// field that is not a message) goes to grpc-gateway's decoder, over the
-// same bytes followed by the same read error, and gets its answer and its
-// error text.
+// The answer is grpc-gateway's in every case but one. A body that protojson
+// takes whole is one JSON value, which is all grpc-gateway would have read
+// of it, decoded into an empty message (a handler's is new). Anything else
+// (empty, a read error, trailing data, a syntax error, a body field that is
+// not a message) goes to grpc-gateway's decoder, over the same bytes
+// followed by the same read error, and gets its answer and its error text;
+// except that a body with more after its JSON value, which grpc-gateway
+// takes and drops the rest of, is refused (trailingData).
 
 // unaryBody is the request body of a unary REST call.
 type unaryBody struct {
@@ -112,7 +114,26 @@ func (d *bodyDecoder) Decode(v any) error {
 		rest = io.MultiReader(rest, errReader{err})
 	}
 	d.next = d.marshaler.NewDecoder(rest)
-	return d.next.Decode(v)
+	if err := d.next.Decode(v); err != nil {
+		return err
+	}
+	return trailingData(d.next, data)
+}
+
+// trailingData refuses a unary body with more after its JSON value.
+// grpc-gateway's decoder reads one value and leaves the rest unread, so
+// {"name":"a"}{"name":"b"} would create "a" and drop "b" without a word;
+// like a misspelt field (protojsonStrict), it is the caller's mistake.
+func trailingData(dec runtime.Decoder, data []byte) error {
+	dw, ok := dec.(runtime.DecoderWrapper)
+	if !ok {
+		return nil
+	}
+	at := min(int(dw.InputOffset()), len(data))
+	if rest := bytes.TrimLeft(data[at:], " \t\r\n"); len(rest) > 0 {
+		return fmt.Errorf("request body has more after its JSON value, at byte %d: a call takes one value", len(data)-len(rest))
+	}
+	return nil
 }
 
 // wholeBody is protojsonStrict for the one pass, with half its message

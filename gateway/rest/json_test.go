@@ -54,9 +54,16 @@ var bodies = []string{
 	`{"name":"\u2028 escaped"}`,
 }
 
+// trailing are the bodies with more after their first JSON value.
+var trailing = map[string]bool{
+	`{"name":"first"}{"name":"second"}`: true,
+	`{"name":"first"} trailing`:         true,
+}
+
 // TestBodyDecoderMatchesGRPCGateway decodes each body with the door's
 // decoder and with grpc-gateway's, and wants the same messages and the same
-// error text from both, also when the body fails to read after its bytes.
+// error text from both, also when the body fails to read after its bytes;
+// but for a body with trailing data, which the door refuses.
 // Each decoder is called four times in a row, as a stream's would be: into
 // a message field (body "product") and then into a message (body "*"),
 // twice each.
@@ -94,6 +101,14 @@ func TestBodyDecoderMatchesGRPCGateway(t *testing.T) {
 				for call := range 2 {
 					errTheirs := theirs.Decode(step.theirs)
 					errOurs := ours.Decode(step.our)
+					if step.name == "field" && call == 0 && trailing[body] {
+						// The one answer of the door's own: grpc-gateway
+						// takes the first value and drops the rest.
+						if errTheirs != nil || errOurs == nil || !strings.Contains(errOurs.Error(), "more after its JSON value") {
+							t.Errorf("%s: error %v, want the trailing data refused (grpc-gateway's %v)", name, errOurs, errTheirs)
+						}
+						continue
+					}
 					if errString(errTheirs) != errString(errOurs) {
 						t.Errorf("%s, call %d: error %q, grpc-gateway's %q", name, call, errString(errOurs), errString(errTheirs))
 					}
