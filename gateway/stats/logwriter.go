@@ -29,11 +29,13 @@ type logWriter struct {
 	mu  sync.Mutex
 	buf []byte // lines not yet handed to out
 
-	// spare holds the buffer not in use, while no write is in progress;
-	// taking it (under mu) makes a caller the next writer.
+	// spare holds the buffer not in use, while no write is in progress.
+	// Taking it (under mu) makes a caller the next writer, and it comes
+	// back only when that write has ended: writes to out go one at a
+	// time, in the order their buffers filled.
 	spare chan []byte
-	// writing keeps writes to out in the order their buffers filled: the
-	// next writer takes it before releasing mu.
+	// writing is held for the length of a write, for Flush to wait on
+	// one in progress.
 	writing sync.Mutex
 }
 
@@ -82,9 +84,11 @@ func (w *logWriter) writeOut() error {
 	w.buf = <-w.spare
 	w.writing.Lock()
 	w.mu.Unlock()
+	defer func() { // even if out panics, the next writer gets the spare
+		w.writing.Unlock()
+		w.spare <- full[:0]
+	}()
 	_, err := w.out.Write(full)
-	w.writing.Unlock()
-	w.spare <- full[:0]
 	return err
 }
 
