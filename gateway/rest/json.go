@@ -18,7 +18,8 @@ import (
 // written as the bare google.rpc.Status. Package web wraps it for SSE.
 // What it writes and reads is what grpc-gateway's runtime.JSONPb with those
 // options would (TestMarshalMatchesGRPCGateway,
-// TestBodyDecoderMatchesGRPCGateway), at less cost.
+// TestBodyDecoderMatchesGRPCGateway), at less cost, but that it refuses a
+// unary body with more after its JSON value (trailingData).
 func Marshaler() runtime.Marshaler {
 	return &statusChunks{Marshaler: &runtime.HTTPBodyMarshaler{
 		Marshaler: &runtime.JSONPb{
