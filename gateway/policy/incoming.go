@@ -22,6 +22,12 @@ func WithIncoming(ctx context.Context, md metadata.MD) context.Context {
 	return context.WithValue(ctx, incomingKey{}, md)
 }
 
+// NewIncomingContext is metadata.NewIncomingContext that is also the
+// door's map (WithIncoming): for a door that builds the call's metadata.
+func NewIncomingContext(ctx context.Context, md metadata.MD) context.Context {
+	return WithIncoming(metadata.NewIncomingContext(ctx, md), md)
+}
+
 // Incoming returns the map WithIncoming put into ctx, which the caller must
 // not change, and whether there was one.
 func Incoming(ctx context.Context) (metadata.MD, bool) {

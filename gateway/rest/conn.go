@@ -57,7 +57,7 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	// the door's map (policy.Incoming): this call's replaces it.
 	md, _ := metadata.FromOutgoingContext(ctx)
 	sts := &transportStream{method: method}
-	ctx = policy.WithIncoming(metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md), md)
+	ctx = policy.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
 	var cs *tls.ConnectionState
 	if sc := streamFrom(ctx); sc != nil {
 		cs = sc.tls // a unary call without a binding (early.go)

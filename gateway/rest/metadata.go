@@ -177,9 +177,16 @@ func forwardedFor(r *http.Request) (string, bool) {
 // outer half of b's chain: built by incoming, or by AnnotateContext.
 func (d *Door) incomingContext(ctx context.Context, r *http.Request, b *binding) (context.Context, error) {
 	if md, ok := d.incoming(r, b); ok {
-		return policy.WithIncoming(metadata.NewIncomingContext(ctx, md), md), nil
+		return policy.NewIncomingContext(ctx, md), nil
 	}
-	return runtime.AnnotateIncomingContext(ctx, d.mux, r, b.method.Route().FullMethod, runtime.WithHTTPPathPattern(b.template))
+	ctx, err := runtime.AnnotateIncomingContext(ctx, d.mux, r, b.method.Route().FullMethod, runtime.WithHTTPPathPattern(b.template))
+	if err != nil {
+		return ctx, err
+	}
+	// The door's map is this call's on this path too, so nothing a caller's
+	// context carried can stand for it (a copy: the path is rare).
+	md, _ := metadata.FromIncomingContext(ctx)
+	return policy.WithIncoming(ctx, md), nil
 }
 
 // outgoingKeys are response metadata keys the gateway's policies set on

@@ -9,6 +9,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/portico-gw/portico/gateway/chain"
+	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"github.com/portico-gw/portico/gateway/route"
 	"google.golang.org/grpc/metadata"
@@ -113,7 +114,10 @@ func TestIncomingContext(t *testing.T) {
 	r := httptest.NewRequest(http.MethodGet, "/v1/products/p1", nil)
 	r.Header.Set("Grpc-Timeout", "5S")
 	r.Header.Set("X-Api-Key", "k")
-	ctx, err := d.incomingContext(context.Background(), r, b)
+	// A context that already carries another call's map (as a
+	// composite's step's would): this call's replaces it.
+	stale := policy.WithIncoming(context.Background(), metadata.Pairs("x-api-key", "someone-else"))
+	ctx, err := d.incomingContext(stale, r, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +126,9 @@ func TestIncomingContext(t *testing.T) {
 	}
 	if v := metadata.ValueFromIncomingContext(ctx, "x-api-key"); !slices.Equal(v, []string{"k"}) {
 		t.Errorf("x-api-key = %q", v)
+	}
+	if v := policy.IncomingValue(ctx, "x-api-key"); !slices.Equal(v, []string{"k"}) {
+		t.Errorf("x-api-key as the chain reads it = %q, want this call's", v)
 	}
 	r.Header.Set("Grpc-Timeout", "soon")
 	if _, err := d.incomingContext(context.Background(), r, b); err == nil {
