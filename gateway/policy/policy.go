@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -164,6 +165,14 @@ func (c *Call) TakeHeader() metadata.MD {
 	md := c.header
 	c.header = nil
 	return md
+}
+
+// SendKeptHeader sends what AddHeader kept, if the call ended without the
+// proxy's merging it (a refusal, a composite method), with grpc.SetHeader.
+func (c *Call) SendKeptHeader(ctx context.Context) {
+	if md := c.TakeHeader(); md != nil {
+		_ = grpc.SetHeader(ctx, md)
+	}
 }
 
 // MergeHeader adds what AddHeader kept to md, the backend's response

@@ -65,9 +65,7 @@ func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 		// here.
 		c.AddHeader(d.Metadata())
 		resp, err := handler(ctx, req)
-		if md := c.TakeHeader(); md != nil {
-			_ = grpc.SetHeader(ctx, md)
-		}
+		c.SendKeptHeader(ctx)
 		return resp, err
 	}
 }

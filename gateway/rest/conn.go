@@ -33,9 +33,7 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 		// there; the outer half ends only after grpc-gateway has written
 		// the response, so they go out here.
 		if c, ok := policy.FromContext(ctx); ok {
-			if md := c.TakeHeader(); md != nil {
-				_ = grpc.SetHeader(ctx, md)
-			}
+			c.SendKeptHeader(ctx)
 		}
 		if sts, ok := grpc.ServerTransportStreamFromContext(ctx).(*transportStream); ok {
 			sts.giveTo(opts)
