@@ -20,9 +20,8 @@ type options struct {
 	known      func(service, method string) bool
 	declared   func(fullMethod string) (service, method string, lim policy.RateLimit, ok bool)
 	watchers   []func(context.Context, *Limiter)
-	// quietREST, quietGRPC and quietWeb: admitted calls of that kind
-	// carry no numbers (Headers).
-	quietREST, quietGRPC, quietWeb bool
+	// headers: which admitted calls carry the numbers.
+	headers Headers
 }
 
 // Defaults: a hundred thousand callers take about 12 MB (see docs/rate-limiting.md's
@@ -33,9 +32,7 @@ const (
 )
 
 func defaultOptions() options {
-	o := options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default()}
-	WithAdmittedHeaders(DefaultHeaders())(&o)
-	return o
+	return options{clock: time.Now, maxKeys: DefaultMaxKeys, idle: DefaultIdleTimeout, logger: slog.Default(), headers: DefaultHeaders()}
 }
 
 // Headers says which admitted calls carry the RateLimit-* headers: REST
@@ -52,7 +49,7 @@ func DefaultHeaders() Headers { return Headers{REST: true, Web: true} }
 // WithAdmittedHeaders says which admitted calls carry the RateLimit-*
 // headers (DefaultHeaders without it).
 func WithAdmittedHeaders(h Headers) Option {
-	return func(o *options) { o.quietREST, o.quietGRPC, o.quietWeb = !h.REST, !h.GRPC, !h.Web }
+	return func(o *options) { o.headers = h }
 }
 
 // WithClock sets the clock, for tests. It must be monotonic.

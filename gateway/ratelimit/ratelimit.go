@@ -102,11 +102,11 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 func (l *Limiter) quiet(c *policy.Call) bool {
 	switch {
 	case c.Transport == policy.REST:
-		return l.opts.quietREST
+		return !l.opts.headers.REST
 	case c.Web:
-		return l.opts.quietWeb
+		return !l.opts.headers.Web
 	}
-	return l.opts.quietGRPC
+	return !l.opts.headers.GRPC
 }
 
 // Decide charges one call to the caller's bucket for c's method; calls
