@@ -21,7 +21,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/portico-gw/portico/internal/gctune"
 	"maps"
 	"os"
 	"os/signal"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/portico-gw/portico/bench/internal/servers"
 	"github.com/portico-gw/portico/gateway/tlsconfig"
+	"github.com/portico-gw/portico/internal/gctune"
 	"github.com/portico-gw/portico/services/host"
 )
 
