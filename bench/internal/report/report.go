@@ -194,6 +194,21 @@ type Target struct {
 	// Higher is set when a larger figure is better, so that the worst
 	// case is the smallest.
 	Higher bool `json:"higher_is_better,omitempty"`
+	// Base is the same figure for what Portico is built on, run alone:
+	// the grpc-go floor for a gRPC target, the REST door without its
+	// chain for a REST one. A target its base misses is out of reach of
+	// the work Portico adds to it.
+	Base *Base `json:"base,omitempty"`
+}
+
+// Base is a target's figure for the path Portico is built on.
+type Base struct {
+	Path string  `json:"path"`
+	Got  float64 `json:"got"`
+	Min  float64 `json:"min"`
+	Max  float64 `json:"max"`
+	N    int     `json:"rounds"`
+	Met  bool    `json:"met"`
 }
 
 // Find returns a phase, or nil.

@@ -91,6 +91,8 @@ func fabricated() *Run {
 		// lost to the chain: 1 - portico/nochain = 4.5%, 3.1%, 8.3% → 4.5% (met).
 		phase(GRPC, "get", PorticoOff, []float64{11000, 9800, 12000}, []float64{30, 30, 30}, three(90)),
 		phase(GRPC, "get", Nginx, three(10000), []float64{30, 30, 30}, nil),
+		// the floor vs nginx: 1.1, 1.0, 1.15 → 1.1 (met); CPU 1.4x (not met).
+		phase(GRPC, "get", Floor, []float64{11000, 10000, 11500}, three(42), three(100)),
 		// all three off: 1 - portico/nofeatures = -5%, 5%, 8.3% → 5% (not met).
 		phase(GRPC, "get", PorticoNoFeatures, []float64{10000, 10000, 12000}, three(40), three(110)),
 		phase(GRPC, "get", PorticoNoLimits, three(10500), three(40), three(110)),
@@ -150,6 +152,32 @@ func TestCheckTargets(t *testing.T) {
 			t.Errorf("target %q on %s: the run has no phase it needs", x.Name, x.Where)
 		}
 	}
+	// Each target's base: the floor for gRPC, the door without its chain
+	// for REST, checked against the same want; none for the chain's own
+	// cost, the features or p99.
+	for _, c := range []struct {
+		name, where, path string
+		got, min, max     float64
+		met               bool
+	}{
+		{TargetUnaryThroughput, "grpc-1conn get", Floor, 1.1, 1.0, 1.15, true},
+		{TargetUnaryCPU, "grpc-1conn get", Floor, 1.4, 1.4, 1.4, false},
+		{TargetAllocsGRPC, "grpc-1conn get", Floor, 100, 100, 100, true},
+		{TargetRESTGateway, "rest get", PorticoOff, 1, 0.9, 9000.0 / 8000, true},
+		{TargetRESTVanguard, "rest get", PorticoOff, 9000.0 / 7000, 9000.0 / 7000, 9000.0 / 7000, true},
+		{TargetAllocsREST, "rest get", PorticoOff, 230, 230, 230, true},
+	} {
+		x := find(t, r, c.name, c.where)
+		b := x.Base
+		if b == nil || b.Path != c.path || !near(b.Got, c.got) || !near(b.Min, c.min) || !near(b.Max, c.max) || b.N != 3 || b.Met != c.met {
+			t.Errorf("%s on %s: base %+v; want %s at %v (%v–%v, 3 rounds), met %v", c.name, c.where, b, c.path, c.got, c.min, c.max, c.met)
+		}
+	}
+	for _, name := range []string{TargetChainLost, TargetChainCPU, TargetFeatures, TargetP99GRPC} {
+		if x := find(t, r, name, "grpc-1conn get"); x.Base != nil {
+			t.Errorf("%s: base %+v, want none", name, x.Base)
+		}
+	}
 }
 
 func TestMarkdownTables(t *testing.T) {
@@ -165,8 +193,10 @@ func TestMarkdownTables(t *testing.T) {
 		"| grpc-1conn | get | 10500 (9500–11000) | 0.0% (-4.8–9.5) | n/a | n/a | 5.0% (-5.0–8.3) |",
 		"| rest | get | 9000 (9000–9000) | n/a | n/a | n/a | 1.1% (1.1–1.1) |",
 		// The targets: the worst case with its range and where, and the count met.
-		"| gRPC unary, full chain: throughput vs nginx | >= 1.00x | 1.05x (0.95–1.10) (grpc-1conn get) | 1 of 1 |",
-		"| the chain: throughput lost (portico vs portico-nochain) | <= 5.0% | 4.5% (3.1–8.3) (grpc-1conn get); best 0.0% (rest get) | 2 of 2 |",
+		"| gRPC unary, full chain: throughput vs nginx | >= 1.00x | 1.05x (0.95–1.10) (grpc-1conn get) | 1 of 1 | 1.10x (1.00–1.15) (grpc-1conn get, grpc-go-floor) | 1 of 1 |",
+		"| gRPC unary, full chain: CPU per call vs nginx's | <= 1.30x | 1.40x (1.33–1.47) (grpc-1conn get) | 0 of 1 | 1.40x (1.40–1.40) (grpc-1conn get, grpc-go-floor) | 0 of 1 |",
+		"| allocations per REST unary call (get, create) | <= 250 | 260 (260–260) (rest get) | 0 of 1 | 230 (230–230) (rest get, portico-nochain) | 1 of 1 |",
+		"| the chain: throughput lost (portico vs portico-nochain) | <= 5.0% | 4.5% (3.1–8.3) (grpc-1conn get); best 0.0% (rest get) | 2 of 2 | n/a | n/a |",
 		"| edge limits, retries and circuit breaker together: throughput cost | <= 3.0% | 5.0% (-5.0–8.3) (grpc-1conn get); best 1.1% (rest get) | 1 of 2 |",
 	} {
 		if !strings.Contains(md, want) {

@@ -42,23 +42,49 @@ func unary(workload string) bool { return workload != "stream" }
 // grpc-gateway about 800 allocations on its own.
 var restAllocWorkloads = map[string]bool{"get": true, "create": true}
 
+// goal is what a target wants of its figure.
+type goal struct {
+	want   float64
+	unit   string
+	higher bool // at least want, not at most
+}
+
+func atLeast(want float64, unit string) goal { return goal{want, unit, true} }
+func atMost(want float64, unit string) goal  { return goal{want, unit, false} }
+
+func (g goal) met(x float64) bool {
+	if g.higher {
+		return x >= g.want
+	}
+	return x <= g.want
+}
+
+func (g goal) String() string {
+	op := "<="
+	if g.higher {
+		op = ">="
+	}
+	return op + " " + formatFigure(g.want, g.unit)
+}
+
 // CheckTargets evaluates issue 16's targets on every mode and workload of
 // the run that each applies to.
 func (r *Run) CheckTargets() {
 	r.Targets = nil
-	// atLeast and atMost add a target on a figure's spread over the rounds.
-	add := func(name, mode, wl, want, unit string, s Spread, higher bool, met bool) {
-		if s.Valid() {
-			r.Targets = append(r.Targets, Target{Name: name, Where: mode + " " + wl, Want: want, Got: s.Median,
-				Min: s.Min, Max: s.Max, N: s.N, Unit: unit, Met: met, Higher: higher})
+	// check adds a target on a figure's spread over the rounds, with the
+	// same figure for its base path (none when base is "").
+	check := func(name, mode, wl string, g goal, s Spread, base string, b Spread) {
+		if !s.Valid() {
+			return
 		}
+		t := Target{Name: name, Where: mode + " " + wl, Want: g.String(), Got: s.Median,
+			Min: s.Min, Max: s.Max, N: s.N, Unit: g.unit, Met: g.met(s.Median), Higher: g.higher}
+		if base != "" && b.Valid() {
+			t.Base = &Base{Path: base, Got: b.Median, Min: b.Min, Max: b.Max, N: b.N, Met: g.met(b.Median)}
+		}
+		r.Targets = append(r.Targets, t)
 	}
-	atLeast := func(name, mode, wl string, s Spread, want float64, unit string) {
-		add(name, mode, wl, fmt.Sprintf(">= %s", formatFigure(want, unit)), unit, s, true, s.Median >= want)
-	}
-	atMost := func(name, mode, wl string, s Spread, want float64, unit string) {
-		add(name, mode, wl, fmt.Sprintf("<= %s", formatFigure(want, unit)), unit, s, false, s.Median <= want)
-	}
+	var none Spread
 	allocs := func(r Round) float64 { return r.AllocsPerCall }
 	for _, g := range r.groups() {
 		mode, wl := g[0], g[1]
@@ -67,39 +93,40 @@ func (r *Run) CheckTargets() {
 			continue
 		}
 		nginx := r.Find(mode, wl, Nginx)
+		floor, off := r.Find(mode, wl, Floor), r.Find(mode, wl, PorticoOff)
 		switch {
 		case slices.Contains(grpcModes, mode) && unary(wl) && nginx != nil:
-			atLeast(TargetUnaryThroughput, mode, wl, ThroughputRatio(on, nginx), 1, "x")
-			atMost(TargetUnaryCPU, mode, wl, Across(on, nginx, cpuRatio), 1.3, "x")
+			check(TargetUnaryThroughput, mode, wl, atLeast(1, "x"), ThroughputRatio(on, nginx), Floor, ThroughputRatio(floor, nginx))
+			check(TargetUnaryCPU, mode, wl, atMost(1.3, "x"), Across(on, nginx, cpuRatio), Floor, Across(floor, nginx, cpuRatio))
 		case slices.Contains(grpcModes, mode) && nginx != nil:
-			atLeast(TargetStreamThrough, mode, wl, ThroughputRatio(on, nginx), 0.9, "x")
+			check(TargetStreamThrough, mode, wl, atLeast(0.9, "x"), ThroughputRatio(on, nginx), Floor, ThroughputRatio(floor, nginx))
 			// Both serve streams of the same length: the ratio of CPU per
 			// stream is the ratio of CPU per message.
-			atMost(TargetStreamCPU, mode, wl, Across(on, nginx, cpuRatio), 1.5, "x")
+			check(TargetStreamCPU, mode, wl, atMost(1.5, "x"), Across(on, nginx, cpuRatio), Floor, Across(floor, nginx, cpuRatio))
 		case mode == REST:
-			atLeast(TargetRESTGateway, mode, wl, ThroughputRatio(on, r.Find(mode, wl, GRPCGateway)), 1, "x")
-			atLeast(TargetRESTVanguard, mode, wl, ThroughputRatio(on, r.Find(mode, wl, Vanguard)), 1.2, "x")
+			gw, vg := r.Find(mode, wl, GRPCGateway), r.Find(mode, wl, Vanguard)
+			check(TargetRESTGateway, mode, wl, atLeast(1, "x"), ThroughputRatio(on, gw), PorticoOff, ThroughputRatio(off, gw))
+			check(TargetRESTVanguard, mode, wl, atLeast(1.2, "x"), ThroughputRatio(on, vg), PorticoOff, ThroughputRatio(off, vg))
 		case mode == GRPCTLS:
-			atLeast(TargetTLS, mode, wl, ThroughputRatio(on, nginx), 1, "x")
+			check(TargetTLS, mode, wl, atLeast(1, "x"), ThroughputRatio(on, nginx), "", none)
 		}
 		if slices.Contains(chainModes, mode) {
-			off := r.Find(mode, wl, PorticoOff)
-			atMost(TargetChainLost, mode, wl, Lost(on, off).scaled(100), 5, "%")
-			atMost(TargetChainCPU, mode, wl, Across(on, off, cpuAdded), 10, "us")
+			check(TargetChainLost, mode, wl, atMost(5, "%"), Lost(on, off).scaled(100), "", none)
+			check(TargetChainCPU, mode, wl, atMost(10, "us"), Across(on, off, cpuAdded), "", none)
 		}
 		if unary(wl) && slices.Contains(grpcModes, mode) {
-			atMost(TargetAllocsGRPC, mode, wl, Of(on, allocs), 120, "")
+			check(TargetAllocsGRPC, mode, wl, atMost(120, ""), Of(on, allocs), Floor, Of(floor, allocs))
 		}
 		if mode == REST && restAllocWorkloads[wl] {
-			atMost(TargetAllocsREST, mode, wl, Of(on, allocs), 250, "")
+			check(TargetAllocsREST, mode, wl, atMost(250, ""), Of(on, allocs), PorticoOff, Of(off, allocs))
 		}
 		if all := r.Find(mode, wl, PorticoNoFeatures); all != nil {
-			atMost(TargetFeatures, mode, wl, Lost(on, all).scaled(100), 3, "%")
+			check(TargetFeatures, mode, wl, atMost(3, "%"), Lost(on, all).scaled(100), "", none)
 		}
 		// Latency is one open-loop phase per path, not a round's.
 		p99 := func(name string, peer *Phase) {
 			if peer != nil && on.Common != nil && peer.Common != nil && on.Common.Rate == peer.Common.Rate {
-				atMost(name, mode, wl, SpreadOf([]float64{on.Common.P99 / peer.Common.P99}), 1, "x")
+				check(name, mode, wl, atMost(1, "x"), SpreadOf([]float64{on.Common.P99 / peer.Common.P99}), "", none)
 			}
 		}
 		switch {
@@ -114,14 +141,14 @@ func (r *Run) CheckTargets() {
 // TargetTable writes the targets, one row per target: what it wants, its
 // worst case in this run (the median of the rounds, with their min and
 // max, and where), its best median, and on how many modes and workloads
-// it was met.
+// it was met; then the same for its base path alone, where it has one.
 func (r *Run) TargetTable(w io.Writer) {
 	if len(r.Targets) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\nIssue 16's targets, each checked on the median of the rounds (a ratio or difference of two paths taken round by round, the paths of a round having run back to back); \"this run\" is the worst case, median (min–max of the rounds), then the best median. p99 is one open-loop phase per path, at the common rate, so it has no rounds.")
+	fmt.Fprintln(w, "\nIssue 16's targets, each checked on the median of the rounds (a ratio or difference of two paths taken round by round, the paths of a round having run back to back); \"this run\" is the worst case, median (min–max of the rounds), then the best median. p99 is one open-loop phase per path, at the common rate, so it has no rounds. \"Base alone\" is the same figure for what Portico is built on, measured in the same rounds: the grpc-go floor (a bare grpc-go pass-through proxy) for gRPC, the REST door without its chain for REST; a target its base misses is out of reach of any work Portico adds to it.")
 	fmt.Fprintln(w)
-	header(w, 4, "target", "want", "this run: worst (where); best", "met")
+	header(w, 6, "target", "want", "this run: worst (where); best", "met", "base alone: worst (where); best", "base met")
 	var names []string
 	for _, t := range r.Targets {
 		if !slices.Contains(names, t.Name) {
@@ -129,37 +156,54 @@ func (r *Run) TargetTable(w io.Writer) {
 		}
 	}
 	for _, name := range names {
-		var ts []Target
-		met := 0
+		var ts, bases []Target
+		met, baseMet := 0, 0
 		for _, t := range r.Targets {
-			if t.Name == name {
-				ts = append(ts, t)
-				if t.Met {
-					met++
+			if t.Name != name {
+				continue
+			}
+			ts = append(ts, t)
+			if t.Met {
+				met++
+			}
+			if b := t.Base; b != nil {
+				bases = append(bases, Target{Where: t.Where + ", " + b.Path, Got: b.Got, Min: b.Min, Max: b.Max, N: b.N, Unit: t.Unit, Higher: t.Higher})
+				if b.Met {
+					baseMet++
 				}
 			}
 		}
-		worse := func(a, b Target) bool {
-			if a.Higher {
-				return a.Got < b.Got
-			}
-			return a.Got > b.Got
+		baseCells := "n/a | n/a"
+		if len(bases) > 0 {
+			baseCells = fmt.Sprintf("%s | %d of %d", worstAndBest(bases), baseMet, len(bases))
 		}
-		worst, best := ts[0], ts[0]
-		for _, t := range ts[1:] {
-			if worse(t, worst) {
-				worst = t
-			}
-			if worse(best, t) {
-				best = t
-			}
-		}
-		got := fmt.Sprintf("%s (%s)", worst.spread().format(figureFormat(worst.Unit), unitSuffix(worst.Unit)), worst.Where)
-		if len(ts) > 1 {
-			got += fmt.Sprintf("; best %s (%s)", formatFigure(best.Got, best.Unit), best.Where)
-		}
-		fmt.Fprintf(w, "| %s | %s | %s | %d of %d |\n", name, ts[0].Want, got, met, len(ts))
+		fmt.Fprintf(w, "| %s | %s | %s | %d of %d | %s |\n", name, ts[0].Want, worstAndBest(ts), met, len(ts), baseCells)
 	}
+}
+
+// worstAndBest writes the worst of ts, its median with the rounds' range
+// and where, and the best median when there is more than one.
+func worstAndBest(ts []Target) string {
+	worse := func(a, b Target) bool {
+		if a.Higher {
+			return a.Got < b.Got
+		}
+		return a.Got > b.Got
+	}
+	worst, best := ts[0], ts[0]
+	for _, t := range ts[1:] {
+		if worse(t, worst) {
+			worst = t
+		}
+		if worse(best, t) {
+			best = t
+		}
+	}
+	out := fmt.Sprintf("%s (%s)", worst.spread().format(figureFormat(worst.Unit), unitSuffix(worst.Unit)), worst.Where)
+	if len(ts) > 1 {
+		out += fmt.Sprintf("; best %s (%s)", formatFigure(best.Got, best.Unit), best.Where)
+	}
+	return out
 }
 
 func (t Target) spread() Spread { return Spread{Median: t.Got, Min: t.Min, Max: t.Max, N: max(t.N, 1)} }
