@@ -103,11 +103,14 @@ fmt-check:
 # PORTICO_REQUIRE_CONSUL, PORTICO_REQUIRE_REDIS and PORTICO_REQUIRE_BROWSER
 # turn the integration tests' skips (no consul, redis-server or chromium
 # found) into failures, so `make test` never passes on skipped tests. The
-# admin page's browser test leaves its screenshot in build/admin.png.
+# admin page's browser test leaves its screenshot in build/admin.png. The
+# benchmark module (bench/, a module of its own) is vetted and its tests run
+# too: the harness's report and servers.
 test: consul check-generated check-redoc lint vet fmt-check tidy-check
 	@mkdir -p build
 	PORTICO_REQUIRE_CONSUL=1 PORTICO_REQUIRE_REDIS=1 PORTICO_REQUIRE_BROWSER=1 PORTICO_SCREENSHOT=$(CURDIR)/build/admin.png \
 		PORTICO_CONSUL_BIN=$(BIN)/consul $(GO) test -race -count=1 ./...
+	cd bench && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 
 # Each fuzz target briefly, beyond its committed seed corpus (testdata/fuzz).
