@@ -226,18 +226,23 @@ func (m *Method) Invoke(ctx context.Context, req any) (any, error) {
 		defer release()
 	}
 	out := m.newResponse()
-	var header, trailer metadata.MD
-	var pr peer.Peer
+	// What the call options fill in, in one object: apart, each would be
+	// an allocation of its own.
+	var got struct {
+		header, trailer metadata.MD
+		peer            peer.Peer
+	}
 	call, _ := policy.FromContext(ctx)
 	octx, measure := m.startBackendCall(ctx)
 	err := m.conn.Invoke(octx, m.route.FullMethod, req, out,
-		grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&pr))
-	measure.Reached(pr.Addr)
+		grpc.Header(&got.header), grpc.Trailer(&got.trailer), grpc.Peer(&got.peer))
+	header, trailer := got.header, got.trailer
+	measure.Reached(got.peer.Addr)
 	measure.Attempts(attempts(call))
 	measure.End(err)
 	if err != nil {
 		// Read before the filtering below, which drops content-type.
-		err = m.backendError(ctx, err, pr.Addr != nil, header, trailer)
+		err = m.backendError(ctx, err, got.peer.Addr != nil, header, trailer)
 	}
 	// The Header and Trailer call options, like a client stream's Header
 	// and Trailer, give the proxy copies of its own: filtered in place,
