@@ -40,6 +40,7 @@ type pending struct {
 	r      *http.Request
 	params map[string]string
 	next   runtime.HandlerFunc
+	sts    transportStream // the call's, in its context
 
 	resumed bool  // grpc-gateway's handler ran and wrote the answer
 	invoked bool  // the handler called the inner half
@@ -143,9 +144,9 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 		}
 		ctx, cancel := capDeadline(ctx, b.method)
 		defer cancel()
-		sts := &transportStream{method: b.method.Route().FullMethod}
-		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx, r.TLS)), sts)
 		p := &pending{b: b, w: w, r: r, params: params, next: next}
+		p.sts.method = b.method.Route().FullMethod
+		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx, r.TLS)), &p.sts)
 		ctx = context.WithValue(ctx, pendingKey{}, p)
 		_, err = b.outer(ctx, p)
 		if p.resumed {
@@ -153,7 +154,7 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 		}
 		// Refused before the body: the chain's error, with the metadata its
 		// policies set (WWW-Authenticate, Retry-After, RateLimit-*).
-		ctx = runtime.NewServerMetadataContext(ctx, runtime.ServerMetadata{HeaderMD: sts.header.md, TrailerMD: sts.trailer.md})
+		ctx = runtime.NewServerMetadataContext(ctx, runtime.ServerMetadata{HeaderMD: p.sts.header.md, TrailerMD: p.sts.trailer.md})
 		d.errorHandler(ctx, d.mux, nil, w, r, err)
 	}
 }
