@@ -3,7 +3,6 @@ package micro_test
 import (
 	"context"
 	"fmt"
-	"github.com/portico-gw/portico/internal/testconsul"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"github.com/portico-gw/portico/bench/internal/load"
 	"github.com/portico-gw/portico/bench/internal/servers"
 	"github.com/portico-gw/portico/discovery"
+	"github.com/portico-gw/portico/internal/testconsul"
 	"github.com/portico-gw/portico/services/host"
 )
 
