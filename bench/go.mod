@@ -7,6 +7,7 @@ replace github.com/portico-gw/portico => ../
 require (
 	connectrpc.com/vanguard v0.4.0
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
+	github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0
 	github.com/portico-gw/portico v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0

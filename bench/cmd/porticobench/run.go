@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portico-gw/portico/bench/internal/chainprof"
 	"github.com/portico-gw/portico/bench/internal/load"
 	"github.com/portico-gw/portico/bench/internal/procs"
 	"github.com/portico-gw/portico/bench/internal/report"
@@ -738,7 +739,30 @@ func (b *bench) profilePhase(ctx context.Context, t *target, c phase) error {
 	}
 	summarize(filepath.Join(dir, name+".cpu.pprof"), "")
 	summarize(filepath.Join(dir, name+".allocs.pprof"), "-sample_index=alloc_objects")
+	if t.name == report.Portico {
+		b.chainParts(c, filepath.Join(dir, name+".cpu.pprof"))
+	}
 	return nil
+}
+
+// chainParts reads the chain's own work out of Portico's CPU profile of a
+// phase. A step the profile has no sample of is noted: a policy off, or a
+// function renamed since package chainprof named it.
+func (b *bench) chainParts(c phase, cpu string) {
+	steps := chainprof.GRPC
+	if report.IsREST(c.mode) {
+		steps = chainprof.REST
+	}
+	shares, missing, err := chainprof.File(cpu, steps)
+	if err != nil {
+		b.run.Notes = append(b.run.Notes, "the chain's parts were not read: "+err.Error())
+		return
+	}
+	if len(missing) > 0 {
+		b.run.Notes = append(b.run.Notes, fmt.Sprintf("the chain's parts, %s %s: no samples of %s (a policy off, or a function renamed: bench/internal/chainprof)",
+			c.mode, c.workload, strings.Join(missing, ", ")))
+	}
+	b.run.ChainParts = append(b.run.ChainParts, report.ChainParts{Mode: c.mode, Workload: c.workload, Shares: shares})
 }
 
 func fetch(ctx context.Context, debug, query, path string) error {

@@ -177,6 +177,8 @@ type Run struct {
 	Notes   []string           `json:"notes,omitempty"`
 	// Faulty is the faulty-instance workload: success ratios, not speed.
 	Faulty []*FaultyPhase `json:"faulty,omitempty"`
+	// ChainParts is the chain's own work in each profiled phase.
+	ChainParts []ChainParts `json:"chain_parts,omitempty"`
 }
 
 // Target is one goal of issue 16 checked on one mode and workload of

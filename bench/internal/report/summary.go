@@ -44,6 +44,7 @@ func (r *Run) Summary(w io.Writer) {
 	r.TargetTable(w)
 	r.streamCosts(w)
 	r.FloorTable(w)
+	r.ChainPartsTable(w)
 }
 
 // FloorTable writes the grpc-go floor beside nginx and Portico: what the
