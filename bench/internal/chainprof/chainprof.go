@@ -70,11 +70,14 @@ var (
 )
 
 // Shares gives each part of steps its share of p's CPU: the samples whose
-// stack holds the part's function and not the next step's (the next that
-// p has samples of, so a policy that is off is passed over), over all of
-// p's samples. A part whose function p lacks is left out; so is the last
-// step, which has no next to bound it. missing lists the steps' functions
-// p has no samples of: a policy that is off, or a function renamed.
+// innermost step is the part's function, with those of its Also found
+// before any step, over all of p's samples. The chain's steps nest,
+// outermost first, so those are the samples whose stack holds the part's
+// function and not a step it calls (a policy that is off is on no stack),
+// and a chain run again within the proxy (a composite method's steps)
+// counts for its own policies. A part whose function p lacks is left out.
+// missing lists the steps' functions p has no samples of: a policy that is
+// off, or a function renamed.
 func Shares(p *profile.Profile, steps []Step) (shares map[string]float64, missing []string) {
 	value := len(p.SampleType) - 1
 	for i, t := range p.SampleType {
@@ -82,18 +85,17 @@ func Shares(p *profile.Profile, steps []Step) (shares map[string]float64, missin
 			value = i
 		}
 	}
-	// in[i] is the value of the samples whose stack holds steps[i], and
-	// also[i] of those holding one of its Also; each sample's stack is
-	// kept as the steps it holds.
+	// in[i] tells whether any stack holds steps[i]; own[i] is the value of
+	// the samples whose innermost step, or Also, is steps[i]'s.
 	n := len(steps)
 	var total int64
-	in, also := make([]int64, n), make([]int64, n)
-	var stacks [][]bool
-	var values []int64
+	in, own := make([]bool, n), make([]int64, n)
 	for _, s := range p.Sample {
 		v := s.Value[value]
 		total += v
-		has, hasAlso := make([]bool, n), make([]bool, n)
+		innermost := -1
+		// Locations run from the leaf to the root, and a location's lines
+		// from the innermost inlined call to the function it is in.
 		for _, loc := range s.Location {
 			for _, line := range loc.Line {
 				if line.Function == nil {
@@ -101,50 +103,30 @@ func Shares(p *profile.Profile, steps []Step) (shares map[string]float64, missin
 				}
 				for i, st := range steps {
 					if line.Function.Name == st.Func {
-						has[i] = true
+						in[i] = true
 					}
-					if slices.Contains(st.Also, line.Function.Name) {
-						hasAlso[i] = true
+					if innermost < 0 && (line.Function.Name == st.Func || slices.Contains(st.Also, line.Function.Name)) {
+						innermost = i
 					}
 				}
 			}
 		}
-		for i := range has {
-			if has[i] {
-				in[i] += v
-			}
-			if hasAlso[i] {
-				also[i] += v
-			}
+		if innermost >= 0 {
+			own[innermost] += v
 		}
-		stacks, values = append(stacks, has), append(values, v)
 	}
 	shares = map[string]float64{}
 	if total == 0 {
 		return shares, nil
 	}
 	for i, st := range steps {
-		if in[i] == 0 {
+		if !in[i] {
 			missing = append(missing, st.Func)
 			continue
 		}
-		next := -1
-		for j := i + 1; j < n; j++ {
-			if in[j] > 0 {
-				next = j
-				break
-			}
+		if st.Part != "" {
+			shares[st.Part] = float64(own[i]) / float64(total)
 		}
-		if st.Part == "" || next < 0 {
-			continue
-		}
-		var own int64
-		for k, has := range stacks {
-			if has[i] && !has[next] {
-				own += values[k]
-			}
-		}
-		shares[st.Part] = float64(own+also[i]) / float64(total)
 	}
 	return shares, missing
 }

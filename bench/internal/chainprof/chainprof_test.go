@@ -33,16 +33,20 @@ func fake(stacks map[string][]string, cpu map[string]int64) *profile.Profile {
 	return p
 }
 
-func TestShares(t *testing.T) {
-	g := func(part string) string {
-		for _, s := range GRPC {
-			if s.Part == part {
-				return s.Func
-			}
+// grpcStep is the function of a part's step of a gRPC call.
+func grpcStep(t *testing.T, part string) string {
+	t.Helper()
+	for _, s := range GRPC {
+		if s.Part == part {
+			return s.Func
 		}
-		t.Fatalf("no step %q", part)
-		return ""
 	}
+	t.Fatalf("no step %q", part)
+	return ""
+}
+
+func TestShares(t *testing.T) {
+	g := func(part string) string { return grpcStep(t, part) }
 	invoke := GRPC[len(GRPC)-1].Func
 	// A gRPC call's stacks, innermost first; the rate limiter is off, so
 	// auth's next step is the decode step.
@@ -77,5 +81,33 @@ func TestSharesOfNothing(t *testing.T) {
 	shares, _ := Shares(fake(nil, nil), REST)
 	if len(shares) != 0 {
 		t.Errorf("an empty profile gave %v", shares)
+	}
+}
+
+// A composite method's steps call the chain again from within the proxy,
+// so one stack holds every step twice: the inner chain's work is its own
+// policies', not the proxy's of the outer call.
+func TestSharesOfANestedChain(t *testing.T) {
+	var chain []string // innermost first, as pprof keeps stacks
+	for _, s := range GRPC {
+		chain = append([]string{s.Func}, chain...)
+	}
+	g := func(part string) string { return grpcStep(t, part) }
+	// inner is a stack inside the composite's step's chain, from one of its
+	// functions down to the outer call's root.
+	inner := func(frames ...string) []string {
+		return append(append(frames, "proxy.(*Method).Call"), chain...)
+	}
+	p := fake(map[string][]string{
+		"outer auth": append([]string{"sha256.block"}, chain[len(chain)-3:]...),
+		"inner auth": inner("sha256.block", g(Auth), g(Stats), g(Facts)),
+		"inner rate": inner("ratelimit.allow", g(RateLimit), g(Auth), g(Stats), g(Facts)),
+		"inner call": inner("grpc.(*ClientConn).Invoke", GRPC[len(GRPC)-1].Func, g(Validation), g(Decode), g(RateLimit), g(Auth), g(Stats), g(Facts)),
+	}, map[string]int64{"outer auth": 10, "inner auth": 20, "inner rate": 30, "inner call": 40})
+	shares, _ := Shares(p, GRPC)
+	for part, w := range map[string]float64{Auth: 0.3, RateLimit: 0.3} {
+		if math.Abs(shares[part]-w) > 1e-9 {
+			t.Errorf("%s: %v, want %v", part, shares[part], w)
+		}
 	}
 }
