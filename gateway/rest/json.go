@@ -110,11 +110,7 @@ func (d *bodyDecoder) Decode(v any) error {
 		// decoder may fail before protojson runs.
 		proto.Reset(m)
 	}
-	var rest io.Reader = bytes.NewReader(data)
-	if err != nil {
-		rest = io.MultiReader(rest, errReader{err})
-	}
-	d.next = d.marshaler.NewDecoder(rest)
+	d.next = d.marshaler.NewDecoder(Replay(data, err))
 	if err := d.next.Decode(v); err != nil {
 		return err
 	}
@@ -200,6 +196,16 @@ func readBody(r io.Reader, size int64) ([]byte, error) {
 // bodyBufferMax is the largest buffer a body is read into before its
 // bytes come.
 const bodyBufferMax = 64 << 10
+
+// Replay reads data, which a read of a request body ended with err, and
+// then fails with err (nil: ends), so the reader it is handed to meets what
+// reading the body itself would have.
+func Replay(data []byte, err error) io.Reader {
+	if err == nil {
+		return bytes.NewReader(data)
+	}
+	return io.MultiReader(bytes.NewReader(data), errReader{err})
+}
 
 // errReader fails every read with err.
 type errReader struct{ err error }

@@ -134,14 +134,10 @@ func readWithin(r *http.Request, limit int64) (*http.Request, bool) {
 	if err != nil {
 		// The client went away or broke the framing: vanguard meets the
 		// same error reading the rest.
-		r.Body, r.ContentLength = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err})), -1
+		r.Body, r.ContentLength = io.NopCloser(rest.Replay(body, err)), -1
 	}
 	return r, false
 }
-
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // A call refused before vanguard reads it (a body over the limit, text
 // that is not base64) still goes through vanguard, with an empty message
