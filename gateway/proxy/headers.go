@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -268,20 +269,26 @@ func RefusalMetadata(header, trailer metadata.MD) metadata.MD {
 // call before (a composite's own rate limit, when a step's refused it).
 func ForwardTrailers(h http.Header, md metadata.MD) {
 	fromTrailer := http.Header{}
-	ForwardHeaders(fromTrailer, md)
+	ForwardHeaders(fromTrailer, md, OutgoingHTTPHeader)
 	maps.Copy(h, fromTrailer)
 }
 
-// ForwardHeaders copies response metadata to HTTP headers by
-// OutgoingHTTPHeader: the REST error handler's use, since a rejected call
-// often answers trailers-only and what a policy set as headers
-// (Retry-After, WWW-Authenticate) arrives as trailers.
-func ForwardHeaders(h http.Header, md metadata.MD) {
+// ForwardHeaders copies response metadata to HTTP headers, under the names
+// that name gives (OutgoingHTTPHeader, or the REST door's cache of it), as
+// grpc-gateway forwards a call's header metadata, but without a slice per
+// header: a header new to h takes md's values as they are, capped so that
+// a later Add copies them rather than write into md.
+func ForwardHeaders(h http.Header, md metadata.MD, name func(string) (string, bool)) {
 	for k, vs := range md {
-		if name, ok := OutgoingHTTPHeader(k); ok {
-			for _, v := range vs {
-				h.Add(name, v)
-			}
+		n, ok := name(k)
+		if !ok || len(vs) == 0 {
+			continue
+		}
+		n = textproto.CanonicalMIMEHeaderKey(n) // no copy when it is already
+		if cur, ok := h[n]; ok {
+			h[n] = append(cur, vs...)
+		} else {
+			h[n] = vs[:len(vs):len(vs)]
 		}
 	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"net/http"
 	"reflect"
 	"testing"
 
@@ -144,3 +145,25 @@ type namedAddr struct{ network, addr string }
 
 func (a namedAddr) Network() string { return a.network }
 func (a namedAddr) String() string  { return a.addr }
+
+// ForwardHeaders names and canonicalizes as Header.Add would, adds to a
+// header already there, and leaves the metadata's values as they were
+// when the headers are added to afterwards.
+func TestForwardHeaders(t *testing.T) {
+	backing := make([]string, 1, 4) // room to append into, as a joined MD has
+	backing[0] = "3"
+	md := metadata.MD{"ratelimit-limit": backing, "other-key": {"a", "b"}, "grpc-status": {"0"}, "x-empty": nil}
+	h := http.Header{"Grpc-Metadata-Other-Key": {"before"}}
+	ForwardHeaders(h, md, OutgoingHTTPHeader)
+	want := http.Header{"Ratelimit-Limit": {"3"}, "Grpc-Metadata-Other-Key": {"before", "a", "b"}}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("headers %v, want %v", h, want)
+	}
+	h.Add("Ratelimit-Limit", "4")
+	if got := backing[:2]; got[1] != "" {
+		t.Errorf("adding to the header wrote into the metadata: %q", got)
+	}
+	if got := md["ratelimit-limit"]; len(got) != 1 || got[0] != "3" {
+		t.Errorf("metadata now %q, want [3]", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"sync"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"google.golang.org/grpc"
@@ -19,6 +20,9 @@ import (
 type conn struct {
 	methods map[string]*proxy.Method
 	streams grpc.ClientConnInterface
+	// outgoing names response metadata as HTTP headers (the door's
+	// outgoing header matcher).
+	outgoing runtime.HeaderMatcherFunc
 }
 
 var _ grpc.ClientConnInterface = (*conn)(nil)
@@ -36,6 +40,11 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 			c.SendKeptHeader(ctx)
 		}
 		if sts, ok := grpc.ServerTransportStreamFromContext(ctx).(*transportStream); ok {
+			if sts == &p.sts {
+				// Straight into the response's headers, which grpc-gateway
+				// would fill from a copy of each value (Header.Add).
+				proxy.ForwardHeaders(p.w.Header(), sts.takeHeader(), c.outgoing)
+			}
 			sts.giveTo(opts)
 		}
 		return err
@@ -109,6 +118,16 @@ func (s *transportStream) giveTo(opts []grpc.CallOption) {
 			*o.TrailerAddr = s.trailer.md
 		}
 	}
+}
+
+// takeHeader is the header metadata collected so far, which the stream
+// then no longer holds.
+func (s *transportStream) takeHeader() metadata.MD {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	md := s.header.md
+	s.header = collected{}
+	return md
 }
 
 func (s *transportStream) SetHeader(md metadata.MD) error {

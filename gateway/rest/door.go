@@ -66,6 +66,8 @@ type Door struct {
 	// for common headers (metadata.go).
 	match      runtime.HeaderMatcherFunc
 	headerKeys map[string]headerKey
+	// outgoing is the mux's outgoing header matcher (metadata.go).
+	outgoing runtime.HeaderMatcherFunc
 	// plain is the marshaler the mux picks for a request without a
 	// content type or Accept (handlerHeader).
 	plain runtime.Marshaler
@@ -73,8 +75,9 @@ type Door struct {
 
 // New builds the door; services register their routes on Mux with Conn.
 func New(cfg Config) *Door {
-	d := &Door{cfg: cfg, conn: &conn{methods: cfg.Methods, streams: cfg.Streams}, maxBody: MaxBodyBytes,
-		match: proxy.IncomingHTTPHeader}
+	outgoing := outgoingMatcher(proxy.OutgoingHTTPHeader)
+	d := &Door{cfg: cfg, conn: &conn{methods: cfg.Methods, streams: cfg.Streams, outgoing: outgoing},
+		maxBody: MaxBodyBytes, match: proxy.IncomingHTTPHeader, outgoing: outgoing}
 	d.headerKeys = headerKeys(d.match)
 	for _, m := range cfg.Methods {
 		d.maxBody = max(d.maxBody, m.Route().MaxBodyBytes)
@@ -84,7 +87,7 @@ func New(cfg Config) *Door {
 		runtime.WithErrorHandler(d.errorHandler),
 		runtime.WithRoutingErrorHandler(d.routingErrorHandler),
 		runtime.WithIncomingHeaderMatcher(d.match),
-		runtime.WithOutgoingHeaderMatcher(outgoingMatcher(proxy.OutgoingHTTPHeader)),
+		runtime.WithOutgoingHeaderMatcher(outgoing),
 		runtime.WithMetadata(d.annotate),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler()),
 		runtime.WithStreamErrorHandler(d.streamError),
