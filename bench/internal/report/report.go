@@ -4,6 +4,7 @@
 package report
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -148,7 +149,8 @@ type Phase struct {
 }
 
 // Latency is one open-loop phase, in microseconds from each request's
-// scheduled send time.
+// scheduled send time; or, at a rate measured in rounds, the phase of the
+// round with the median p99 (MedianLatency), with every round's p99.
 type Latency struct {
 	Rate   float64 `json:"rate"`
 	Calls  int64   `json:"calls"`
@@ -160,6 +162,37 @@ type Latency struct {
 	// loop: its queue then grows for the whole phase, and its latency says
 	// more about the phase's length than about the path.
 	Saturated bool `json:"saturated"`
+	// RoundsP99 is the p99 of each round, in the order the rounds ran,
+	// when there was more than one.
+	RoundsP99 []float64 `json:"rounds_p99_us,omitempty"`
+}
+
+// MedianLatency is the phase of the round whose p99 is the median of
+// rounds' (the higher of the middle two for an even count), with every
+// round's p99 in RoundsP99; one round is itself.
+func MedianLatency(rounds []*Latency) *Latency {
+	switch len(rounds) {
+	case 0:
+		return nil
+	case 1:
+		return rounds[0]
+	}
+	byP99 := slices.Clone(rounds)
+	slices.SortStableFunc(byP99, func(a, b *Latency) int { return cmp.Compare(a.P99, b.P99) })
+	med := *byP99[len(byP99)/2]
+	med.RoundsP99 = make([]float64, len(rounds))
+	for i, l := range rounds {
+		med.RoundsP99[i] = l.P99
+	}
+	return &med
+}
+
+// P99Spread is the p99's median, min and max over the rounds.
+func (l *Latency) P99Spread() Spread {
+	if len(l.RoundsP99) == 0 {
+		return SpreadOf([]float64{l.P99})
+	}
+	return SpreadOf(l.RoundsP99)
 }
 
 // Run is a whole benchmark run.
@@ -369,7 +402,12 @@ func latencyCells(l, base *Latency) string {
 	if base != nil {
 		added = fmt.Sprintf("%+.0f", l.P99-base.P99)
 	}
-	return fmt.Sprintf("%s | %.3f | %.3f | %.3f | %s", rate, l.P50/1e3, l.P99/1e3, l.P999/1e3, added)
+	p99 := fmt.Sprintf("%.3f", l.P99/1e3)
+	if len(l.RoundsP99) > 1 {
+		sp := l.P99Spread()
+		p99 += fmt.Sprintf(" (%.3f–%.3f)", sp.Min/1e3, sp.Max/1e3)
+	}
+	return fmt.Sprintf("%s | %.3f | %s | %.3f | %s", rate, l.P50/1e3, p99, l.P999/1e3, added)
 }
 
 func optional(v float64, format string) string {
