@@ -2,6 +2,11 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -11,8 +16,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"io"
-	"log/slog"
 )
 
 func TestParseBearer(t *testing.T) {
@@ -115,5 +118,31 @@ func TestAuthorizeWithoutRoute(t *testing.T) {
 	err = p.Authorize(ctx, func(md metadata.MD) error { challenge = md; return nil })
 	if status.Code(err) != codes.Unauthenticated || challenge.Get("www-authenticate")[0] != `Bearer realm="portico"` {
 		t.Errorf("err=%v challenge=%v", err, challenge)
+	}
+}
+
+// A key is found by its SHA-256 however long it is, and finding one of the
+// usual length (over the 32 bytes Go converts on the stack) allocates
+// nothing.
+func TestAPIKeyLookup(t *testing.T) {
+	var cfg []APIKeyConfig
+	var keys []string
+	for _, n := range []int{0, 32, 41, 128, 129, 300} {
+		k := strings.Repeat("k", n)
+		keys = append(keys, k)
+		sum := sha256.Sum256([]byte(k))
+		cfg = append(cfg, APIKeyConfig{Consumer: fmt.Sprint("len", n), SHA256: hex.EncodeToString(sum[:])})
+	}
+	a := newAPIKeys(cfg)
+	for i, k := range keys {
+		if id, ok := a.lookup(k); !ok || id.Consumer != cfg[i].Consumer {
+			t.Errorf("key of %d bytes: %v %v, want %s", len(k), id, ok, cfg[i].Consumer)
+		}
+	}
+	if _, ok := a.lookup(keys[2] + "x"); ok {
+		t.Error("a key that is not configured was found")
+	}
+	if n := testing.AllocsPerRun(100, func() { a.lookup(keys[2]) }); n != 0 {
+		t.Errorf("looking up a 41-byte key: %v allocations, want 0", n)
 	}
 }
