@@ -141,6 +141,9 @@ type Call struct {
 	// attempts counts the backend call's attempts: the backend
 	// connection's balancer adds one for each instance it picks.
 	attempts atomic.Int32
+	// instance is the ID of the backend instance that answered, as stats
+	// learns it from the backend call's peer.
+	instance atomic.Pointer[string]
 	// header is what the policies add to the call's response headers,
 	// kept to go out in one write with the backend's (AddHeader).
 	header metadata.MD
@@ -203,6 +206,18 @@ func (c *Call) AddAttempt() { c.attempts.Add(1) }
 
 // Attempts is how many attempts the backend call has made.
 func (c *Call) Attempts() int { return int(c.attempts.Load()) }
+
+// SetInstance records id as the backend instance that answered the call.
+func (c *Call) SetInstance(id *string) { c.instance.Store(id) }
+
+// Instance is the ID of the backend instance that answered the call; ""
+// when none did, or none is known.
+func (c *Call) Instance() string {
+	if id := c.instance.Load(); id != nil {
+		return *id
+	}
+	return ""
+}
 
 type callKey struct{}
 

@@ -34,10 +34,8 @@ func (s *Stats) logCall(ctx context.Context, cl *call, code codes.Code, d time.D
 	if id := c.Identity; id != nil {
 		e.consumer = id.Consumer
 	}
-	if inst := cl.rec.instance.Load(); inst != nil {
-		e.instance = *inst
-	}
-	e.attempts = cl.rec.attempts.Load()
+	e.instance = c.Instance()
+	e.attempts = int32(c.Attempts())
 	if st := policy.StepFromContext(ctx); st != nil {
 		e.stepOf, e.step = st.Composite, st.Name
 	}

@@ -262,7 +262,7 @@ type BackendCall struct{ a *attempt }
 type attempt struct {
 	s        *Stats
 	backend  *backend
-	rec      *record
+	call     *policy.Call
 	span     trace.Span
 	start    time.Time
 	instance atomic.Pointer[string]
@@ -281,7 +281,7 @@ func (s *Stats) StartBackendCall(ctx context.Context, fullMethod string) (contex
 	if be == nil {
 		return ctx, BackendCall{}
 	}
-	a := &attempt{s: s, backend: be, rec: recordFrom(ctx), start: time.Now()}
+	a := &attempt{s: s, backend: be, call: c, start: time.Now()}
 	if t := s.tracing.Load(); t != nil {
 		ctx, a.span = t.clientSpan(ctx, fullMethod, c.Backend)
 	}
@@ -297,24 +297,20 @@ func (c BackendCall) Reached(addr net.Addr) {
 	a := c.a
 	n := a.backend.instance(addr)
 	a.instance.Store(&n.id)
-	if a.rec != nil {
-		a.rec.instance.Store(&n.id)
-	}
+	a.call.SetInstance(&n.id)
 	if a.span != nil {
 		a.span.SetAttributes(attribute.String("server.address", n.addr), attribute.String("portico.instance", n.id))
 	}
 }
 
 // Attempts records how many attempts the call took (the backend
-// connection's balancer counts them): the access log shows it, and each
-// attempt after the first counts in portico_backend_retries_total.
+// connection's balancer counts them in the policy.Call, whence the access
+// log reads them): each after the first counts in
+// portico_backend_retries_total.
 func (c BackendCall) Attempts(n int) {
 	a := c.a
 	if a == nil {
 		return
-	}
-	if a.rec != nil {
-		a.rec.attempts.Store(int32(n))
 	}
 	if n > 1 {
 		a.backend.retries.Add(float64(n - 1))

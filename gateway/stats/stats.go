@@ -277,7 +277,7 @@ type call struct {
 	r       *route
 	s       *series
 	span    trace.Span // nil: not traced
-	rec     *record    // nil: not logged
+	log     bool       // the call has an access log line
 	in, out int64
 	// httpStatus is the REST door's answer to a refused call; 0 when it
 	// follows from the code.
@@ -308,10 +308,7 @@ func (s *Stats) begin(ctx context.Context, c *policy.Call, r *route) (context.Co
 	if t := s.tracing.Load(); t != nil {
 		ctx, cl.span = t.serverSpan(ctx, c, r.spanName)
 	}
-	if s.opts.logging() && !r.quiet {
-		cl.rec = &record{}
-		ctx = context.WithValue(ctx, recordKey{}, cl.rec)
-	}
+	cl.log = s.opts.logging() && !r.quiet
 	return ctx, cl
 }
 
@@ -331,7 +328,7 @@ func (s *Stats) end(ctx context.Context, cl *call, err error) {
 	if cl.span != nil {
 		endSpan(cl.span, code, true)
 	}
-	if cl.rec != nil {
+	if cl.log {
 		s.logCall(ctx, cl, code, d, rejectedBy, reason)
 	}
 }
@@ -362,20 +359,6 @@ func (ms *measuredStream) SendMsg(m any) error {
 		ms.out.Add(countBytes(ms.s.respBytes, m))
 	}
 	return err
-}
-
-// record collects what the backend side learns about a call for its
-// access log line.
-type record struct {
-	instance atomic.Pointer[string]
-	attempts atomic.Int32 // the backend call's attempts, retries included
-}
-
-type recordKey struct{}
-
-func recordFrom(ctx context.Context) *record {
-	r, _ := ctx.Value(recordKey{}).(*record)
-	return r
 }
 
 // Backends returns every backend of the route table as the resolver last
