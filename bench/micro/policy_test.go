@@ -70,7 +70,8 @@ func BenchmarkPolicy(b *testing.B) {
 			Policy:    &policy.Policy{Access: c.access, Scopes: []string{"catalog.write"}, RateLimit: high},
 			Transport: policy.GRPC, ClientIP: "127.0.0.1"}
 		md := metadata.Pairs("x-api-key", load.APIKey, "content-type", "application/grpc", "user-agent", "grpc-go/1.85.0")
-		ctx := policy.NewContext(metadata.NewIncomingContext(context.Background(), md), call)
+		// The request's metadata as both doors give it to the chain.
+		ctx := policy.NewContext(policy.NewIncomingContext(context.Background(), md), call)
 		// Where grpc.SetHeader and SetTrailer put response metadata in a
 		// server; without one they fail, and the failure costs more than
 		// the work they stand for.
