@@ -760,6 +760,38 @@ func TestCompositePartialFailureAlwaysLogged(t *testing.T) {
 	}
 }
 
+// A composite's own access log line names no backend instance and no
+// attempts: its steps reach the backends, each as a call of its own, even
+// when the steps' routes keep no access log and so no line of their own.
+func TestCompositeLineHasNoStepInstance(t *testing.T) {
+	logs := &testutil.LockedBuffer{}
+	w := newWorldWith(t, false, []gateway.Option{gateway.WithStatsOptions(
+		stats.WithAccessLog(slog.New(slog.NewJSONHandler(logs, nil))),
+		stats.WithoutAccessLog("catalog.v1.CatalogService", "orders.v1.OrderService"))})
+	w.startCatalog()
+	w.startOrders()
+	id := w.placeOrder("prd-000001", "prd-000002")
+	if r := w.rest("GET", "/v1/orders/"+id+"/details", nil); r.Status != 200 {
+		t.Fatalf("REST: %d %s", r.Status, r.Raw)
+	}
+	if _, err := w.storefront().GetOrderDetails(context.Background(), &storefrontv1.GetOrderDetailsRequest{Id: id}); err != nil {
+		t.Fatalf("gRPC: %v", err)
+	}
+	var lines []map[string]any
+	testutil.Eventually(t, 5*time.Second, "both doors' GetOrderDetails lines in the access log", func() bool {
+		lines = accessLines(logs, getOrderDetails)
+		return len(lines) == 2
+	})
+	for _, l := range lines {
+		if l["instance"] != nil || l["attempts"] != nil {
+			t.Errorf("the composite's line carries a step's backend call: %v", l)
+		}
+	}
+	if n := len(accessLines(logs, "/catalog.v1.CatalogService/GetProduct")); n != 0 {
+		t.Errorf("%d lines of a quiet step's route", n)
+	}
+}
+
 // A composite method's own rate limit shows on its answer at both doors: a
 // composite call never reaches the proxy, which sends the numbers with a
 // backend's headers.

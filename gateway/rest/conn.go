@@ -36,8 +36,8 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 		// ended without them (a refusal, a composite method) leaves them
 		// there; the outer half ends only after grpc-gateway has written
 		// the response, so they go out here.
-		if c, ok := policy.FromContext(ctx); ok {
-			c.SendKeptHeader(ctx)
+		if call, ok := policy.FromContext(ctx); ok {
+			call.SendKeptHeader(ctx)
 		}
 		if sts, ok := grpc.ServerTransportStreamFromContext(ctx).(*transportStream); ok {
 			if sts == &p.sts {

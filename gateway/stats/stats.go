@@ -334,7 +334,7 @@ func (s *Stats) end(ctx context.Context, cl *call, err error) {
 }
 
 // measuredStream counts a stream's message bytes and carries the context
-// with the call's span and record. The counts are atomic: the proxy reads
+// with the call's span. The counts are atomic: the proxy reads
 // client messages on a goroutine of its own, which may outlive the handler.
 type measuredStream struct {
 	grpc.ServerStream

@@ -169,7 +169,8 @@ type Latency struct {
 
 // MedianLatency is the phase of the round whose p99 is the median of
 // rounds' (the higher of the middle two for an even count), with every
-// round's p99 in RoundsP99; one round is itself.
+// round's p99 in RoundsP99 and the calls and errors of all the rounds;
+// one round is itself.
 func MedianLatency(rounds []*Latency) *Latency {
 	switch len(rounds) {
 	case 0:
@@ -181,8 +182,11 @@ func MedianLatency(rounds []*Latency) *Latency {
 	slices.SortStableFunc(byP99, func(a, b *Latency) int { return cmp.Compare(a.P99, b.P99) })
 	med := *byP99[len(byP99)/2]
 	med.RoundsP99 = make([]float64, len(rounds))
+	med.Calls, med.Errors = 0, 0
 	for i, l := range rounds {
 		med.RoundsP99[i] = l.P99
+		med.Calls += l.Calls
+		med.Errors += l.Errors
 	}
 	return &med
 }

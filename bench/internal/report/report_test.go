@@ -115,12 +115,14 @@ func fabricated() *Run {
 	return r
 }
 
-// The median round stands for the rounds, whole (its p50 and p99.9 with
-// its p99), and keeps every round's p99 in the order they ran.
+// The median round stands for the rounds (its p50 and p99.9 with its p99),
+// keeps every round's p99 in the order they ran, and counts every round's
+// calls and errors: an error in a round not picked is still reported.
 func TestMedianLatency(t *testing.T) {
-	rounds := []*Latency{{P50: 1, P99: 30, P999: 40}, {P50: 2, P99: 10, P999: 50}, {P50: 3, P99: 20, P999: 60}}
+	rounds := []*Latency{{Calls: 10, Errors: 2, P50: 1, P99: 30, P999: 40}, {Calls: 10, P50: 2, P99: 10, P999: 50}, {Calls: 10, P50: 3, P99: 20, P999: 60}}
 	got := MedianLatency(rounds)
-	if got.P50 != 3 || got.P99 != 20 || got.P999 != 60 || !slices.Equal(got.RoundsP99, []float64{30, 10, 20}) {
+	if got.P50 != 3 || got.P99 != 20 || got.P999 != 60 || !slices.Equal(got.RoundsP99, []float64{30, 10, 20}) ||
+		got.Calls != 30 || got.Errors != 2 {
 		t.Errorf("median of the rounds: %+v", got)
 	}
 	if sp := got.P99Spread(); sp.Median != 20 || sp.Min != 10 || sp.Max != 30 || sp.N != 3 {
