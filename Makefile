@@ -131,7 +131,7 @@ test-unit:
 # bench/results/micro.base.txt when it exists (copy micro.txt there before a
 # change), and last the side-by-side harness, which writes
 # bench/results/latest.{md,json,png} and profiles/ (BENCH_FLAGS passes it
-# flags: BENCH_FLAGS='-workloads get -closed 3s'). About twenty minutes on two
+# flags: BENCH_FLAGS='-workloads get -closed 3s'). About half an hour on two
 # cores once Consul is built; the harness installs nginx when it is missing.
 BENCH_PKGS := ./gateway/ratelimit/... ./gateway/stats/... ./gateway
 BENCH ?= .
