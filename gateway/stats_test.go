@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // get sends a GET with extra headers and returns the status and body.
@@ -211,6 +212,11 @@ func testAccessLogLines(t *testing.T, buf *testutil.LockedBuffer, logOpt stats.O
 	}
 	if lines[0]["bytes_out"].(float64) <= 0 {
 		t.Errorf("bytes_out = %v", lines[0]["bytes_out"])
+	}
+	// The REST request's size is its protobuf encoding's, as a gRPC
+	// caller's would be.
+	if got, want := lines[0]["bytes_in"], float64(proto.Size(&catalogv1.GetProductRequest{Id: "prd-000001"})); got != want {
+		t.Errorf("bytes_in = %v, want %v", got, want)
 	}
 	for _, secret := range []string{testAPIKey, bogus, "eyJ"} {
 		if strings.Contains(buf.String(), secret) {
