@@ -20,8 +20,8 @@ import (
 type conn struct {
 	methods map[string]*proxy.Method
 	streams grpc.ClientConnInterface
-	// outgoing names response metadata as HTTP headers (the door's
-	// outgoing header matcher).
+	// outgoing names response metadata as HTTP headers: the mux's outgoing
+	// header matcher, which the door's error handler uses too.
 	outgoing runtime.HeaderMatcherFunc
 }
 

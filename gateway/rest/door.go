@@ -66,8 +66,6 @@ type Door struct {
 	// for common headers (metadata.go).
 	match      runtime.HeaderMatcherFunc
 	headerKeys map[string]headerKey
-	// outgoing is the mux's outgoing header matcher (metadata.go).
-	outgoing runtime.HeaderMatcherFunc
 	// plain is the marshaler the mux picks for a request without a
 	// content type or Accept (handlerHeader).
 	plain runtime.Marshaler
@@ -75,9 +73,8 @@ type Door struct {
 
 // New builds the door; services register their routes on Mux with Conn.
 func New(cfg Config) *Door {
-	outgoing := outgoingMatcher(proxy.OutgoingHTTPHeader)
-	d := &Door{cfg: cfg, conn: &conn{methods: cfg.Methods, streams: cfg.Streams, outgoing: outgoing},
-		maxBody: MaxBodyBytes, match: proxy.IncomingHTTPHeader, outgoing: outgoing}
+	d := &Door{cfg: cfg, conn: &conn{methods: cfg.Methods, streams: cfg.Streams, outgoing: outgoingMatcher(proxy.OutgoingHTTPHeader)},
+		maxBody: MaxBodyBytes, match: proxy.IncomingHTTPHeader}
 	d.headerKeys = headerKeys(d.match)
 	for _, m := range cfg.Methods {
 		d.maxBody = max(d.maxBody, m.Route().MaxBodyBytes)
@@ -87,7 +84,7 @@ func New(cfg Config) *Door {
 		runtime.WithErrorHandler(d.errorHandler),
 		runtime.WithRoutingErrorHandler(d.routingErrorHandler),
 		runtime.WithIncomingHeaderMatcher(d.match),
-		runtime.WithOutgoingHeaderMatcher(outgoing),
+		runtime.WithOutgoingHeaderMatcher(d.conn.outgoing),
 		runtime.WithMetadata(d.annotate),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler()),
 		runtime.WithStreamErrorHandler(d.streamError),

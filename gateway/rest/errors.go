@@ -24,7 +24,7 @@ func (d *Door) errorHandler(ctx context.Context, _ *runtime.ServeMux, _ runtime.
 		if v := md.TrailerMD.Get(policy.ErrorSourceKey); len(v) > 0 {
 			source = v[0]
 		}
-		proxy.ForwardHeaders(w.Header(), md.HeaderMD, d.outgoing)
+		proxy.ForwardHeaders(w.Header(), md.HeaderMD, d.conn.outgoing)
 		proxy.ForwardTrailers(w.Header(), md.TrailerMD)
 	}
 	var httpErr *runtime.HTTPStatusError

@@ -191,14 +191,6 @@ func MedianLatency(rounds []*Latency) *Latency {
 	return &med
 }
 
-// P99Spread is the p99's median, min and max over the rounds.
-func (l *Latency) P99Spread() Spread {
-	if len(l.RoundsP99) == 0 {
-		return SpreadOf([]float64{l.P99})
-	}
-	return SpreadOf(l.RoundsP99)
-}
-
 // Run is a whole benchmark run.
 type Run struct {
 	Date     string            `json:"date"`
@@ -408,7 +400,7 @@ func latencyCells(l, base *Latency) string {
 	}
 	p99 := fmt.Sprintf("%.3f", l.P99/1e3)
 	if len(l.RoundsP99) > 1 {
-		sp := l.P99Spread()
+		sp := SpreadOf(l.RoundsP99)
 		p99 += fmt.Sprintf(" (%.3f–%.3f)", sp.Min/1e3, sp.Max/1e3)
 	}
 	return fmt.Sprintf("%s | %.3f | %s | %.3f | %s", rate, l.P50/1e3, p99, l.P999/1e3, added)

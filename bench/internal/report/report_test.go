@@ -125,7 +125,7 @@ func TestMedianLatency(t *testing.T) {
 		got.Calls != 30 || got.Errors != 2 {
 		t.Errorf("median of the rounds: %+v", got)
 	}
-	if sp := got.P99Spread(); sp.Median != 20 || sp.Min != 10 || sp.Max != 30 || sp.N != 3 {
+	if sp := SpreadOf(got.RoundsP99); sp.Median != 20 || sp.Min != 10 || sp.Max != 30 || sp.N != 3 {
 		t.Errorf("p99 spread %+v", sp)
 	}
 	if rounds[2].RoundsP99 != nil {
