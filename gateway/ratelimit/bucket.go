@@ -60,6 +60,9 @@ type bucket struct {
 func (b *bucket) take(r *rate, now int64) (bool, int64) {
 	for {
 		old := b.tat.Load()
+		if old == deadTAT {
+			return false, deadTAT
+		}
 		next := max(old, now) + r.interval
 		if next-now > r.tolerance {
 			return false, old
@@ -70,9 +73,25 @@ func (b *bucket) take(r *rate, now int64) (bool, int64) {
 	}
 }
 
-// idleSince reports whether the bucket has been full since before t. Such a
+// deadTAT is the tat of a bucket the sweep has dropped: take spends
+// nothing from it and returns deadTAT, and the caller takes a new bucket.
+const deadTAT = math.MaxInt64
+
+// kill marks the bucket dead if it has been full since before t. Such a
 // bucket is indistinguishable from a new one, so dropping it loses nothing.
-func (b *bucket) idleSince(t int64) bool { return b.tat.Load() <= t }
+// A call that spends from it first keeps it alive; one that comes after
+// finds it dead.
+func (b *bucket) kill(t int64) bool {
+	for {
+		old := b.tat.Load()
+		if old > t {
+			return false
+		}
+		if b.tat.CompareAndSwap(old, deadTAT) {
+			return true
+		}
+	}
+}
 
 // Decision is the outcome of one call's check.
 type Decision struct {

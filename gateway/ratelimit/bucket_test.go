@@ -145,3 +145,24 @@ func TestNoLimitNoDecision(t *testing.T) {
 		t.Errorf("unlimited calls made %d buckets", n)
 	}
 }
+
+func TestKilledBucket(t *testing.T) {
+	r := newRate(policy.RateLimit{Requests: 1, Period: time.Second, Burst: 2})
+	var b bucket
+	now := int64(time.Hour)
+	if ok, _ := b.take(r, now); !ok {
+		t.Fatal("a new bucket refused a call")
+	}
+	if b.kill(now) {
+		t.Fatal("killed a bucket a call spent from after the cutoff")
+	}
+	if !b.kill(now + int64(time.Second)) {
+		t.Fatal("kept a bucket full since the cutoff")
+	}
+	if ok, tat := b.take(r, now+int64(time.Hour)); ok || tat != deadTAT {
+		t.Fatalf("take from a dead bucket = %v, %d; want false, deadTAT", ok, tat)
+	}
+	if b.kill(now + int64(2*time.Hour)) {
+		t.Error("killed a dead bucket twice")
+	}
+}

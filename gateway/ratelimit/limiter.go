@@ -67,9 +67,13 @@ type method struct {
 	overflow      bucket
 }
 
+// shard holds some of the callers' buckets. A decision finds its bucket
+// without a lock: a read lock, taken by every call of every caller on the
+// shard, was a write to one shared word per call, which two cores passed
+// back and forth. mu orders the two writers, a new bucket and the sweep.
 type shard struct {
-	mu      sync.RWMutex
-	buckets map[bucketKey]*bucket
+	mu      sync.Mutex
+	buckets sync.Map // bucketKey → *bucket
 	_       [64]byte // keep neighbouring shards' locks off one cache line
 }
 
@@ -91,9 +95,6 @@ func New(opts ...Option) *Limiter {
 	l.epoch = o.clock()
 	empty := map[string]*method{}
 	l.methods.Store(&empty)
-	for i := range l.shards {
-		l.shards[i].buckets = map[bucketKey]*bucket{}
-	}
 	return l
 }
 
@@ -114,15 +115,13 @@ func (l *Limiter) allow(c *policy.Call) Decision {
 	k.consumer, k.id = caller(c)
 	now := l.now()
 	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
-	// Buckets are taken under the shard's read lock so a sweep (which holds
-	// the write lock) never drops a bucket in the middle of a decision.
-	s.mu.RLock()
-	if b := s.buckets[k]; b != nil {
-		ok, tat := b.take(r, now)
-		s.mu.RUnlock()
-		return r.decision(ok, tat, now)
+	if b, ok := s.buckets.Load(k); ok {
+		// A bucket the sweep has dropped meanwhile is dead: the call
+		// takes a new one, as a caller who had been idle would.
+		if ok, tat := b.(*bucket).take(r, now); tat != deadTAT {
+			return r.decision(ok, tat, now)
+		}
 	}
-	s.mu.RUnlock()
 	return l.allowNew(s, k, r, now)
 }
 
@@ -138,8 +137,11 @@ func caller(c *policy.Call) (consumer bool, id string) {
 // allowNew is allow for a caller without a bucket.
 func (l *Limiter) allowNew(s *shard, k bucketKey, r *rate, now int64) Decision {
 	s.mu.Lock()
-	b := s.buckets[k]
-	if b == nil {
+	// Under mu no bucket dies: the sweep holds it too.
+	var b *bucket
+	if v, ok := s.buckets.Load(k); ok {
+		b = v.(*bucket)
+	} else {
 		if l.keys.Add(1) > int64(l.opts.maxKeys) {
 			l.keys.Add(-1)
 			s.mu.Unlock()
@@ -147,7 +149,7 @@ func (l *Limiter) allowNew(s *shard, k bucketKey, r *rate, now int64) Decision {
 		}
 		b = &bucket{}
 		k.id = strings.Clone(k.id) // don't pin the request's metadata
-		s.buckets[k] = b
+		s.buckets.Store(k, b)
 	}
 	ok, tat := b.take(r, now)
 	s.mu.Unlock()
@@ -320,12 +322,13 @@ func (l *Limiter) Sweep() int {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		for k, b := range s.buckets {
-			if b.idleSince(cutoff) {
-				delete(s.buckets, k)
+		s.buckets.Range(func(k, b any) bool {
+			if b.(*bucket).kill(cutoff) {
+				s.buckets.Delete(k)
 				dropped++
 			}
-		}
+			return true
+		})
 		s.mu.Unlock()
 	}
 	l.keys.Add(-int64(dropped))

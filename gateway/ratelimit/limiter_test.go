@@ -295,3 +295,36 @@ func TestHeadersConfigOverDefaults(t *testing.T) {
 		}
 	}
 }
+
+// A sweep that runs while calls spend from a bucket drops it only if no
+// call has spent from it first, and a call that finds it dropped takes a
+// new one: however the two interleave, a caller whose bucket was full gets
+// exactly its burst. Decisions read the buckets without a lock, so this is
+// the sweep's compare-and-swap at work, not mutual exclusion.
+func TestSweepRacingDecisions(t *testing.T) {
+	clk := newFakeClock()
+	l := New(WithClock(clk.Now), WithIdleTimeout(time.Minute))
+	const B = 5
+	c := call("M", policy.RateLimit{Requests: 1, Period: time.Second, Burst: B}, "203.0.113.9")
+	swept := 0
+	for round := range 200 {
+		clk.Advance(2 * time.Minute) // the bucket is full and idle
+		done := make(chan int)
+		go func() {
+			n := 0
+			for range 20 {
+				n += l.Sweep()
+			}
+			done <- n
+		}()
+		got := hammer(l, c, 4, 10)
+		swept += <-done
+		if got != B {
+			t.Fatalf("round %d: admitted %d with a sweep racing the calls, want exactly the burst %d", round, got, B)
+		}
+		if st := l.Stats(); st.Keys > 1 {
+			t.Fatalf("round %d: %d keys for one caller", round, st.Keys)
+		}
+	}
+	t.Logf("200 rounds of 40 calls each racing 20 sweeps: exactly %d admitted per round; %d buckets swept mid-round", B, swept)
+}

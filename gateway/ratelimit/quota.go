@@ -47,11 +47,11 @@ func (l *Limiter) Quota(ctx context.Context, consumer, fullMethod string) (admin
 	now := l.now()
 	var tat int64
 	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
-	s.mu.RLock()
-	if b := s.buckets[k]; b != nil {
-		tat = b.tat.Load()
+	if b, ok := s.buckets.Load(k); ok {
+		if tat = b.(*bucket).tat.Load(); tat == deadTAT {
+			tat = 0 // dropped as idle: full
+		}
 	}
-	s.mu.RUnlock()
 	d := r.decision(true, max(tat, now), now)
 	return admin.Quota{Limit: r.limit, Remaining: d.Remaining, Reset: d.Reset, Source: "local"}, true, nil
 }
