@@ -66,32 +66,52 @@ func BenchmarkPolicy(b *testing.B) {
 		rl.UnaryServerInterceptor(), va.UnaryServerInterceptor()}
 
 	for _, c := range calls {
-		call := &policy.Call{FullMethod: c.method, Service: "catalog.v1.CatalogService", Method: c.name, Backend: "catalog",
-			Policy:    &policy.Policy{Access: c.access, Scopes: []string{"catalog.write"}, RateLimit: high},
-			Transport: policy.GRPC, ClientIP: "127.0.0.1"}
-		md := metadata.Pairs("x-api-key", load.APIKey, "content-type", "application/grpc", "user-agent", "grpc-go/1.85.0")
-		// The request's metadata as both doors give it to the chain.
-		ctx := policy.NewContext(policy.NewIncomingContext(context.Background(), md), call)
-		// Where grpc.SetHeader and SetTrailer put response metadata in a
-		// server; without one they fail, and the failure costs more than
-		// the work they stand for.
-		ctx = grpc.NewContextWithServerTransportStream(ctx, &metadataSink{method: c.method})
+		// newCall is one call's context, request and response, as a server
+		// gives the chain a call of its own.
+		newCall := func() (context.Context, proto.Message, grpc.UnaryHandler) {
+			call := &policy.Call{FullMethod: c.method, Service: "catalog.v1.CatalogService", Method: c.name, Backend: "catalog",
+				Policy:    &policy.Policy{Access: c.access, Scopes: []string{"catalog.write"}, RateLimit: high},
+				Transport: policy.GRPC, ClientIP: "127.0.0.1"}
+			md := metadata.Pairs("x-api-key", load.APIKey, "content-type", "application/grpc", "user-agent", "grpc-go/1.85.0")
+			// The request's metadata as both doors give it to the chain.
+			ctx := policy.NewContext(policy.NewIncomingContext(context.Background(), md), call)
+			// Where grpc.SetHeader and SetTrailer put response metadata in a
+			// server; without one they fail, and the failure costs more than
+			// the work they stand for.
+			ctx = grpc.NewContextWithServerTransportStream(ctx, &metadataSink{method: c.method})
+			resp := proto.Clone(c.resp)
+			return ctx, proto.Clone(c.req), func(context.Context, any) (any, error) { return resp, nil }
+		}
 		info := &grpc.UnaryServerInfo{FullMethod: c.method}
-		handler := func(context.Context, any) (any, error) { return c.resp, nil }
 		for i, name := range names {
 			is := all
 			if i < len(all) {
 				is = all[i : i+1]
 			}
 			b.Run(c.name+"/"+name, func(b *testing.B) {
+				ctx, req, handler := newCall()
 				h := chain(is, info, handler)
-				if _, err := h(ctx, c.req); err != nil {
+				if _, err := h(ctx, req); err != nil {
 					b.Fatal(err)
 				}
 				b.ReportAllocs()
 				for b.Loop() {
-					_, _ = h(ctx, c.req)
+					_, _ = h(ctx, req)
 				}
+			})
+			// The same from every core at once, each goroutine with calls of
+			// its own, as under load: ns/op is wall time, so CPU per call is
+			// ns/op times GOMAXPROCS, and any excess over the serial figure is
+			// what the cores' sharing of the policy's state costs.
+			b.Run(c.name+"/"+name+"-parallel", func(b *testing.B) {
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					ctx, req, handler := newCall()
+					h := chain(is, info, handler)
+					for pb.Next() {
+						_, _ = h(ctx, req)
+					}
+				})
 			})
 		}
 	}
