@@ -54,9 +54,9 @@ func TestCallFactsClientCertificate(t *testing.T) {
 		{"gRPC over TLS, presented but not verified", &peer.Peer{Addr: tcp, AuthInfo: credentials.TLSInfo{State: *unverified}}, nil, policy.GRPC, false},
 		{"gRPC, plaintext, claiming the REST door's word", &peer.Peer{Addr: tcp}, door, policy.GRPC, false},
 		{"gRPC over TLS without a verified chain, claiming the REST door's word", &peer.Peer{Addr: tcp, AuthInfo: credentials.TLSInfo{State: *unverified}}, door, policy.GRPC, false},
-		{"REST unary, verified", chain.NewRESTPeer(verified), nil, policy.REST, true},
-		{"REST unary, not verified", chain.NewRESTPeer(unverified), nil, policy.REST, false},
-		{"REST unary, plaintext", chain.NewRESTPeer(nil), nil, policy.REST, false},
+		{"REST unary, verified", chain.NewRESTPeer(verified, nil), nil, policy.REST, true},
+		{"REST unary, not verified", chain.NewRESTPeer(unverified, nil), nil, policy.REST, false},
+		{"REST unary, plaintext", chain.NewRESTPeer(nil, nil), nil, policy.REST, false},
 		{"REST stream with the door's word", &peer.Peer{Addr: bufconnAddr{}}, door, policy.REST, true},
 		{"REST stream without it", &peer.Peer{Addr: bufconnAddr{}}, nil, policy.REST, false},
 		{"REST stream, garbage for a certificate", &peer.Peer{Addr: bufconnAddr{}}, metadata.Pairs(proxy.MDClientCert, "not DER"), policy.REST, false},
@@ -75,7 +75,44 @@ func TestCallFactsClientCertificate(t *testing.T) {
 			t.Errorf("%s: the facts carry another certificate", tc.name)
 		}
 	}
-	if chain.NewRESTPeer(nil) != chain.RESTPeer {
+	if chain.NewRESTPeer(nil, nil) != chain.RESTPeer {
 		t.Error("a plaintext REST call's peer is not RESTPeer")
+	}
+}
+
+// A composite's step is marked in the call facts from the peer the REST
+// door's connection gives it, keeping the caller's TLS state; no other
+// call is a step, whatever its context holds.
+func TestCallFactsStep(t *testing.T) {
+	var got *policy.Call
+	bound := chain.New(chain.Config{Routes: table(t)}).Bind("/orders.v1.OrderService/GetOrder", nil)(func(ctx context.Context, _ any) (any, error) {
+		got, _ = policy.FromContext(ctx)
+		return nil, nil
+	})
+	step := &policy.Step{Composite: "/storefront.v1.StorefrontService/GetOrderDetails", Name: "order"}
+	cs := &tls.ConnectionState{Version: tls.VersionTLS13}
+	tcp := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}
+	for _, tc := range []struct {
+		name string
+		peer *peer.Peer
+		want *policy.Step
+	}{
+		{"step", chain.NewRESTPeer(nil, step), step},
+		{"step over TLS", chain.NewRESTPeer(cs, step), step},
+		{"REST call", chain.RESTPeer, nil},
+		{"REST call over TLS", chain.NewRESTPeer(cs, nil), nil},
+		{"gRPC call whose context carries a step mark", &peer.Peer{Addr: tcp}, nil},
+	} {
+		got = nil
+		ctx := peer.NewContext(policy.WithStep(context.Background(), step), tc.peer)
+		if _, err := bound(ctx, nil); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got.Step != tc.want {
+			t.Errorf("%s: step %v, want %v", tc.name, got.Step, tc.want)
+		}
+	}
+	if p := chain.NewRESTPeer(cs, step); p.AuthInfo.(credentials.TLSInfo).State.Version != tls.VersionTLS13 {
+		t.Error("a step's peer lost the caller's TLS state")
 	}
 }

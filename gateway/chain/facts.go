@@ -21,18 +21,24 @@ import (
 // proxy.MDClientCert) is the door's own.
 var RESTPeer = &peer.Peer{Addr: restAddr{}}
 
-// NewRESTPeer is RESTPeer for a request that came over TLS: its AuthInfo
-// is the request's TLS state, as the gRPC door's is the connection's
-// (credentials.TLSInfo), so the chain reads a client certificate the same
-// way from both doors. Without TLS it is RESTPeer.
-func NewRESTPeer(cs *tls.ConnectionState) *peer.Peer {
-	if cs == nil {
+// NewRESTPeer is RESTPeer for a request that came over TLS, or for a
+// composite's step (step non-nil, which the call's facts take as
+// policy.Call.Step): its AuthInfo is the request's TLS state, as the gRPC
+// door's is the connection's (credentials.TLSInfo), so the chain reads a
+// client certificate the same way from both doors. Without TLS and a step
+// it is RESTPeer.
+func NewRESTPeer(cs *tls.ConnectionState, step *policy.Step) *peer.Peer {
+	if cs == nil && step == nil {
 		return RESTPeer
 	}
-	return &peer.Peer{Addr: restAddr{}, AuthInfo: credentials.TLSInfo{State: *cs}}
+	p := &peer.Peer{Addr: restAddr{step: step}}
+	if cs != nil {
+		p.AuthInfo = credentials.TLSInfo{State: *cs}
+	}
+	return p
 }
 
-type restAddr struct{}
+type restAddr struct{ step *policy.Step }
 
 func (restAddr) Network() string { return "portico-rest" }
 func (restAddr) String() string  { return "portico-rest" }
@@ -96,6 +102,9 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 		case fromRESTDoor(p.Addr):
 			call.Transport = policy.REST
 			call.HTTPRoute = first(policy.IncomingValue(ctx, proxy.MDRoute))
+			if a, ok := p.Addr.(restAddr); ok {
+				call.Step = a.step
+			}
 		case !tcp: // a native call's peer is a TCP address: only others look
 			call.Web = ctx.Value(webKey{}) != nil
 		}

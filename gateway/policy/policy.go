@@ -120,6 +120,11 @@ type Call struct {
 	// Web: the call came as gRPC-Web or Connect, which the web door hands
 	// to the gRPC door, so its Transport is GRPC.
 	Web bool
+	// Step is the composite step this call is, or nil for a client's own
+	// call: the mark the composite put in the step's context (WithStep),
+	// which the REST door's connection hands the chain's head in the
+	// call's peer, so that nothing reads the context for it.
+	Step *Step
 	// HTTPRoute is the REST route template (GET /v1/products/{id}); empty
 	// for native gRPC.
 	HTTPRoute string

@@ -54,6 +54,7 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 		return c.streams.Invoke(ctx, method, args, reply, opts...)
 	}
 	// A composite's step: the method's max_timeout, as at either door.
+	step := policy.StepFromContext(ctx)
 	ctx, cancel := capDeadline(ctx, m)
 	defer cancel()
 	// What a gRPC server would give the handler: the request metadata as
@@ -69,7 +70,7 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	if sc := streamFrom(ctx); sc != nil {
 		cs = sc.tls // a unary call without a binding (early.go)
 	}
-	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx, cs)), sts)
+	ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx, cs, step)), sts)
 
 	resp, err := m.Call(ctx, args)
 	if err == nil {

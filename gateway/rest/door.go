@@ -8,6 +8,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/portico-gw/portico/gateway/chain"
 	"github.com/portico-gw/portico/gateway/clientip"
+	"github.com/portico-gw/portico/gateway/policy"
 	"github.com/portico-gw/portico/gateway/proxy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -105,8 +106,9 @@ func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.handler.Ser
 
 // restPeer is the peer an in-process REST call meets the chain with: the
 // REST door's, with the request's TLS state cs when it came over TLS, so
-// the chain finds the client's certificate where it finds a gRPC client's.
-func restPeer(ctx context.Context, cs *tls.ConnectionState) *peer.Peer {
+// the chain finds the client's certificate where it finds a gRPC client's,
+// and the mark of the composite step the call is, if it is one.
+func restPeer(ctx context.Context, cs *tls.ConnectionState, step *policy.Step) *peer.Peer {
 	if p, ok := peer.FromContext(ctx); ok && cs == nil {
 		// A call the gateway makes through conn for a caller (a composite
 		// method's step) keeps that caller's TLS state.
@@ -114,7 +116,7 @@ func restPeer(ctx context.Context, cs *tls.ConnectionState) *peer.Peer {
 			cs = &ti.State
 		}
 	}
-	return chain.NewRESTPeer(cs)
+	return chain.NewRESTPeer(cs, step)
 }
 
 // annotate passes the route template and the client's address to the chain,

@@ -146,7 +146,7 @@ func (d *Door) early(next runtime.HandlerFunc) runtime.HandlerFunc {
 		defer cancel()
 		p := &pending{b: b, w: w, r: r, params: params, next: next}
 		p.sts.method = b.method.Route().FullMethod
-		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx, r.TLS)), &p.sts)
+		ctx = grpc.NewContextWithServerTransportStream(peer.NewContext(ctx, restPeer(ctx, r.TLS, nil)), &p.sts)
 		ctx = context.WithValue(ctx, pendingKey{}, p)
 		_, err = b.outer(ctx, p)
 		if p.resumed {

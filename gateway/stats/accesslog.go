@@ -36,7 +36,7 @@ func (s *Stats) logCall(ctx context.Context, cl *call, code codes.Code, d time.D
 	}
 	e.instance = c.Instance()
 	e.attempts = int32(c.Attempts())
-	if st := policy.StepFromContext(ctx); st != nil {
+	if st := c.Step; st != nil {
 		e.stepOf, e.step = st.Composite, st.Name
 	}
 	e.partial = c.PartialFailure
