@@ -2,6 +2,7 @@ package micro_test
 
 import (
 	"context"
+	"flag"
 	"io"
 	"testing"
 	"time"
@@ -83,6 +84,10 @@ func BenchmarkPolicy(b *testing.B) {
 			return ctx, proto.Clone(c.req), func(context.Context, any) (any, error) { return resp, nil }
 		}
 		info := &grpc.UnaryServerInfo{FullMethod: c.method}
+		if *coldCaches {
+			// The cold baseline: the handler alone, and the clock.
+			b.Run(c.name+"/none-cold", func(b *testing.B) { benchCold(b, newCall, nil, info) })
+		}
 		for i, name := range names {
 			is := all
 			if i < len(all) {
@@ -99,6 +104,9 @@ func BenchmarkPolicy(b *testing.B) {
 					_, _ = h(ctx, req)
 				}
 			})
+			if *coldCaches {
+				b.Run(c.name+"/"+name+"-cold", func(b *testing.B) { benchCold(b, newCall, is, info) })
+			}
 			// The same from every core at once, each goroutine with calls of
 			// its own, as under load: ns/op is wall time, so CPU per call is
 			// ns/op times GOMAXPROCS, and any excess over the serial figure is
@@ -114,6 +122,37 @@ func BenchmarkPolicy(b *testing.B) {
 				})
 			})
 		}
+	}
+}
+
+var coldCaches = flag.Bool("policy.cold", false,
+	"BenchmarkPolicy: also run each policy, the chain and an empty chain with the caches evicted before every call")
+
+// benchCold is a call with the core's caches cold, as in a proxy whose
+// other work (grpc-go's, the runtime's, other processes') evicts the
+// policies' code and data between one call and the next: before each call
+// it reads a buffer twice the size of a core's cache. Only the call is
+// timed, in cold-ns/call; ns/op is mostly the eviction.
+func benchCold(b *testing.B, newCall func() (context.Context, proto.Message, grpc.UnaryHandler),
+	is []grpc.UnaryServerInterceptor, info *grpc.UnaryServerInfo) {
+	ctx, req, handler := newCall()
+	h := chain(is, info, handler)
+	evict := make([]uint64, 8<<20/8)
+	var in time.Duration
+	var sum uint64
+	n := 0
+	for b.Loop() {
+		for i := 0; i < len(evict); i += 8 { // a word of each cache line
+			sum += evict[i]
+		}
+		t0 := time.Now()
+		_, _ = h(ctx, req)
+		in += time.Since(t0)
+		n++
+	}
+	b.ReportMetric(float64(in.Nanoseconds())/float64(n), "cold-ns/call")
+	if sum != 0 {
+		b.Fatal("the eviction buffer is not zero")
 	}
 }
 
