@@ -108,6 +108,9 @@ func TestCallFactsStep(t *testing.T) {
 		if _, err := bound(ctx, nil); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
+		if got == nil {
+			t.Fatalf("%s: the handler did not run", tc.name)
+		}
 		if got.Step != tc.want {
 			t.Errorf("%s: step %v, want %v", tc.name, got.Step, tc.want)
 		}

@@ -8,8 +8,8 @@
 // address (after trusted proxies). A unary call is counted when it arrives,
 // a stream when it is opened.
 //
-// Each bucket is one atomic word (GCRA): a decision on a known caller takes
-// no lock beyond a shard's read lock and allocates nothing, and over any
+// Each bucket is one atomic word (GCRA): a decision on a known caller finds
+// its bucket without a lock and allocates nothing, and over any
 // window T one caller gets at most burst + rate*T calls however many
 // goroutines race. Idle buckets are swept; the number of buckets is capped,
 // and callers beyond the cap share an overflow bucket per method (see

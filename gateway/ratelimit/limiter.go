@@ -13,8 +13,9 @@ import (
 	"github.com/portico-gw/portico/gateway/policy"
 )
 
-// shardCount spreads callers over independently locked tables. A power of
-// two; enough that two cores (or sixty-four) rarely meet on one lock.
+// shardCount spreads callers over independent tables, each with its own
+// lock for new buckets and the sweep. A power of two; enough that two
+// cores (or sixty-four) adding callers rarely meet on one lock.
 const shardCount = 128
 
 // Limiter enforces each method's rate limit per caller: per consumer once
@@ -74,7 +75,7 @@ type method struct {
 type shard struct {
 	mu      sync.Mutex
 	buckets sync.Map // bucketKey → *bucket
-	_       [64]byte // keep neighbouring shards' locks off one cache line
+	_       [64]byte // keep neighbouring shards off one cache line
 }
 
 // bucketKey names a caller of a method. A consumer and an address are told
@@ -115,7 +116,7 @@ func (l *Limiter) allow(c *policy.Call) Decision {
 	k.consumer, k.id = caller(c)
 	now := l.now()
 	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
-	if b, ok := s.buckets.Load(k); ok {
+	if b, found := s.buckets.Load(k); found {
 		// A bucket the sweep has dropped meanwhile is dead: the call
 		// takes a new one, as a caller who had been idle would.
 		if ok, tat := b.(*bucket).take(r, now); tat != deadTAT {

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"strings"
 	"sync"
@@ -327,4 +328,44 @@ func TestSweepRacingDecisions(t *testing.T) {
 		}
 	}
 	t.Logf("200 rounds of 40 calls each racing 20 sweeps: exactly %d admitted per round; %d buckets swept mid-round", B, swept)
+}
+
+// The interleaving TestSweepRacingDecisions can only hope to hit, made to
+// happen: a call holds a bucket it found without a lock, the sweep drops
+// it, and only then does the call spend from it. The stale bucket spends
+// nothing, the call takes a new one, and the caller gets exactly its
+// burst from one bucket.
+func TestDecisionOnASweptBucket(t *testing.T) {
+	clk := newFakeClock()
+	l := New(WithClock(clk.Now), WithIdleTimeout(time.Minute))
+	const B = 3
+	lim := policy.RateLimit{Requests: 1, Period: time.Second, Burst: B}
+	c := call("M", lim, "203.0.113.10")
+	l.allow(c)
+	m := l.method(c)
+	k := bucketKey{m: m, id: "203.0.113.10"}
+	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
+	v, found := s.buckets.Load(k)
+	if !found {
+		t.Fatal("the caller has no bucket")
+	}
+	stale := v.(*bucket)
+	clk.Advance(2 * time.Minute)
+	if n := l.Sweep(); n != 1 {
+		t.Fatalf("swept %d buckets, want the idle one", n)
+	}
+	if ok, tat := stale.take(m.rate.Load(), l.now()); ok || tat != deadTAT {
+		t.Fatalf("the swept bucket spent a token (%v, %d)", ok, tat)
+	}
+	for i := range B {
+		if !l.allow(c).Allowed {
+			t.Fatalf("call %d of the burst refused after the sweep", i+1)
+		}
+	}
+	if l.allow(c).Allowed {
+		t.Error("a call over the burst admitted: the caller had two buckets")
+	}
+	if st := l.Stats(); st.Keys != 1 {
+		t.Errorf("%d keys, want 1", st.Keys)
+	}
 }

@@ -53,8 +53,11 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	if !ok || m.Route().Streams() {
 		return c.streams.Invoke(ctx, method, args, reply, opts...)
 	}
-	// A composite's step: the method's max_timeout, as at either door.
+	// A composite's step (or a unary call without a binding, early.go):
+	// its mark, which the composite put a few contexts up, goes to the
+	// chain's head in the call's peer (restPeer).
 	step := policy.StepFromContext(ctx)
+	// The method's max_timeout, as at either door.
 	ctx, cancel := capDeadline(ctx, m)
 	defer cancel()
 	// What a gRPC server would give the handler: the request metadata as
