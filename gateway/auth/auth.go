@@ -203,7 +203,7 @@ func (p *Policy) Authorize(ctx context.Context, setHeader func(metadata.MD) erro
 	if setHeader == nil {
 		setHeader = func(md metadata.MD) error { return grpc.SetHeader(ctx, md) }
 	}
-	creds := credentialsOf(ctx)
+	creds := credentialsOf(ctx, call)
 	creds.cert = call.ClientCert
 	if creds.present() {
 		if wait := p.failures.wait(call.ClientIP); wait > 0 {
@@ -283,10 +283,10 @@ type credentials struct {
 
 // credentialsOf reads the two keys it needs, not a copy of all the call's
 // metadata. The values may be the door's own: only read them.
-func credentialsOf(ctx context.Context) credentials {
+func credentialsOf(ctx context.Context, call *policy.Call) credentials {
 	return credentials{
-		authz:   policy.IncomingValue(ctx, authorizationKey),
-		apiKeys: policy.IncomingValue(ctx, APIKeyHeader),
+		authz:   call.IncomingValue(ctx, authorizationKey),
+		apiKeys: call.IncomingValue(ctx, APIKeyHeader),
 	}
 }
 

@@ -70,7 +70,7 @@ func FuzzAuthenticate(f *testing.F) {
 			md.Set(APIKeyHeader, key)
 		}
 		ctx := metadata.NewIncomingContext(context.Background(), md)
-		id, fail := p.authenticate(ctx, credentialsOf(ctx))
+		id, fail := p.authenticate(ctx, credentialsOf(ctx, nil))
 		if id != nil && fail != nil {
 			t.Fatal("both an identity and a failure")
 		}

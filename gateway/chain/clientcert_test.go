@@ -119,3 +119,33 @@ func TestCallFactsStep(t *testing.T) {
 		t.Error("a step's peer lost the caller's TLS state")
 	}
 }
+
+// The chain's head keeps the door's metadata map in the call, the same
+// map, so that the policies after it read it without a walk of the
+// context; a door that gave none leaves the call without one.
+func TestCallFactsKeepTheDoorsMetadata(t *testing.T) {
+	var got *policy.Call
+	bound := chain.New(chain.Config{Routes: table(t)}).Bind("/orders.v1.OrderService/GetOrder", nil)(func(ctx context.Context, _ any) (any, error) {
+		got, _ = policy.FromContext(ctx)
+		return nil, nil
+	})
+	md := metadata.MD{"x-api-key": {"pk"}}
+	tcp := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}
+	ctx := peer.NewContext(policy.NewIncomingContext(context.Background(), md), &peer.Peer{Addr: tcp})
+	if _, err := bound(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.Incoming == nil || &got.Incoming["x-api-key"][0] != &md["x-api-key"][0] {
+		t.Fatalf("the call does not hold the door's map: %v", got)
+	}
+	ctx = peer.NewContext(metadata.NewIncomingContext(context.Background(), md), &peer.Peer{Addr: tcp})
+	if _, err := bound(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got.Incoming != nil {
+		t.Errorf("a call whose door gave no map holds %v", got.Incoming)
+	}
+	if v := got.IncomingValue(ctx, "x-api-key"); len(v) != 1 || v[0] != "pk" {
+		t.Errorf("without the door's map the call reads %q from the context, want pk", v)
+	}
+}

@@ -87,6 +87,8 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 		return nil, policy.Error(codes.Internal, policy.ReasonInternal, fmt.Sprintf("the chain met %s, which has no route", fullMethod), nil)
 	}
 	p, _ := peer.FromContext(ctx)
+	// The door's map, found once here for every reader after the head.
+	in, _ := policy.Incoming(ctx)
 	call := &policy.Call{
 		FullMethod: r.FullMethod,
 		Service:    r.Service,
@@ -94,14 +96,15 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 		Backend:    r.Backend,
 		Policy:     r.Policy,
 		Transport:  policy.GRPC,
-		ClientIP:   c.clientIP(ctx, p),
+		Incoming:   in,
 		Input:      r.Input.Descriptor(),
 	}
+	call.ClientIP = c.clientIP(ctx, call, p)
 	if p != nil {
 		switch _, tcp := p.Addr.(*net.TCPAddr); {
 		case fromRESTDoor(p.Addr):
 			call.Transport = policy.REST
-			call.HTTPRoute = first(policy.IncomingValue(ctx, proxy.MDRoute))
+			call.HTTPRoute = first(call.IncomingValue(ctx, proxy.MDRoute))
 			if a, ok := p.Addr.(restAddr); ok {
 				call.Step = a.step
 			}
@@ -109,7 +112,7 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 			call.Web = ctx.Value(webKey{}) != nil
 		}
 	}
-	call.ClientCert = clientCert(ctx, p)
+	call.ClientCert = clientCert(ctx, call, p)
 	return call, nil
 }
 
@@ -121,7 +124,7 @@ func (c *Chain) newCall(ctx context.Context, fullMethod string) (*policy.Call, e
 // REST stream, whose peer is the in-memory connection, carries the REST
 // door's word (proxy.MDClientCert), which the door gives only for a verified
 // chain.
-func clientCert(ctx context.Context, p *peer.Peer) *x509.Certificate {
+func clientCert(ctx context.Context, call *policy.Call, p *peer.Peer) *x509.Certificate {
 	if p == nil {
 		return nil
 	}
@@ -134,7 +137,7 @@ func clientCert(ctx context.Context, p *peer.Peer) *x509.Certificate {
 	if p.Addr == nil || p.Addr.Network() != bufconnNetwork {
 		return nil
 	}
-	der := policy.IncomingValue(ctx, proxy.MDClientCert)
+	der := call.IncomingValue(ctx, proxy.MDClientCert)
 	if len(der) != 1 {
 		return nil
 	}
@@ -149,14 +152,14 @@ func clientCert(ctx context.Context, p *peer.Peer) *x509.Certificate {
 // it, else the peer's, behind trusted proxies. Single keys, not
 // metadata.FromIncomingContext: that copies every key and value of the
 // call, and this runs once per call. p is ctx's peer.
-func (c *Chain) clientIP(ctx context.Context, p *peer.Peer) string {
+func (c *Chain) clientIP(ctx context.Context, call *policy.Call, p *peer.Peer) string {
 	switch {
 	case p == nil || p.Addr == nil:
 		return clientip.Unknown
 	case fromRESTDoor(p.Addr):
-		return first(policy.IncomingValue(ctx, proxy.MDClientIP))
+		return first(call.IncomingValue(ctx, proxy.MDClientIP))
 	}
-	forwardedFor := policy.IncomingValue(ctx, proxy.MDForwardedFor)
+	forwardedFor := call.IncomingValue(ctx, proxy.MDForwardedFor)
 	if tcp, ok := p.Addr.(*net.TCPAddr); ok {
 		return c.trusted.FromAddr(tcp.AddrPort().Addr(), forwardedFor)
 	}
@@ -189,7 +192,8 @@ func (c *Chain) unknown(_ any, ss grpc.ServerStream) error {
 	err := policy.Error(codes.Unimplemented, policy.ReasonNoRoute, fmt.Sprintf("no route for gRPC method %q", method), nil)
 	ctx := ss.Context()
 	p, _ := peer.FromContext(ctx)
-	call := &policy.Call{Transport: policy.GRPC, ClientIP: c.clientIP(ctx, p)}
+	call := &policy.Call{Transport: policy.GRPC}
+	call.ClientIP = c.clientIP(ctx, call, p)
 	for _, r := range c.refusals {
 		r.Refused(ctx, call, err, 0)
 	}

@@ -135,6 +135,11 @@ type Call struct {
 	// did not verify. A certificate the handshake did not verify is never
 	// put here, so a policy may take this one as proof.
 	ClientCert *x509.Certificate
+	// Incoming is the call's incoming metadata as its door gave it
+	// (WithIncoming), which the chain's head found once so that nothing
+	// after it walks the context for it (IncomingValue); nil when the door
+	// gave none. Nobody may change it.
+	Incoming metadata.MD
 	// Identity is set by the auth policy; nil for anonymous calls.
 	Identity *Identity
 	// Input describes the method's request message.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"reflect"
 	"testing"
 
@@ -26,5 +27,28 @@ func TestCallHeaderIsMergedOnceAndForgotten(t *testing.T) {
 	c.AddHeader(metadata.Pairs("ratelimit-remaining", "3"))
 	if got := c.MergeHeader(metadata.MD{}); !reflect.DeepEqual(got, metadata.Pairs("ratelimit-remaining", "3")) {
 		t.Errorf("MergeHeader into no backend headers = %v, want the kept header", got)
+	}
+}
+
+// A call reads its metadata from the door's map the chain's head kept in
+// it, and from the context only when there was none.
+func TestCallIncomingValue(t *testing.T) {
+	door := metadata.MD{"x-api-key": {"from the call"}}
+	ctx := NewIncomingContext(context.Background(), metadata.MD{"x-api-key": {"from the context"}})
+	for _, tc := range []struct {
+		name string
+		c    *Call
+		want string
+	}{
+		{"kept by the head", &Call{Incoming: door}, "from the call"},
+		{"none kept", &Call{}, "from the context"},
+		{"no call", nil, "from the context"},
+	} {
+		if got := tc.c.IncomingValue(ctx, "x-api-key"); len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if got := (&Call{Incoming: door}).IncomingValue(ctx, "authorization"); got != nil {
+		t.Errorf("a key the call lacks: %q, want none (and no look in the context)", got)
 	}
 }

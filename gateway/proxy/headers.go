@@ -296,10 +296,17 @@ func ForwardHeaders(h http.Header, md metadata.MD, name func(string) (string, bo
 // outgoingContext is OutgoingContext from the door's own map, when the
 // door gave it and nothing can have changed the incoming metadata since:
 // the embedder's interceptors (Typed mode) may, so with them the proxy
-// reads it through grpc-go.
+// reads it through grpc-go. The map is the call's (policy.Call.Incoming)
+// when the chain's head found it, which spares a walk of the whole
+// context to the door's.
 func (m *Method) outgoingContext(ctx context.Context) context.Context {
-	if in, ok := policy.Incoming(ctx); ok && m.mode != Typed {
-		return outgoingContext(ctx, in)
+	if m.mode != Typed {
+		if c, ok := policy.FromContext(ctx); ok && c.Incoming != nil {
+			return outgoingContext(ctx, c.Incoming)
+		}
+		if in, ok := policy.Incoming(ctx); ok {
+			return outgoingContext(ctx, in)
+		}
 	}
 	return OutgoingContext(ctx)
 }

@@ -24,7 +24,7 @@ func (s *Stats) logCall(ctx context.Context, cl *call, code codes.Code, d time.D
 	c := cl.c
 	e := entry{transport: string(c.Transport), method: c.FullMethod, code: code, latency: d,
 		clientIP: c.ClientIP, in: cl.in, out: cl.out, backend: c.Backend,
-		rejectedBy: rejectedBy, reason: reason, traceID: traceID(ctx, cl.span)}
+		rejectedBy: rejectedBy, reason: reason, traceID: traceID(ctx, c, cl.span)}
 	if c.Transport == policy.REST {
 		e.route, e.status = c.HTTPRoute, policy.HTTPStatus(code)
 		if cl.httpStatus != 0 {

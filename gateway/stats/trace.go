@@ -83,13 +83,13 @@ func serverFault(code codes.Code) bool {
 // traceID is the call's trace for the access log: the span's, or with
 // tracing off the one in the caller's traceparent, so log lines still join
 // up with the caller's traces.
-func traceID(ctx context.Context, span trace.Span) string {
+func traceID(ctx context.Context, c *policy.Call, span trace.Span) string {
 	if span != nil {
 		if sc := span.SpanContext(); sc.HasTraceID() {
 			return sc.TraceID().String()
 		}
 	}
-	v := policy.IncomingValue(ctx, "traceparent")
+	v := c.IncomingValue(ctx, "traceparent")
 	if len(v) == 0 {
 		return ""
 	}
