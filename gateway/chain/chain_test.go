@@ -130,19 +130,11 @@ func TestBindOrderAndDecodePlace(t *testing.T) {
 
 func TestCallFacts(t *testing.T) {
 	trusted, _ := clientip.Parse([]string{"10.0.0.0/8"})
-	var got *policy.Call
-	c := chain.New(chain.Config{Routes: table(t), Trusted: trusted})
-	bound := c.Bind("/orders.v1.OrderService/GetOrder", nil)(func(ctx context.Context, _ any) (any, error) {
-		got, _ = policy.FromContext(ctx)
-		return nil, nil
-	})
+	facts := factsOf(t, chain.Config{Trusted: trusted})
 	// A gRPC client behind a trusted proxy, which also tries to pass as the REST door.
 	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("10.1.1.1"), Port: 5}})
 	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("x-forwarded-for", "198.51.100.4", proxy.MDClientIP, "1.1.1.1", proxy.MDRoute, "GET /forged"))
-	if _, err := bound(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got.Transport != policy.GRPC || got.ClientIP != "198.51.100.4" || got.HTTPRoute != "" || got.Backend != "orders" ||
+	if got := facts("a forged REST door's word", ctx); got.Transport != policy.GRPC || got.ClientIP != "198.51.100.4" || got.HTTPRoute != "" || got.Backend != "orders" ||
 		got.Input.FullName() != "orders.v1.GetOrderRequest" || got.Policy == nil {
 		t.Errorf("facts: %+v", got)
 	}

@@ -38,11 +38,7 @@ func TestCallFactsClientCertificate(t *testing.T) {
 	tcp := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}
 	door := metadata.Pairs(proxy.MDClientCert, string(leaf.Cert.Raw))
 
-	var got *policy.Call
-	bound := chain.New(chain.Config{Routes: table(t)}).Bind("/orders.v1.OrderService/GetOrder", nil)(func(ctx context.Context, _ any) (any, error) {
-		got, _ = policy.FromContext(ctx)
-		return nil, nil
-	})
+	facts := factsOf(t, chain.Config{})
 	for _, tc := range []struct {
 		name      string
 		peer      *peer.Peer
@@ -61,11 +57,7 @@ func TestCallFactsClientCertificate(t *testing.T) {
 		{"REST stream without it", &peer.Peer{Addr: bufconnAddr{}}, nil, policy.REST, false},
 		{"REST stream, garbage for a certificate", &peer.Peer{Addr: bufconnAddr{}}, metadata.Pairs(proxy.MDClientCert, "not DER"), policy.REST, false},
 	} {
-		got = nil
-		ctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), tc.md), tc.peer)
-		if _, err := bound(ctx, nil); err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
+		got := facts(tc.name, peer.NewContext(metadata.NewIncomingContext(context.Background(), tc.md), tc.peer))
 		if got.Transport != tc.transport {
 			t.Errorf("%s: transport %s, want %s", tc.name, got.Transport, tc.transport)
 		}
@@ -84,11 +76,7 @@ func TestCallFactsClientCertificate(t *testing.T) {
 // door's connection gives it, keeping the caller's TLS state; no other
 // call is a step, whatever its context holds.
 func TestCallFactsStep(t *testing.T) {
-	var got *policy.Call
-	bound := chain.New(chain.Config{Routes: table(t)}).Bind("/orders.v1.OrderService/GetOrder", nil)(func(ctx context.Context, _ any) (any, error) {
-		got, _ = policy.FromContext(ctx)
-		return nil, nil
-	})
+	facts := factsOf(t, chain.Config{})
 	step := &policy.Step{Composite: "/storefront.v1.StorefrontService/GetOrderDetails", Name: "order"}
 	cs := &tls.ConnectionState{Version: tls.VersionTLS13}
 	tcp := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}
@@ -103,15 +91,7 @@ func TestCallFactsStep(t *testing.T) {
 		{"REST call over TLS", chain.NewRESTPeer(cs, nil), nil},
 		{"gRPC call whose context carries a step mark", &peer.Peer{Addr: tcp}, nil},
 	} {
-		got = nil
-		ctx := peer.NewContext(policy.WithStep(context.Background(), step), tc.peer)
-		if _, err := bound(ctx, nil); err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		if got == nil {
-			t.Fatalf("%s: the handler did not run", tc.name)
-		}
-		if got.Step != tc.want {
+		if got := facts(tc.name, peer.NewContext(policy.WithStep(context.Background(), step), tc.peer)); got.Step != tc.want {
 			t.Errorf("%s: step %v, want %v", tc.name, got.Step, tc.want)
 		}
 	}
@@ -124,28 +104,43 @@ func TestCallFactsStep(t *testing.T) {
 // map, so that the policies after it read it without a walk of the
 // context; a door that gave none leaves the call without one.
 func TestCallFactsKeepTheDoorsMetadata(t *testing.T) {
-	var got *policy.Call
-	bound := chain.New(chain.Config{Routes: table(t)}).Bind("/orders.v1.OrderService/GetOrder", nil)(func(ctx context.Context, _ any) (any, error) {
-		got, _ = policy.FromContext(ctx)
-		return nil, nil
-	})
+	facts := factsOf(t, chain.Config{})
 	md := metadata.MD{"x-api-key": {"pk"}}
 	tcp := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}
-	ctx := peer.NewContext(policy.NewIncomingContext(context.Background(), md), &peer.Peer{Addr: tcp})
-	if _, err := bound(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got == nil || got.Incoming == nil || &got.Incoming["x-api-key"][0] != &md["x-api-key"][0] {
+	got := facts("the door's map", peer.NewContext(policy.NewIncomingContext(context.Background(), md), &peer.Peer{Addr: tcp}))
+	if got.Incoming == nil || &got.Incoming["x-api-key"][0] != &md["x-api-key"][0] {
 		t.Fatalf("the call does not hold the door's map: %v", got)
 	}
-	ctx = peer.NewContext(metadata.NewIncomingContext(context.Background(), md), &peer.Peer{Addr: tcp})
-	if _, err := bound(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got.Incoming != nil {
+	ctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), md), &peer.Peer{Addr: tcp})
+	if got = facts("no map", ctx); got.Incoming != nil {
 		t.Errorf("a call whose door gave no map holds %v", got.Incoming)
 	}
 	if v := got.IncomingValue(ctx, "x-api-key"); len(v) != 1 || v[0] != "pk" {
 		t.Errorf("without the door's map the call reads %q from the context, want pk", v)
+	}
+}
+
+// factsOf binds GetOrder's chain, made with cfg and the test's route table,
+// and returns a function that runs it with a context and returns the call
+// facts its handler met; the call named name fails the test if the chain
+// refuses it or the handler does not run.
+func factsOf(t *testing.T, cfg chain.Config) func(name string, ctx context.Context) *policy.Call {
+	t.Helper()
+	cfg.Routes = table(t)
+	var got *policy.Call
+	bound := chain.New(cfg).Bind("/orders.v1.OrderService/GetOrder", nil)(func(ctx context.Context, _ any) (any, error) {
+		got, _ = policy.FromContext(ctx)
+		return nil, nil
+	})
+	return func(name string, ctx context.Context) *policy.Call {
+		t.Helper()
+		got = nil
+		if _, err := bound(ctx, nil); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got == nil {
+			t.Fatalf("%s: the handler did not run", name)
+		}
+		return got
 	}
 }

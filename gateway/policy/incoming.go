@@ -35,24 +35,30 @@ func Incoming(ctx context.Context) (metadata.MD, bool) {
 	return md, ok
 }
 
-// IncomingValue is the package's IncomingValue for c's metadata: from
-// c.Incoming, without a walk of the context, when the chain's head found
-// the door's map. The door puts the map at the bottom of the call's
-// context (the gRPC door in its tap), below everything grpc-go and the
-// chain add, so each lookup through ctx walked all of it.
-func (c *Call) IncomingValue(ctx context.Context, key string) []string {
+// IncomingMD is Incoming for c's call (c may be nil): c.Incoming, without
+// a walk of the context, when the chain's head found the door's map. The
+// door puts the map at the bottom of the call's context (the gRPC door in
+// its tap), below everything grpc-go and the chain add, so each lookup
+// through ctx walks all of it.
+func (c *Call) IncomingMD(ctx context.Context) (metadata.MD, bool) {
 	if c != nil && c.Incoming != nil {
-		return c.Incoming[key]
+		return c.Incoming, true
 	}
-	return IncomingValue(ctx, key)
+	return Incoming(ctx)
+}
+
+// IncomingValue is the package's IncomingValue for c's call (c may be
+// nil), from the map IncomingMD finds.
+func (c *Call) IncomingValue(ctx context.Context, key string) []string {
+	if md, ok := c.IncomingMD(ctx); ok {
+		return md[key]
+	}
+	return metadata.ValueFromIncomingContext(ctx, key)
 }
 
 // IncomingValue is metadata.ValueFromIncomingContext for a lower-case key,
 // without its copy or its walk on a miss when the door gave the map. The
 // caller must not change the result.
 func IncomingValue(ctx context.Context, key string) []string {
-	if md, ok := Incoming(ctx); ok {
-		return md[key]
-	}
-	return metadata.ValueFromIncomingContext(ctx, key)
+	return (*Call)(nil).IncomingValue(ctx, key)
 }

@@ -51,14 +51,16 @@ const (
 // sent, plus the verified identity.
 func OutgoingContext(ctx context.Context) context.Context {
 	in, _ := metadata.FromIncomingContext(ctx)
-	return outgoingContext(ctx, in)
+	c, _ := policy.FromContext(ctx)
+	return outgoingContext(ctx, c, in)
 }
 
-// outgoingContext is OutgoingContext from in, the incoming metadata: the
-// door's own map (policy.Incoming), which it only reads, or a copy. A
+// outgoingContext is OutgoingContext from in, the incoming metadata of c's
+// call (c may be nil): the door's own map (policy.Incoming), which it only
+// reads, or a copy. A
 // call's metadata is mostly the hop's, so the kept keys are few: they share
 // in's values, capacity-capped so that an append copies.
-func outgoingContext(ctx context.Context, in metadata.MD) context.Context {
+func outgoingContext(ctx context.Context, c *policy.Call, in metadata.MD) context.Context {
 	out := make(metadata.MD, 4)
 	for k, v := range in {
 		if !hopRequestKey(k) && !credentialKey(k) && !strings.HasPrefix(k, porticoPrefix) {
@@ -66,7 +68,7 @@ func outgoingContext(ctx context.Context, in metadata.MD) context.Context {
 		}
 	}
 	addHop(ctx, out)
-	if c, ok := policy.FromContext(ctx); ok && c.Identity != nil {
+	if c != nil && c.Identity != nil {
 		// One backing array for the three values; full slice expressions
 		// keep an append to one from writing into the next.
 		vals := [...]string{headerSafe(c.Identity.Consumer), headerSafe(c.Identity.Subject), scopesHeader(c.Identity.Scopes)}
@@ -296,17 +298,13 @@ func ForwardHeaders(h http.Header, md metadata.MD, name func(string) (string, bo
 // outgoingContext is OutgoingContext from the door's own map, when the
 // door gave it and nothing can have changed the incoming metadata since:
 // the embedder's interceptors (Typed mode) may, so with them the proxy
-// reads it through grpc-go. The map is the call's (policy.Call.Incoming)
-// when the chain's head found it, which spares a walk of the whole
-// context to the door's.
-func (m *Method) outgoingContext(ctx context.Context) context.Context {
+// reads it through grpc-go. c is the call's facts (nil without them).
+func (m *Method) outgoingContext(ctx context.Context, c *policy.Call) context.Context {
 	if m.mode != Typed {
-		if c, ok := policy.FromContext(ctx); ok && c.Incoming != nil {
-			return outgoingContext(ctx, c.Incoming)
-		}
-		if in, ok := policy.Incoming(ctx); ok {
-			return outgoingContext(ctx, in)
+		if in, ok := c.IncomingMD(ctx); ok {
+			return outgoingContext(ctx, c, in)
 		}
 	}
-	return OutgoingContext(ctx)
+	in, _ := metadata.FromIncomingContext(ctx)
+	return outgoingContext(ctx, c, in)
 }

@@ -43,8 +43,8 @@ func TestOutgoingHTTPHeader(t *testing.T) {
 
 // A backend gets the caller's metadata less the hop's, the credentials and
 // any x-portico-* key, plus the verified identity; the same whether the
-// proxy reads the door's own map (policy.Incoming), which it leaves as it
-// was, or a copy through grpc-go.
+// proxy reads the door's own map (policy.Incoming, or the one the call
+// keeps), which it leaves as it was, or a copy through grpc-go.
 func TestOutgoingContext(t *testing.T) {
 	for _, way := range []struct {
 		name     string
@@ -52,7 +52,18 @@ func TestOutgoingContext(t *testing.T) {
 	}{
 		{"through grpc-go", func(ctx context.Context, _ metadata.MD) context.Context { return OutgoingContext(ctx) }},
 		{"the door's map", func(ctx context.Context, in metadata.MD) context.Context {
-			return (&Method{mode: AsBytes}).outgoingContext(policy.WithIncoming(ctx, in))
+			c, _ := policy.FromContext(ctx)
+			return (&Method{mode: AsBytes}).outgoingContext(policy.WithIncoming(ctx, in), c)
+		}},
+		{"the map the call keeps", func(ctx context.Context, in metadata.MD) context.Context {
+			c, ok := policy.FromContext(ctx)
+			if !ok {
+				c = &policy.Call{}
+			}
+			c.Incoming = in
+			// The context's own metadata is empty: what reaches the backend
+			// can only have come from the call's map.
+			return (&Method{mode: AsBytes}).outgoingContext(metadata.NewIncomingContext(ctx, metadata.MD{}), c)
 		}},
 	} {
 		t.Run(way.name, func(t *testing.T) {

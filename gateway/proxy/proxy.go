@@ -233,7 +233,7 @@ func (m *Method) Invoke(ctx context.Context, req any) (any, error) {
 		peer            peer.Peer
 	}
 	call, _ := policy.FromContext(ctx)
-	octx, measure := m.startBackendCall(ctx)
+	octx, measure := m.startBackendCall(ctx, call)
 	err := m.conn.Invoke(octx, m.route.FullMethod, req, out,
 		grpc.Header(&got.header), grpc.Trailer(&got.trailer), grpc.Peer(&got.peer))
 	header, trailer := got.header, got.trailer
@@ -312,10 +312,10 @@ func (m *Method) newResponse() any {
 	return &rawMessage{}
 }
 
-// startBackendCall makes the outgoing context of a backend call and starts
-// measuring the call.
-func (m *Method) startBackendCall(ctx context.Context) (context.Context, stats.BackendCall) {
-	octx := m.outgoingContext(ctx)
+// startBackendCall makes the outgoing context of a backend call, c's, and
+// starts measuring the call.
+func (m *Method) startBackendCall(ctx context.Context, c *policy.Call) (context.Context, stats.BackendCall) {
+	octx := m.outgoingContext(ctx, c)
 	if m.meter == nil {
 		return octx, stats.BackendCall{}
 	}
@@ -351,11 +351,11 @@ func (m *Method) stream(_ any, ss grpc.ServerStream) error {
 		defer release()
 	}
 	var pr peer.Peer
-	octx, measure := m.startBackendCall(ctx)
+	call, _ := policy.FromContext(ctx)
+	octx, measure := m.startBackendCall(ctx, call)
 	// The backend's side is measured by how the backend stream ended, not
 	// by what the client is told.
 	backendErr := errBackendStreamCanceled
-	call, _ := policy.FromContext(ctx)
 	defer func() {
 		measure.Attempts(attempts(call))
 		measure.End(backendErr)

@@ -115,7 +115,7 @@ func (l *Limiter) allow(c *policy.Call) Decision {
 	k := bucketKey{m: m}
 	k.consumer, k.id = caller(c)
 	now := l.now()
-	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
+	s := l.shardOf(k)
 	if b, found := s.buckets.Load(k); found {
 		// A bucket the sweep has dropped meanwhile is dead: the call
 		// takes a new one, as a caller who had been idle would.
@@ -124,6 +124,11 @@ func (l *Limiter) allow(c *policy.Call) Decision {
 		}
 	}
 	return l.allowNew(s, k, r, now)
+}
+
+// shardOf is the shard that holds k's bucket.
+func (l *Limiter) shardOf(k bucketKey) *shard {
+	return &l.shards[(maphash.String(l.seed, k.id)^k.m.id)&(shardCount-1)]
 }
 
 // caller is who c's call is counted against: its consumer once auth named

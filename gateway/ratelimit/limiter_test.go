@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"bytes"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"strings"
 	"sync"
@@ -344,7 +343,7 @@ func TestDecisionOnASweptBucket(t *testing.T) {
 	l.allow(c)
 	m := l.method(c)
 	k := bucketKey{m: m, id: "203.0.113.10"}
-	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
+	s := l.shardOf(k)
 	v, found := s.buckets.Load(k)
 	if !found {
 		t.Fatal("the caller has no bucket")

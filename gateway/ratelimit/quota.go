@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"hash/maphash"
 
 	"github.com/portico-gw/portico/gateway/admin"
 )
@@ -46,7 +45,7 @@ func (l *Limiter) Quota(ctx context.Context, consumer, fullMethod string) (admin
 	k := bucketKey{m: m, consumer: true, id: consumer}
 	now := l.now()
 	var tat int64
-	s := &l.shards[(maphash.String(l.seed, k.id)^m.id)&(shardCount-1)]
+	s := l.shardOf(k)
 	if b, ok := s.buckets.Load(k); ok {
 		if tat = b.(*bucket).tat.Load(); tat == deadTAT {
 			tat = 0 // dropped as idle: full
