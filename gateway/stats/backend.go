@@ -260,11 +260,15 @@ type BackendCall struct{ a *attempt }
 
 // attempt is what a BackendCall measures.
 type attempt struct {
-	s        *Stats
-	backend  *backend
-	call     *policy.Call
-	span     trace.Span
-	start    time.Time
+	s       *Stats
+	backend *backend
+	call    *policy.Call
+	span    trace.Span
+	start   time.Time
+	// instance is this attempt's own, not read back from call: one
+	// policy.Call may make several backend calls (StartBackendCall for
+	// each), and the call keeps only the last instance that answered, for
+	// its access log line (TestBackendAttemptsPerInstance).
 	instance atomic.Pointer[string]
 }
 
